@@ -1,0 +1,130 @@
+"""The error tree: one root, a shallow hierarchy, and messages that say how to fix things.
+
+Every error carries what was expected, what was received and a hint, so a user reading
+only the message knows what to change::
+
+    >>> raise PolicyError("unknown precision", expected="one of fp32, tf32, fp16, bf16, int8",
+    ...                   received="'fp61'", hint="did you mean 'fp16'?")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "XpuRuntimeError",
+    "CudaError",
+    "OutOfMemoryError",
+    "UnsupportedOperationError",
+    "PolicyError",
+    "PolicyViolationError",
+    "ModelLoadError",
+    "InputError",
+    "DeviceError",
+    "EngineUnavailableError",
+    "closest",
+    "did_you_mean",
+]
+
+
+class XpuRuntimeError(Exception):
+    """Root of every error xpuruntime raises on purpose.
+
+    ``expected``, ``received`` and ``hint`` are kept as attributes and appended to the
+    message, one per line, so logs and tracebacks show the whole story.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected: str | None = None,
+        received: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.reason = message
+        self.expected = expected
+        self.received = received
+        self.hint = hint
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        lines = [self.reason]
+        lines += [f"  expected: {self.expected}"] if self.expected else []
+        lines += [f"  received: {self.received}"] if self.received else []
+        lines += [f"  fix: {self.hint}"] if self.hint else []
+        return "\n".join(lines)
+
+
+class CudaError(XpuRuntimeError, RuntimeError):
+    """A CUDA driver or runtime call failed."""
+
+
+class OutOfMemoryError(CudaError, MemoryError):
+    """A device ran out of memory."""
+
+
+class UnsupportedOperationError(XpuRuntimeError, NotImplementedError):
+    """The operation exists but this engine, device or build cannot perform it."""
+
+
+class PolicyError(XpuRuntimeError, ValueError):
+    """A policy (object or file) is malformed; the message names the file and field path.
+
+    ``field`` is a dotted path such as ``kernels.matmul.rules[0].when.k``; ``file`` the
+    policy file it came from, when there was one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, file: str | None = None, **kw: str | None):
+        self.field = field
+        self.file = file
+        where = ": ".join(p for p in (file, field) if p)
+        super().__init__(f"{where}: {message}" if where else message, **kw)
+        self.reason = message  # the bare message, without the location
+
+    def located(self, *, field_prefix: str | None = None, file: str | None = None) -> PolicyError:
+        """A copy of this error with a field-path prefix and/or a file name added."""
+        field = ".".join(p for p in (field_prefix, self.field) if p) or None
+        return type(self)(self.reason, field=field, file=file or self.file,
+                          expected=self.expected, received=self.received, hint=self.hint)
+
+
+class PolicyViolationError(XpuRuntimeError):
+    """A valid policy was not honoured by the engine and ``fallback="error"`` was asked for.
+
+    ``violations`` holds the individual findings (for example one per node).
+    """
+
+    def __init__(self, message: str, *, violations: Iterable[object] = (), **kwargs: str | None) -> None:
+        self.violations = list(violations)
+        super().__init__(message, **kwargs)
+
+
+class ModelLoadError(XpuRuntimeError):
+    """A model could not be read or parsed by the engine."""
+
+
+class InputError(XpuRuntimeError, ValueError):
+    """Feeds do not match what the model expects (names, ranks, shapes, dtypes)."""
+
+
+class DeviceError(XpuRuntimeError):
+    """A device string is malformed or names a device that is not present."""
+
+
+class EngineUnavailableError(XpuRuntimeError, ImportError):
+    """An engine or provider is not installed or cannot start; the message names the extra."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``name`` among ``choices``, or None."""
+    lowered = {c.lower(): c for c in choices}
+    hit = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[hit[0]] if hit else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A hint sentence such as ``did you mean 'flash'?`` or None when nothing is close."""
+    guess = closest(name, choices)
+    return f"did you mean {guess!r}?" if guess else None

@@ -1,0 +1,185 @@
+"""ExecutionPolicy: precision, shapes, determinism, graphs, threads, caching and fallback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.policies import vocabulary as vocab
+from xpuruntime.policies._common import Change, content_hash, diff_dicts
+
+__all__ = ["ExecutionPolicy", "Fallback", "Precision", "policy_error_from_validation"]
+
+Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8"]
+Fallback = Literal["error", "warn", "allow"]
+_DAY_MS = 24 * 3600 * 1000
+
+
+class ExecutionPolicy(BaseModel):
+    """How a model should execute, independent of the engine.
+
+    Immutable: ``with_precision()``, ``with_fallback()`` and ``replace()`` return copies.
+
+    >>> ExecutionPolicy(precision="bfloat16", fallback="error").precision
+    'bf16'
+    >>> ExecutionPolicy(precision="int8", static_shape=True).with_fallback("allow").static_shape
+    True
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    precision: Precision = Field("fp32", description="fp32 (IEEE, no TF32), tf32, fp16, bf16 or int8")
+    static_shape: StrictBool = Field(False, description="compile for fixed shapes (from fixed_shapes or the model)")
+    fixed_shapes: dict[str, tuple[StrictInt, ...]] | None = Field(None, description="input name -> static shape")
+    fallback: Fallback = Field("warn", description="what to do when the engine cannot honour the policy")
+    deterministic: StrictBool = Field(False, description="ask for deterministic kernels")
+    cuda_graphs: StrictBool = Field(False, description="capture and replay CUDA graphs (needs static shapes)")
+    optimize_level: StrictInt = Field(3, ge=0, le=3, description="graph optimisation level, 0 (none) .. 3 (all)")
+    num_threads: StrictInt | None = Field(None, ge=1, le=4096, description="CPU threads; None means the engine's")
+    cache_dir: str | None = Field(None, min_length=1, description="folder for compiled engines and caches")
+    compile_timeout_ms: StrictInt | None = Field(None, gt=0, le=_DAY_MS, description="limit on model compilation")
+    execution_timeout_ms: StrictInt | None = Field(None, gt=0, le=_DAY_MS, description="limit on one run")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise policy_error_from_validation(exc, "execution") from None
+
+    # -- validation ----------------------------------------------------------------------
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, v: object) -> str:
+        return vocab.canonical_precision(v)
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback(cls, v: object) -> object:
+        choices = ("error", "warn", "allow")
+        if isinstance(v, str) and v.strip().lower() in choices:
+            return v.strip().lower()
+        raise PolicyError(f"unknown fallback {v!r}", expected="one of error, warn, allow", received=repr(v),
+                          hint=did_you_mean(str(v), choices))
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _cache_dir(cls, v: object) -> object:
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+    @field_validator("fixed_shapes")
+    @classmethod
+    def _shapes(cls, v: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, ...]] | None:
+        for name, shape in (v or {}).items():
+            if not name or any(d < 1 for d in shape):
+                raise ValueError(f"input {name!r}: every dimension must be >= 1, got {list(shape)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_implies_static(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("fixed_shapes") and "static_shape" not in data:
+            data = {**data, "static_shape": True}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExecutionPolicy:
+        if self.fixed_shapes and not self.static_shape:
+            raise ValueError("fixed_shapes is set but static_shape=False; drop one of them")
+        if self.cuda_graphs and not self.static_shape:
+            raise ValueError("cuda_graphs=True replays fixed shapes; set static_shape=True as well")
+        return self
+
+    # -- copies --------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> ExecutionPolicy:
+        """A validated copy with ``changes`` applied; fields set before stay set."""
+        return type(self)(**{**self.model_dump(include=self.model_fields_set), **changes})
+
+    def with_precision(self, precision: str) -> ExecutionPolicy:
+        """A copy with another precision and every other field kept."""
+        return self.replace(precision=precision)
+
+    def with_fallback(self, fallback: str) -> ExecutionPolicy:
+        """A copy with another fallback rule and every other field kept."""
+        return self.replace(fallback=fallback)
+
+    def merge(self, other: ExecutionPolicy | Mapping[str, Any]) -> ExecutionPolicy:
+        """A copy where the fields ``other`` sets explicitly win."""
+        other = other if isinstance(other, ExecutionPolicy) else ExecutionPolicy.from_dict(other)
+        return self.replace(**other.model_dump(include=other.model_fields_set))
+
+    # -- data ----------------------------------------------------------------------------
+    def to_dict(self, *, exclude_defaults: bool = False) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude_defaults=exclude_defaults)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ExecutionPolicy:
+        if data is not None and not isinstance(data, Mapping):
+            raise PolicyError("invalid execution policy", field="execution",
+                              expected="a mapping of field -> value", received=type(data).__name__)
+        return cls(**dict(data or {}))
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the non-default fields: adding a field with a default keeps old hashes."""
+        return content_hash({"execution": self.to_dict(exclude_defaults=True)})
+
+    def diff(self, other: ExecutionPolicy) -> list[Change]:
+        return diff_dicts(self.to_dict(), other.to_dict(), prefix="execution")
+
+    def save(self, path: str) -> Any:
+        """Write a policy file holding this execution section (YAML or JSON by suffix)."""
+        from xpuruntime.policies.policy import Policy
+
+        return Policy(execution=self).save(path)
+
+    @classmethod
+    def load(cls, path: str) -> ExecutionPolicy:
+        """Read the ``execution`` section of a policy file."""
+        from xpuruntime.policies.policy import Policy
+
+        return Policy.load(path).execution
+
+    def __repr__(self) -> str:
+        changed = self.to_dict(exclude_defaults=True)
+        return f"ExecutionPolicy({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    __str__ = __repr__
+
+
+def policy_error_from_validation(exc: ValidationError, prefix: str) -> PolicyError:
+    """The first pydantic error as a PolicyError with a dotted field path and a fix."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    field = ".".join(p for p in (prefix, loc) if p)
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, PolicyError):
+        return inner.located(field_prefix=field)
+    if err["type"] == "extra_forbidden":
+        names = list(ExecutionPolicy.model_fields)
+        return PolicyError(f"unknown field {loc!r}", field=field, expected=f"one of {', '.join(names)}",
+                           received=repr(err["loc"][-1]), hint=did_you_mean(str(err["loc"][-1]), names))
+    return PolicyError(_message(err), field=field, expected=_expected(err, loc), received=repr(err.get("input")))
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _expected(err: Mapping[str, Any], loc: str) -> str | None:
+    field = ExecutionPolicy.model_fields.get(loc.split(".")[0])
+    return field.description if field is not None else None

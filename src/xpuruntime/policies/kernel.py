@@ -1,0 +1,363 @@
+"""KernelPolicy: which kernel each op should use, optionally by dtype and shape.
+
+A preference is one kernel, an ordered list (first that applies wins), ``auto`` or
+``default``, and may carry rules. In YAML::
+
+    kernels:
+      attention: [flash, efficient]
+      matmul:
+        prefer: cublas
+        rules:
+          - when: {dtype: bf16, k: ">=4096"}
+            use: cublaslt
+          - when: {dtype: [fp16, bf16], m: "1..64"}
+            use: [triton, cublas]
+
+Rules are tried in order; the first whose every condition holds decides. A dim condition
+is an integer (equal), a comparison string (``">=4096"``, ``"<64"``, ``"!=1"``), an
+inclusive range (``"128..1024"``) or a list of integers (any of).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.policies import vocabulary as vocab
+from xpuruntime.policies._common import Change, content_hash, diff_dicts
+
+__all__ = ["KernelPolicy", "Preference", "Rule", "DimCondition", "KernelSpecLike"]
+
+KernelSpecLike = Union[str, Iterable[str], Mapping[str, Any], "Preference"]
+
+_CMP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\s*$")
+_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
+_OPS = {
+    "==": lambda x, v: x == v,
+    "!=": lambda x, v: x != v,
+    ">=": lambda x, v: x >= v,
+    "<=": lambda x, v: x <= v,
+    ">": lambda x, v: x > v,
+    "<": lambda x, v: x < v,
+}
+_COND_HELP = "an integer, a comparison like '>=4096' or '<64', a range like '128..1024', or a list of integers"
+
+
+@dataclass(frozen=True)
+class DimCondition:
+    """One shape condition: ``cmp`` is one of ==, !=, >=, <=, >, <, in, range."""
+
+    cmp: str
+    value: int | tuple[int, ...]
+
+    @classmethod
+    def parse(cls, raw: object, field: str) -> DimCondition:
+        if isinstance(raw, bool) or raw is None:
+            pass
+        elif isinstance(raw, int) and raw >= 0:
+            return cls("==", raw)
+        elif isinstance(raw, (list, tuple)) and raw and all(_is_count(v) for v in raw):
+            return cls("in", tuple(sorted(set(raw))))
+        elif isinstance(raw, str):
+            return cls._parse_str(raw, field)
+        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=repr(raw))
+
+    @classmethod
+    def _parse_str(cls, raw: str, field: str) -> DimCondition:
+        if m := _CMP.match(raw):
+            return cls(m.group(1) or "==", int(m.group(2)))
+        if (m := _RANGE.match(raw)) and int(m.group(1)) <= int(m.group(2)):
+            return cls("range", (int(m.group(1)), int(m.group(2))))
+        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=repr(raw))
+
+    def matches(self, x: int) -> bool:
+        if self.cmp == "in":
+            return x in self.value  # type: ignore[operator]
+        if self.cmp == "range":
+            lo, hi = self.value  # type: ignore[misc]
+            return lo <= x <= hi
+        return _OPS[self.cmp](x, self.value)
+
+    def to_data(self) -> int | str | list[int]:
+        if self.cmp == "in":
+            return list(self.value)  # type: ignore[arg-type]
+        if self.cmp == "range":
+            return "{}..{}".format(*self.value)  # type: ignore[str-format]
+        return self.value if self.cmp == "==" else f"{self.cmp}{self.value}"  # type: ignore[return-value]
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``when`` conditions (dtypes and dims) and the kernels to ``use`` when they all hold."""
+
+    use: tuple[str, ...]
+    dtypes: tuple[str, ...] | None = None
+    dims: tuple[tuple[str, DimCondition], ...] = ()
+
+    def matches(self, dtype: str | None, dims: Mapping[str, int]) -> bool:
+        if self.dtypes is not None and (dtype is None or vocab.canonical_dtype(dtype) not in self.dtypes):
+            return False
+        return all(name in dims and cond.matches(int(dims[name])) for name, cond in self.dims)
+
+    def to_data(self) -> dict[str, Any]:
+        when: dict[str, Any] = {}
+        if self.dtypes is not None:
+            when["dtype"] = self.dtypes[0] if len(self.dtypes) == 1 else list(self.dtypes)
+        when.update({name: cond.to_data() for name, cond in self.dims})
+        return {"when": when, "use": _kernels_to_data(self.use)}
+
+
+@dataclass(frozen=True)
+class Preference:
+    """The whole preference of one op: the kernels to ``prefer`` and the ``rules`` that override it."""
+
+    op: str
+    prefer: tuple[str, ...] = (vocab.DEFAULT,)
+    rules: tuple[Rule, ...] = ()
+
+    def resolve(self, dtype: str | None = None, **dims: int) -> tuple[str, ...]:
+        """Kernels in order of preference for one call: the first matching rule, else ``prefer``."""
+        for rule in self.rules:
+            if rule.matches(dtype, dims):
+                return rule.use
+        return self.prefer
+
+    def to_data(self) -> str | list[str] | dict[str, Any]:
+        if not self.rules:
+            return _kernels_to_data(self.prefer)
+        return {"prefer": _kernels_to_data(self.prefer), "rules": [r.to_data() for r in self.rules]}
+
+    def describe(self) -> str:
+        text = _kernels_to_data(self.prefer)
+        base = text if isinstance(text, str) else "[" + ", ".join(text) + "]"
+        return base + (f" (+{len(self.rules)} rule{'s' * (len(self.rules) > 1)})" if self.rules else "")
+
+
+def _kernels_to_data(kernels: tuple[str, ...]) -> str | list[str]:
+    return kernels[0] if len(kernels) == 1 else list(kernels)
+
+
+def _parse_kernels(op: str, raw: object, field: str) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(k, str) for k in items):
+        raise PolicyError(
+            "invalid kernel preference",
+            field=field,
+            expected=f"a kernel name or a non-empty list of them ({', '.join(vocab.kernels_for(op))})",
+            received=repr(raw),
+        )
+    kernels = tuple(_located(lambda k=k: vocab.canonical_kernel(op, k), field) for k in items)
+    _check_kernel_list(kernels, field)
+    return kernels
+
+
+def _check_kernel_list(kernels: tuple[str, ...], field: str) -> None:
+    if len(set(kernels)) != len(kernels):
+        raise PolicyError("a kernel is listed twice", field=field, expected="each kernel once",
+                          received=repr(list(kernels)))
+    special = [k for k in kernels[:-1] if k in (vocab.AUTO, vocab.DEFAULT)]
+    if special:
+        raise PolicyError(f"{special[0]!r} may only come last in a list", field=field,
+                          expected="named kernels first, then optionally 'auto' or 'default'",
+                          received=repr(list(kernels)), hint=f"move {special[0]!r} to the end")
+
+
+def _located(fn: Any, field: str) -> Any:
+    try:
+        return fn()
+    except PolicyError as exc:
+        raise exc.located(field_prefix=field) from None
+
+
+def _parse_when(op: str, raw: object, field: str) -> tuple[tuple[str, ...] | None, tuple]:
+    spec = vocab.get_op(op)
+    if not isinstance(raw, Mapping) or not raw:
+        raise PolicyError("invalid rule condition", field=field,
+                          expected=f"a non-empty mapping of dtype and/or dims ({', '.join(spec.dims)})",
+                          received=repr(raw))
+    dtypes, dims = None, {}
+    for key, value in raw.items():
+        name = str(key).lower()
+        if name == "dtype":
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, (list, tuple)) or not values:
+                raise PolicyError("invalid dtype condition", field=f"{field}.dtype",
+                                  expected="a dtype or a list of dtypes", received=repr(value))
+            dtypes = tuple(dict.fromkeys(_located(lambda v=v: vocab.canonical_dtype(v), f"{field}.dtype")
+                                         for v in values))
+        elif name in spec.dims:
+            dims[name] = DimCondition.parse(value, f"{field}.{name}")
+        else:
+            raise PolicyError(f"unknown condition {key!r} for op {op!r}", field=f"{field}.{key}",
+                              expected=f"dtype or one of the dims {', '.join(spec.dims)}",
+                              received=repr(key), hint=did_you_mean(name, ("dtype", *spec.dims)))
+    return dtypes, tuple(sorted(dims.items()))
+
+
+def _parse_rule(op: str, raw: object, field: str) -> Rule:
+    if not isinstance(raw, Mapping) or set(raw) != {"when", "use"}:
+        extra = sorted(set(raw) - {"when", "use"}) if isinstance(raw, Mapping) else []
+        raise PolicyError("invalid rule", field=field, expected="a mapping with exactly 'when' and 'use'",
+                          received=repr(raw), hint=did_you_mean(str(extra[0]), ("when", "use")) if extra else None)
+    dtypes, dims = _parse_when(op, raw["when"], f"{field}.when")
+    return Rule(use=_parse_kernels(op, raw["use"], f"{field}.use"), dtypes=dtypes, dims=dims)
+
+
+def parse_preference(op: str, raw: KernelSpecLike, field: str = "") -> Preference:
+    """Validate one op's preference from any accepted spelling into a :class:`Preference`."""
+    field = field or op
+    op = _located(lambda: vocab.canonical_op(op), field)
+    if isinstance(raw, Preference):
+        return Preference(op, raw.prefer, raw.rules)
+    if not isinstance(raw, Mapping):
+        return Preference(op, _parse_kernels(op, raw, field))
+    unknown = [k for k in raw if k not in ("prefer", "rules")]
+    if unknown:
+        raise PolicyError(f"unknown key {unknown[0]!r}", field=f"{field}.{unknown[0]}",
+                          expected="'prefer' and/or 'rules'", received=repr(unknown[0]),
+                          hint=did_you_mean(str(unknown[0]), ("prefer", "rules")))
+    prefer = _parse_kernels(op, raw.get("prefer", vocab.DEFAULT), f"{field}.prefer")
+    rules_raw = raw.get("rules", [])
+    if not isinstance(rules_raw, (list, tuple)):
+        raise PolicyError("rules must be a list", field=f"{field}.rules", expected="a list of {when, use}",
+                          received=repr(rules_raw))
+    return Preference(op, prefer, tuple(_parse_rule(op, r, f"{field}.rules[{i}]") for i, r in enumerate(rules_raw)))
+
+
+class KernelPolicy:
+    """Op -> kernel preferences, validated against the vocabulary.
+
+    >>> kp = KernelPolicy(matmul="cublasLt", attention="flash_v2")
+    >>> kp
+    KernelPolicy(matmul=cublaslt, attention=flash)
+    >>> kp.set("attention", ["flash", "efficient"]).get("attention")
+    ('flash', 'efficient')
+    >>> kp.set("matmul", "cublaslt", when={"dtype": "bf16", "k": ">=4096"}).resolve("matmul", "bf16", k=8192)
+    ('cublaslt',)
+    """
+
+    __hash__ = None  # type: ignore[assignment]  # mutable; use .hash for the content hash
+
+    def __init__(self, preferences: Mapping[str, KernelSpecLike] | None = None, /, **ops: KernelSpecLike) -> None:
+        self._prefs: dict[str, Preference] = {}
+        if preferences is not None and not isinstance(preferences, Mapping):
+            raise PolicyError("invalid kernel policy", field="kernels", expected="a mapping of op -> kernel",
+                              received=type(preferences).__name__)
+        for op, raw in {**(preferences or {}), **ops}.items():
+            self._put(parse_preference(str(op), raw, f"kernels.{op}"))
+
+    def _put(self, pref: Preference) -> None:
+        self._prefs[pref.op] = pref
+
+    # -- editing -------------------------------------------------------------------------
+    def set(self, op: str, kernels: KernelSpecLike, *, when: Mapping[str, Any] | None = None) -> KernelPolicy:
+        """Set an op's preference; with ``when``, append a rule instead. Returns self (chainable)."""
+        if when is None:
+            self._put(parse_preference(op, kernels, f"kernels.{op}"))
+            return self
+        current = self.preference(op) or Preference(vocab.canonical_op(op))
+        index = len(current.rules)
+        rule = _parse_rule(current.op, {"when": when, "use": kernels}, f"kernels.{op}.rules[{index}]")
+        self._put(Preference(current.op, current.prefer, current.rules + (rule,)))
+        return self
+
+    def remove(self, op: str) -> KernelPolicy:
+        """Drop an op's preference (the engine default applies again). Returns self."""
+        self._prefs.pop(vocab.canonical_op(op), None)
+        return self
+
+    def merge(self, other: KernelPolicy | Mapping[str, KernelSpecLike]) -> KernelPolicy:
+        """A new policy with ``other``'s preferences replacing this one's, op by op."""
+        other = other if isinstance(other, KernelPolicy) else KernelPolicy(other)
+        merged = self.copy()
+        for pref in other._prefs.values():
+            merged._put(pref)
+        return merged
+
+    def copy(self) -> KernelPolicy:
+        new = KernelPolicy()
+        new._prefs = dict(self._prefs)
+        return new
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, op: str, default: Any = None) -> str | tuple[str, ...] | Any:
+        """The preferred kernel (a name, or a tuple for an ordered list), ignoring rules."""
+        pref = self.preference(op)
+        if pref is None:
+            return default
+        return pref.prefer[0] if len(pref.prefer) == 1 else pref.prefer
+
+    def preference(self, op: str) -> Preference | None:
+        """The full :class:`Preference` of an op (with its rules), or None when unset."""
+        return self._prefs.get(vocab.canonical_op(op))
+
+    def resolve(self, op: str, dtype: str | None = None, **dims: int) -> tuple[str, ...]:
+        """Kernels in order for one call of ``op``; ``("default",)`` when the op is unset."""
+        pref = self.preference(op)
+        return pref.resolve(dtype, **dims) if pref else (vocab.DEFAULT,)
+
+    @property
+    def preferences(self) -> dict[str, str | list[str] | dict[str, Any]]:
+        """Op -> preference as plain data (what is written to a policy file)."""
+        return self.to_dict()
+
+    @property
+    def ops(self) -> list[str]:
+        return list(self._prefs)
+
+    def __contains__(self, op: object) -> bool:
+        try:
+            return vocab.canonical_op(str(op)) in self._prefs
+        except PolicyError:
+            return False
+
+    def __len__(self) -> int:
+        return len(self._prefs)
+
+    def __bool__(self) -> bool:
+        return bool(self._prefs)
+
+    # -- data ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {op: pref.to_data() for op, pref in self._prefs.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> KernelPolicy:
+        return cls(data or {})
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the normalised content: the same for any key order or alias spelling."""
+        return content_hash({"kernels": self.to_dict()})
+
+    def diff(self, other: KernelPolicy) -> list[Change]:
+        """Fields that differ, as ``kernels.<op>...`` paths with old and new values."""
+        return diff_dicts(self.to_dict(), other.to_dict(), prefix="kernels")
+
+    def save(self, path: str) -> Any:
+        """Write a policy file holding this kernel section (YAML or JSON by suffix)."""
+        from xpuruntime.policies.policy import Policy
+
+        return Policy(kernels=self).save(path)
+
+    @classmethod
+    def load(cls, path: str) -> KernelPolicy:
+        """Read the ``kernels`` section of a policy file."""
+        from xpuruntime.policies.policy import Policy
+
+        return Policy.load(path).kernels
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KernelPolicy):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"KernelPolicy({', '.join(f'{op}={p.describe()}' for op, p in self._prefs.items())})"

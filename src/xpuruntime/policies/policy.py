@@ -1,0 +1,255 @@
+"""Policy: a KernelPolicy and an ExecutionPolicy in one versioned file.
+
+>>> p = Policy(kernels={"matmul": "cublasLt"}, execution={"precision": "bf16"})
+>>> p.save("policy.yaml")            # doctest: +SKIP
+>>> Policy.load("policy.yaml") == p  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from xpuruntime._io import atomic_write_text, read_bounded
+from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.policies import _yaml
+from xpuruntime.policies._common import Change, content_hash, diff_dicts
+from xpuruntime.policies.execution import ExecutionPolicy
+from xpuruntime.policies.kernel import KernelPolicy
+
+__all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce_policy"]
+
+SCHEMA_VERSION = 1
+MAX_POLICY_BYTES = 1 << 20  # a policy is a page of settings; 1 MiB is generous
+_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+_TOP_KEYS = ("schema_version", "kernels", "execution")
+
+
+class Policy:
+    """Both halves of a policy, with a schema version; hashable by content, diffable, mergeable.
+
+    >>> a = Policy(kernels={"attention": "flash_v2"})
+    >>> b = Policy(kernels={"attention": "flash"})
+    >>> a.hash == b.hash
+    True
+    >>> [str(c) for c in a.diff(a.merge(Policy(execution={"precision": "tf32"})))]
+    ["execution.precision: 'fp32' -> 'tf32'"]
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        kernels: KernelPolicy | Mapping[str, Any] | None = None,
+        execution: ExecutionPolicy | Mapping[str, Any] | None = None,
+        *,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> None:
+        self.schema_version = _check_version(schema_version)
+        self.kernels = kernels.copy() if isinstance(kernels, KernelPolicy) else KernelPolicy.from_dict(kernels)
+        self.execution = execution if isinstance(execution, ExecutionPolicy) else ExecutionPolicy.from_dict(execution)
+
+    # -- data ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Normalised plain data: canonical names, every execution field spelled out."""
+        return {"schema_version": self.schema_version, "kernels": self.kernels.to_dict(),
+                "execution": self.execution.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        """Validate plain data (as read from a file) into a Policy; errors name the field path."""
+        if not isinstance(data, Mapping):
+            raise PolicyError("a policy must be a mapping", expected="keys schema_version, kernels, execution",
+                              received=type(data).__name__)
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise PolicyError(f"unknown top-level key {key!r}", field=str(key),
+                                  expected=f"one of {', '.join(_TOP_KEYS)}", received=repr(key),
+                                  hint=did_you_mean(str(key), _TOP_KEYS))
+        return cls(data.get("kernels"), data.get("execution"),
+                   schema_version=data.get("schema_version", SCHEMA_VERSION))
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the normalised content (execution defaults left out, so new fields keep hashes)."""
+        return content_hash({"schema_version": self.schema_version, "kernels": self.kernels.to_dict(),
+                             "execution": self.execution.to_dict(exclude_defaults=True)})
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def diff(self, other: Policy) -> list[Change]:
+        """Every leaf field that differs, e.g. ``execution.precision: 'fp32' -> 'bf16'``."""
+        return diff_dicts(self.to_dict(), other.to_dict())
+
+    def merge(self, other: Policy) -> Policy:
+        """A new policy: ``other``'s kernel preferences win op by op, its explicit execution fields win."""
+        return Policy(self.kernels.merge(other.kernels), self.execution.merge(other.execution))
+
+    def replace(self, *, kernels: KernelPolicy | None = None, execution: ExecutionPolicy | None = None) -> Policy:
+        return Policy(kernels if kernels is not None else self.kernels,
+                      execution if execution is not None else self.execution)
+
+    # -- files ---------------------------------------------------------------------------
+    def dumps(self, fmt: str = "yaml") -> str:
+        """The policy as YAML or JSON text."""
+        data = self.to_dict()
+        if fmt == "json":
+            return json.dumps(data, indent=2) + "\n"
+        return _yaml.dump(data)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically; the suffix (.yaml, .yml, .json) chooses the format."""
+        path = Path(path)
+        if path.is_dir():
+            raise PolicyError("cannot write a policy over a directory", file=str(path),
+                              expected="a file path ending in .yaml, .yml or .json", received="a directory")
+        if not path.parent.is_dir():
+            raise PolicyError("the folder to save the policy in does not exist", file=str(path),
+                              expected="an existing folder", received=str(path.parent),
+                              hint=f"create it first: mkdir -p {path.parent}")
+        return atomic_write_text(path, self.dumps(_format_for(path)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Policy:
+        """Read and validate a policy file; every error is a PolicyError naming the file and field."""
+        path = Path(path)
+        try:
+            return cls.from_dict(parse_document(path))
+        except PolicyError as exc:
+            raise exc.located(file=str(path)) from None
+
+    @classmethod
+    def loads(cls, text: str, fmt: str = "yaml") -> Policy:
+        """Validate a policy from YAML or JSON text."""
+        return cls.from_dict(_parse_text(text, fmt))
+
+    @staticmethod
+    def json_schema() -> dict[str, Any]:
+        """A JSON Schema (draft 2020-12) for policy files, for editors and CI linters."""
+        from xpuruntime.policies._schema import policy_json_schema
+
+        return policy_json_schema()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Policy(kernels={self.kernels!r}, execution={self.execution!r})"
+
+
+PolicyLike = Policy | str | os.PathLike | Mapping[str, Any] | None
+
+
+def coerce_policy(policy: PolicyLike = None, kernel_policy: Any = None, exec_policy: Any = None) -> Policy:
+    """Resolve the ``policy=`` / ``kernel_policy=`` / ``exec_policy=`` trio every API accepts.
+
+    ``policy`` may be a Policy, a path to a policy file or a mapping; explicit
+    ``kernel_policy`` / ``exec_policy`` are merged over it.
+    """
+    if policy is None:
+        base = Policy()
+    elif isinstance(policy, Policy):
+        base = policy
+    elif isinstance(policy, (str, os.PathLike)):
+        base = Policy.load(policy)
+    elif isinstance(policy, Mapping):
+        base = Policy.from_dict(policy)
+    else:
+        raise PolicyError("invalid policy", expected="a Policy, a path to a policy file, a mapping or None",
+                          received=type(policy).__name__)
+    overlay = Policy(_as_kernels(kernel_policy), _as_execution(exec_policy))
+    return base.merge(overlay)
+
+
+def _as_kernels(value: Any) -> KernelPolicy | None:
+    if value is None or isinstance(value, KernelPolicy):
+        return value
+    if isinstance(value, Mapping):
+        return KernelPolicy(value)
+    raise PolicyError("invalid kernel_policy", expected="a KernelPolicy, a mapping or None",
+                      received=type(value).__name__)
+
+
+def _as_execution(value: Any) -> ExecutionPolicy | None:
+    if value is None or isinstance(value, ExecutionPolicy):
+        return value
+    if isinstance(value, Mapping):
+        return ExecutionPolicy.from_dict(value)
+    raise PolicyError("invalid exec_policy", expected="an ExecutionPolicy, a mapping or None",
+                      received=type(value).__name__)
+
+
+def _check_version(version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise PolicyError("invalid schema_version", field="schema_version",
+                          expected=f"a positive integer (this xpuruntime writes {SCHEMA_VERSION})",
+                          received=repr(version))
+    if version > SCHEMA_VERSION:
+        raise PolicyError("policy file is from a newer xpuruntime", field="schema_version",
+                          expected=f"schema_version <= {SCHEMA_VERSION}", received=str(version),
+                          hint="upgrade xpuruntime (pip install -U xpuruntime)")
+    return version
+
+
+def _format_for(path: Path) -> str:
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise PolicyError("unsupported policy file suffix", file=str(path),
+                          expected="a file ending in .yaml, .yml or .json", received=repr(path.suffix or path.name),
+                          hint=f"rename it to {path.with_suffix('.yaml').name}")
+    return fmt
+
+
+def parse_document(path: Path) -> Any:
+    """Read a policy file as plain data (safe loaders only; no code, no pickle)."""
+    fmt = _format_for(path)
+    if not path.exists():
+        raise PolicyError("policy file not found", file=str(path), expected="an existing .yaml/.yml/.json file",
+                          received="no such path", hint="check the path, or create one with 'xpuruntime policy show'")
+    if path.is_dir():
+        raise PolicyError("policy path is a directory", file=str(path), expected="a policy file",
+                          received="a directory")
+    try:
+        raw = read_bounded(path, MAX_POLICY_BYTES)
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"cannot read policy file: {exc}", file=str(path),
+                          expected=f"a regular file of at most {MAX_POLICY_BYTES} bytes",
+                          received=_describe(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PolicyError("policy file is not UTF-8 text", file=str(path), expected="UTF-8 YAML or JSON",
+                          received=f"undecodable byte at offset {exc.start}") from None
+    return _parse_text(text, fmt)
+
+
+def _describe(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size} bytes" if path.is_file() else "not a regular file"
+    except OSError as exc:
+        return exc.strerror or "unreadable"
+
+
+def _parse_text(text: str, fmt: str) -> Any:
+    if not text.strip():
+        raise PolicyError("policy is empty", expected="a mapping with kernels and/or execution",
+                          received="an empty document", hint="start from 'xpuruntime policy show --default'")
+    if fmt == "json":
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise PolicyError(f"malformed JSON: {exc}", expected="valid JSON", received="invalid JSON") from None
+    return _yaml.load(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in a policy")
+
