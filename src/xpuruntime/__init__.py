@@ -42,6 +42,9 @@ _LAZY = {
     "synchronize": "xpuruntime.runtime.devices",
     "fingerprint": "xpuruntime.runtime.fingerprint",
     "Fingerprint": "xpuruntime.runtime.fingerprint",
+    "InferenceSession": "xpuruntime.inference.session",
+    "ExecutionReport": "xpuruntime.inference.report",
+    "list_engines": "xpuruntime.inference.engine",
 }
 _SUBMODULES = ("pytorch", "policies", "runtime", "inference", "kernels", "cli")
 

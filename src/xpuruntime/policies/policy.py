@@ -210,13 +210,13 @@ def _format_for(path: Path) -> str:
 
 def parse_document(path: Path) -> Any:
     """Read a policy file as plain data (safe loaders only; no code, no pickle)."""
+    if path.is_dir():
+        raise PolicyError("policy path is a directory", file=str(path), expected="a policy file",
+                          received="a directory")
     fmt = _format_for(path)
     if not path.exists():
         raise PolicyError("policy file not found", file=str(path), expected="an existing .yaml/.yml/.json file",
                           received="no such path", hint="check the path, or create one with 'xpuruntime policy show'")
-    if path.is_dir():
-        raise PolicyError("policy path is a directory", file=str(path), expected="a policy file",
-                          received="a directory")
     try:
         raw = read_bounded(path, MAX_POLICY_BYTES)
     except (OSError, ValueError) as exc:

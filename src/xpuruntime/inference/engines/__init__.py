@@ -1,0 +1,1 @@
+"""One module per engine; each registers itself with :func:`xpuruntime.inference.engine.register_engine`."""

@@ -1,0 +1,124 @@
+"""Model variants made with ONNX Runtime's own tools: a float16 copy, a dynamically quantised int8 copy.
+
+Results are cached by model hash + policy hash + fingerprint under ``cache_dir`` (written
+atomically, in a folder private to the user); without a cache_dir they live in memory.
+A cached entry that does not parse is rebuilt with a warning, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from xpuruntime._io import atomic_write_bytes
+from xpuruntime.errors import ModelLoadError, UnsupportedOperationError
+from xpuruntime.inference.models import ModelSource
+
+__all__ = ["convert"]
+
+_memory: dict[str, ModelSource] = {}
+_lock = threading.Lock()
+
+
+def convert(model: ModelSource, variant: str, cache_dir: str | None, key: str) -> ModelSource:
+    """The ``fp16`` or ``int8`` variant of a model, from the cache when present."""
+    if model.has_external_data():
+        raise UnsupportedOperationError(f"{variant} conversion of a model with external data is not supported",
+                                        expected="a self-contained .onnx model", received=model.description,
+                                        hint=f"convert it offline, or use precision='fp32'")
+    name = f"{key}-{variant}.onnx"
+    with _lock:
+        if name in _memory:
+            return _memory[name]
+        cached = _read_cache(cache_dir, name, model, variant)
+        result = cached or _build(model, variant)
+        if cached is None and cache_dir:
+            _write_cache(cache_dir, name, result)
+        _memory[name] = result
+        return result
+
+
+def _note(variant: str) -> str:
+    return {"fp16": "float16 copy made with onnxruntime.transformers.float16 (inputs and outputs kept float32)",
+            "int8": "int8 copy made with onnxruntime.quantization.quantize_dynamic (weights QInt8)"}[variant]
+
+
+def _build(model: ModelSource, variant: str) -> ModelSource:
+    proto = _fp16(model.proto) if variant == "fp16" else _int8(model.proto)
+    return model.replaced(proto, _note(variant))
+
+
+def _fp16(proto: Any) -> Any:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as exc:  # the converter raises plain exceptions on models it cannot handle
+        raise UnsupportedOperationError(f"the float16 converter failed: {exc}", expected="a float32 model",
+                                        received="a model the converter rejects") from None
+
+
+def _int8(proto: Any) -> Any:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="xpuruntime-int8-") as folder, _quiet_root_logger():
+        out = Path(folder) / "int8.onnx"
+        try:
+            quantize_dynamic(proto, out, weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise UnsupportedOperationError(f"dynamic int8 quantisation failed: {exc}",
+                                            expected="a float32 model with MatMul/Gemm/Conv weights",
+                                            received="a model quantize_dynamic rejects",
+                                            hint="quantise it offline (static QDQ) and pass precision='fp32'") from None
+        return onnx.load(str(out))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """quantize_dynamic logs advice on the root logger at WARNING; keep the user's console clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _cache_folder(cache_dir: str) -> Path:
+    folder = Path(cache_dir).expanduser() / "onnxruntime"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def _read_cache(cache_dir: str | None, name: str, model: ModelSource, variant: str) -> ModelSource | None:
+    if not cache_dir:
+        return None
+    path = _cache_folder(cache_dir) / name
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        from xpuruntime.inference.models import load_model_source
+
+        cached = load_model_source(path.read_bytes())
+    except ModelLoadError:
+        warnings.warn(f"cache entry {path} is corrupt; rebuilding it", RuntimeWarning, stacklevel=4)
+        return None
+    cached.notes = [*model.notes, _note(variant) + f" (cached: {path.name})"]
+    cached.description = model.description
+    return cached
+
+
+def _write_cache(cache_dir: str, name: str, model: ModelSource) -> None:
+    path = _cache_folder(cache_dir) / name
+    if path.is_symlink():
+        os.unlink(path)
+    atomic_write_bytes(path, model.data or b"", mode=0o600)

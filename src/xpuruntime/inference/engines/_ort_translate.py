@@ -1,0 +1,237 @@
+"""The one table from xpuruntime policy to ONNX Runtime: session options and provider options.
+
+Pure data in, pure data out (no onnxruntime import), so it is tested without any provider.
+What ONNX Runtime cannot do as asked becomes a :class:`Violation` with the reason, here,
+before the session is built; what it did is checked afterwards from its own evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpuruntime.inference.report import Violation
+from xpuruntime.policies import Policy
+
+__all__ = ["OrtPlan", "translate", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key"]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TRT = "TensorrtExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+QNN = "QNNExecutionProvider"
+
+# onnxruntime/contrib_ops/cpu/bert/attention_common.h, enum AttentionBackend
+SDPA_BITS = {"flash": 1, "efficient": 2, "cudnn": 8, "math": 16}
+CONV_SEARCH = {"cudnn_exhaustive": "EXHAUSTIVE", "cudnn_heuristic": "HEURISTIC", "cudnn_default": "DEFAULT"}
+# ORT GraphOptimizationLevel names by xpuruntime optimize_level
+GRAPH_LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED", 3: "ORT_ENABLE_ALL"}
+_OV_DEVICE = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO:GPU,CPU"}
+_OV_PRECISION = {"fp32": "ACCURACY", "tf32": "FP32", "fp16": "FP16", "bf16": None, "int8": None}
+
+
+@dataclass
+class OrtPlan:
+    """Everything needed to build an ONNX Runtime session for one policy on one device."""
+
+    providers: list[tuple[str, dict[str, str]]]  # in priority order, CPU last
+    target: str  # the provider every node is requested on
+    graph_level: str = "ORT_ENABLE_ALL"
+    intra_op_threads: int | None = None
+    deterministic: bool = False
+    config: dict[str, str] = field(default_factory=dict)  # session config entries
+    model_variant: str = "original"  # original | fp16 | int8
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def refuse(self, kind: str, subject: str, requested: str, actual: str, reason: str) -> None:
+        self.violations.append(Violation(kind, subject, requested, actual, reason))
+
+    def provider_names(self) -> list[str]:
+        return [name for name, _ in self.providers]
+
+
+def cache_key(*parts: str) -> str:
+    """Folder name for a cache entry: a hash of model, policy and fingerprint (never a user path)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def translate(policy: Policy, device_kind: str, device_index: int | None, *, tensorrt: bool,
+              available: list[str], key: str) -> OrtPlan:
+    """Policy + device -> OrtPlan. ``available`` is ``onnxruntime.get_available_providers()``."""
+    ex = policy.execution
+    plan = _providers(device_kind, device_index, tensorrt, available)
+    plan.graph_level = GRAPH_LEVELS[ex.optimize_level]
+    plan.intra_op_threads = ex.num_threads
+    plan.deterministic = ex.deterministic
+    plan.config["session.record_ep_graph_assignment_info"] = "1"
+    _precision(policy, plan)
+    _kernels(policy, plan)
+    _cuda_options(policy, plan)
+    _tensorrt_options(policy, plan, key)
+    _openvino_options(policy, plan, device_kind)
+    _qnn_options(policy, plan, key)
+    return plan
+
+
+def _providers(kind: str, index: int | None, tensorrt: bool, available: list[str]) -> OrtPlan:
+    index = index or 0
+    if tensorrt:
+        chain = [(TRT, {"device_id": str(index)}), (CUDA, {"device_id": str(index)})]
+    elif kind == "cuda":
+        chain = [(CUDA, {"device_id": str(index)})]
+    elif kind in ("npu", "gpu") or kind == "auto" and OPENVINO in available:
+        chain = _npu_gpu_chain(kind, available)
+    else:
+        chain = []
+    if kind == "auto" and not chain and CUDA in available:
+        chain = [(CUDA, {"device_id": "0"})]
+    target = chain[0][0] if chain else CPU
+    plan = OrtPlan(providers=[], target=target)
+    for name, opts in chain:
+        if name in available:
+            plan.providers.append((name, opts))
+        else:
+            plan.refuse("provider_unavailable", name, name, "not in onnxruntime.get_available_providers()",
+                        _missing_reason(name))
+    plan.providers.append((CPU, {}))
+    return plan
+
+
+def _npu_gpu_chain(kind: str, available: list[str]) -> list[tuple[str, dict[str, str]]]:
+    if kind == "npu" and QNN in available and OPENVINO not in available:
+        return [(QNN, {})]
+    return [(OPENVINO, {"device_type": _OV_DEVICE.get(kind, "AUTO:GPU,CPU")})]
+
+
+def _missing_reason(provider: str) -> str:
+    return {
+        CUDA: "this onnxruntime build has no CUDA provider, or no CUDA device/driver is present "
+              "(pip install 'xpuruntime[gpu]' on a machine with an NVIDIA GPU)",
+        TRT: "this onnxruntime build has no TensorRT provider (needs onnxruntime-gpu and the TensorRT libraries)",
+        OPENVINO: "the OpenVINO provider is not in this onnxruntime build (pip install onnxruntime-openvino), "
+                  "or use engine='openvino'",
+        QNN: "the QNN provider is not in this onnxruntime build (pip install onnxruntime-qnn on a Snapdragon device)",
+    }.get(provider, "provider not available in this onnxruntime build")
+
+
+def _precision(policy: Policy, plan: OrtPlan) -> None:
+    precision = policy.execution.precision
+    on_gpu = plan.target in (CUDA, TRT)
+    if precision == "fp16":
+        plan.model_variant = "fp16" if plan.target != TRT else "original"  # TRT converts itself
+    elif precision == "int8":
+        plan.model_variant = "int8" if plan.target != TRT else "original"  # TRT int8 needs calibration
+        if plan.target == TRT:
+            plan.notes.append("TensorRT int8 builds need a calibration table (engine_options provider_options)")
+    elif precision == "bf16" and plan.target not in (TRT, OPENVINO):
+        plan.refuse("precision", "model", "bf16", "fp32",
+                    "ONNX Runtime has no bf16 model converter; bf16 is honoured only by the TensorRT provider "
+                    "(trt_bf16_enable) or engine='openvino'")
+    elif precision == "tf32" and not on_gpu:
+        plan.notes.append("tf32 has no meaning on the CPU provider; float32 math is IEEE there")
+
+
+def _kernels(policy: Policy, plan: OrtPlan) -> None:
+    kp = policy.kernels
+    for op in kp.ops:
+        kernels = kp.preference(op).prefer  # type: ignore[union-attr]
+        if set(kernels) <= {"default", "auto"}:
+            continue
+        reason = _kernel_reason(op, kernels, plan.target)
+        if reason:
+            plan.refuse("kernel", op, "/".join(kernels), "engine default", reason)
+        if kp.preference(op).rules:  # type: ignore[union-attr]
+            plan.notes.append(f"{op}: per-shape rules are not applied by ONNX Runtime (it picks one kernel per op)")
+
+
+def _kernel_reason(op: str, kernels: tuple[str, ...], target: str) -> str | None:
+    named = [k for k in kernels if k not in ("auto", "default")]
+    if target != CUDA:
+        return f"kernel choice for {op} is only translated for the CUDA provider; {target} picks its own"
+    if op == "attention":
+        unknown = [k for k in named if k not in SDPA_BITS]
+        return f"the CUDA provider's sdpa_kernel has no {unknown[0]!r} backend" if unknown else None
+    if op == "conv":
+        return None if named[0] in CONV_SEARCH else f"no cudnn_conv_algo_search value for {named[0]!r}"
+    if op == "matmul":
+        return (f"the CUDA provider always calls cuBLAS; {named[0]!r} cannot be selected "
+                "(use 'auto' for TunableOp, or engine='torch')") if named[0] != "cublas" else None
+    return f"ONNX Runtime has no switch for the {op} kernel"
+
+
+def _cuda_options(policy: Policy, plan: OrtPlan) -> None:
+    opts = dict(plan.providers)
+    if CUDA not in opts:
+        return
+    cuda, ex, kp = opts[CUDA], policy.execution, policy.kernels
+    cuda["use_tf32"] = "1" if ex.precision == "tf32" else "0"
+    attention = [k for k in kp.resolve("attention") if k in SDPA_BITS]
+    if attention:
+        cuda["sdpa_kernel"] = str(sum(SDPA_BITS[k] for k in attention))
+    conv = kp.resolve("conv")[0]
+    if conv in CONV_SEARCH:
+        cuda["cudnn_conv_algo_search"] = CONV_SEARCH[conv]
+    elif ex.deterministic:
+        cuda["cudnn_conv_algo_search"] = "DEFAULT"
+    if kp.resolve("matmul")[0] == "auto":
+        cuda.update(tunable_op_enable="1", tunable_op_tuning_enable="1")
+    if ex.cuda_graphs and plan.target == CUDA:
+        cuda["enable_cuda_graph"] = "1"
+    plan.providers = [(n, cuda if n == CUDA else o) for n, o in plan.providers]
+
+
+def _tensorrt_options(policy: Policy, plan: OrtPlan, key: str) -> None:
+    opts = dict(plan.providers)
+    if plan.target != TRT or TRT not in opts:
+        return
+    trt, ex = opts[TRT], policy.execution
+    trt.update(trt_fp16_enable=_flag(ex.precision == "fp16"), trt_bf16_enable=_flag(ex.precision == "bf16"),
+               trt_int8_enable=_flag(ex.precision == "int8"),
+               trt_builder_optimization_level=str({0: 0, 1: 2, 2: 3, 3: 5}[ex.optimize_level]))
+    if ex.cuda_graphs:
+        trt["trt_cuda_graph_enable"] = "1"
+    if ex.cache_dir:
+        folder = os.path.join(ex.cache_dir, "tensorrt", key)
+        trt.update(trt_engine_cache_enable="1", trt_engine_cache_path=folder,
+                   trt_timing_cache_enable="1", trt_timing_cache_path=folder)
+
+
+def _openvino_options(policy: Policy, plan: OrtPlan, kind: str) -> None:
+    opts = dict(plan.providers)
+    if OPENVINO not in opts:
+        return
+    ov, ex = opts[OPENVINO], policy.execution
+    hint = _OV_PRECISION[ex.precision]
+    if hint:
+        ov["precision"] = hint
+    else:
+        plan.refuse("precision", "model", ex.precision, "provider default",
+                    "the OpenVINO provider of ONNX Runtime takes FP32/FP16/ACCURACY only; use engine='openvino'")
+    if ex.num_threads:
+        ov["num_of_threads"] = str(ex.num_threads)
+    if ex.cache_dir:
+        ov["cache_dir"] = os.path.join(ex.cache_dir, "openvino-ep")
+
+
+def _qnn_options(policy: Policy, plan: OrtPlan, key: str) -> None:
+    opts = dict(plan.providers)
+    if QNN not in opts:
+        return
+    qnn, ex = opts[QNN], policy.execution
+    qnn.update(backend_path=_qnn_backend(), htp_performance_mode="burst")
+    if ex.precision == "fp16":
+        qnn["enable_htp_fp16_precision"] = "1"
+    if ex.cache_dir:
+        plan.config["ep.context_enable"] = "1"
+        plan.config["ep.context_file_path"] = os.path.join(ex.cache_dir, "qnn", f"{key}_ctx.onnx")
+
+
+def _qnn_backend() -> str:
+    return "QnnHtp.dll" if os.name == "nt" else "libQnnHtp.so"
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"

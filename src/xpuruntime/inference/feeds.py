@@ -1,0 +1,146 @@
+"""Feed checking shared by every engine: names, ranks, static dims and dtypes, before the engine runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xpuruntime.errors import InputError, did_you_mean
+
+__all__ = ["TensorInfo", "DeviceArray", "normalize_feeds", "as_device_array"]
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: name, shape (ints; strings or None for symbolic dims) and numpy dtype name."""
+
+    name: str
+    shape: tuple[Dim, ...] | None
+    dtype: str
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.name}: {self.dtype}{dims}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape) if self.shape is not None else None, "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """A tensor that lives on an accelerator, seen through ``__cuda_array_interface__`` (no copy)."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    device_id: int
+    owner: Any  # keeps the producer (torch tensor, cupy array) alive while bound
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def as_device_array(obj: Any) -> DeviceArray | None:
+    """Wrap a CUDA tensor (torch, cupy, ...) without copying; None for host data."""
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is None:
+        return None
+    if cai.get("strides") is not None and tuple(cai["strides"]) != _c_strides(cai["shape"], np.dtype(cai["typestr"])):
+        raise InputError("a CUDA input is not contiguous", expected="a C-contiguous tensor",
+                         received=f"strides {cai['strides']}", hint="call .contiguous() on it first")
+    return DeviceArray(ptr=int(cai["data"][0]), shape=tuple(cai["shape"]), dtype=np.dtype(cai["typestr"]),
+                       device_id=_device_id(obj), owner=obj)
+
+
+def _c_strides(shape: Sequence[int], dtype: np.dtype) -> tuple[int, ...]:
+    strides, acc = [], dtype.itemsize
+    for dim in reversed(shape):
+        strides.append(acc)
+        acc *= dim
+    return tuple(reversed(strides))
+
+
+def _device_id(obj: Any) -> int:
+    dev = getattr(obj, "device", None)
+    index = getattr(dev, "index", None)  # torch.device
+    if index is None:
+        index = getattr(dev, "id", None)  # cupy.cuda.Device
+    return int(index or 0)
+
+
+def _to_host(name: str, value: Any, info: TensorInfo) -> Any:
+    device = as_device_array(value)
+    if device is not None:
+        return device
+    if isinstance(value, np.ndarray):
+        return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    if hasattr(value, "__dlpack__"):
+        try:
+            return np.ascontiguousarray(np.from_dlpack(value))
+        except (RuntimeError, TypeError, BufferError) as exc:
+            raise InputError(f"input {name!r} could not be read through DLPack: {exc}",
+                             expected="a numpy array or a DLPack tensor on the CPU or a CUDA device",
+                             received=type(value).__name__,
+                             hint="for a torch tensor that requires grad, pass tensor.detach()") from None
+    try:
+        return np.asarray(value, dtype=np.dtype(info.dtype))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input {name!r} cannot be converted to {info.dtype}: {exc}",
+                         expected=info.describe(), received=type(value).__name__) from None
+
+
+def normalize_feeds(feeds: Any, inputs: Sequence[TensorInfo]) -> dict[str, Any]:
+    """Feeds as a dict name -> array (or DeviceArray), checked against the model's inputs."""
+    by_name = {i.name: i for i in inputs}
+    feeds = _as_mapping(feeds, inputs)
+    unknown = [n for n in feeds if n not in by_name]
+    if unknown:
+        raise InputError(f"unknown input name {unknown[0]!r}", expected=_expected(inputs),
+                         received=", ".join(map(repr, feeds)), hint=did_you_mean(str(unknown[0]), by_name))
+    missing = [n for n in by_name if n not in feeds]
+    if missing:
+        raise InputError(f"missing input {missing[0]!r}", expected=_expected(inputs),
+                         received=", ".join(map(repr, feeds)) or "no inputs")
+    return {name: _checked(name, _to_host(name, value, by_name[name]), by_name[name]) for name, value in feeds.items()}
+
+
+def _as_mapping(feeds: Any, inputs: Sequence[TensorInfo]) -> Mapping[str, Any]:
+    if isinstance(feeds, Mapping):
+        return feeds
+    if isinstance(feeds, (list, tuple)):
+        if len(feeds) != len(inputs):
+            raise InputError(f"{len(feeds)} inputs given by position", expected=_expected(inputs),
+                             received=f"a {type(feeds).__name__} of {len(feeds)}",
+                             hint="pass a dict name -> array to be explicit")
+        return dict(zip((i.name for i in inputs), feeds))
+    if len(inputs) == 1 and (hasattr(feeds, "__array__") or hasattr(feeds, "__dlpack__")):
+        return {inputs[0].name: feeds}
+    raise InputError("feeds must be a dict name -> array or a list in input order", expected=_expected(inputs),
+                     received=type(feeds).__name__)
+
+
+def _expected(inputs: Sequence[TensorInfo]) -> str:
+    return "inputs " + "; ".join(i.describe() for i in inputs)
+
+
+def _checked(name: str, value: Any, info: TensorInfo) -> Any:
+    shape, dtype = tuple(value.shape), np.dtype(value.dtype)
+    if dtype != np.dtype(info.dtype):
+        raise InputError(f"input {name!r} has dtype {dtype}", expected=info.describe(), received=f"{dtype}{list(shape)}",
+                         hint=f"convert it with .astype(np.{info.dtype})")
+    if info.shape is None:
+        return value
+    if len(shape) != len(info.shape):
+        raise InputError(f"input {name!r} has rank {len(shape)}", expected=info.describe(),
+                         received=f"{dtype}{list(shape)} (rank {len(shape)}, expected {len(info.shape)})")
+    for axis, (got, want) in enumerate(zip(shape, info.shape)):
+        if isinstance(want, int) and want >= 0 and got != want:
+            raise InputError(f"input {name!r} has size {got} on axis {axis}", expected=info.describe(),
+                             received=f"{dtype}{list(shape)}")
+    return value

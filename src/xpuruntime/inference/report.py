@@ -1,0 +1,160 @@
+"""ExecutionReport: the receipt of what was requested and what actually ran.
+
+Every field that says what *ran* is read from the engine's own evidence (ONNX Runtime's
+graph assignment and profiling JSON, OpenVINO's runtime model, the torch profiler); the
+``evidence`` list names the sources used.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from xpuruntime.errors import PolicyViolationError
+
+__all__ = [
+    "ExecutionReport",
+    "NodeRecord",
+    "Violation",
+    "PolicyViolationWarning",
+    "enforce_fallback",
+    "group_violations",
+]
+
+
+class PolicyViolationWarning(UserWarning):
+    """Emitted under ``fallback="warn"`` when the engine did not honour the policy."""
+
+
+@dataclass
+class NodeRecord:
+    """One node (or layer, or op) of the executed graph."""
+
+    name: str
+    op_type: str
+    provider: str | None = None  # what actually holds/ran it
+    requested: str | None = None  # provider/device that was asked for
+    kernel: str | None = None  # kernel/primitive that ran, when the engine says
+    requested_kernel: str | None = None  # vocabulary name asked for by the KernelPolicy
+    precision: str | None = None  # runtime precision, when the engine says
+    time_us: float | None = None  # measured time of one run, when profiled
+    calls: int = 0
+
+    @property
+    def honored(self) -> bool:
+        return self.requested is None or self.provider == self.requested
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way the engine did not do what the policy asked."""
+
+    kind: str  # provider_fallback | precision | kernel | option | engine_unavailable | ...
+    subject: str  # node, option or engine the finding is about
+    requested: str
+    actual: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.subject}: requested {self.requested}, got {self.actual} ({self.reason})"
+
+
+@dataclass
+class ExecutionReport:
+    """What was requested, what actually ran, and every difference between the two.
+
+    >>> report = session.report               # doctest: +SKIP
+    >>> report.honored, report.providers_used  # doctest: +SKIP
+    (True, ['CPUExecutionProvider'])
+    >>> print(report.table())                 # doctest: +SKIP
+    """
+
+    engine: str
+    device: str
+    policy_hash: str
+    fingerprint_hash: str
+    requested: dict[str, Any] = field(default_factory=dict)  # providers / options as passed to the engine
+    nodes: list[NodeRecord] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    profiled: bool = False
+    notes: list[str] = field(default_factory=list)
+    engine_version: str | None = None
+
+    @property
+    def honored(self) -> bool:
+        """True when no violation was found."""
+        return not self.violations
+
+    @property
+    def providers_used(self) -> list[str]:
+        """Providers (or devices) that hold at least one node, most nodes first."""
+        counts = Counter(n.provider for n in self.nodes if n.provider)
+        return [p for p, _ in counts.most_common()]
+
+    @property
+    def total_time_us(self) -> float | None:
+        times = [n.time_us for n in self.nodes if n.time_us is not None]
+        return sum(times) if times else None
+
+    def add(self, violation: Violation) -> None:
+        if violation not in self.violations:
+            self.violations.append(violation)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["honored"] = self.honored
+        data["providers_used"] = self.providers_used
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def summary(self) -> str:
+        verdict = "honoured" if self.honored else f"{len(self.violations)} violation(s)"
+        used = ", ".join(f"{p} x{c}" for p, c in Counter(n.provider for n in self.nodes).most_common())
+        return (f"{self.engine} on {self.device}: {len(self.nodes)} nodes [{used}] - policy {self.policy_hash[:12]} "
+                f"{verdict}")
+
+    def table(self, max_rows: int = 60) -> str:
+        """A plain-text table (no colours) of nodes and violations."""
+        from xpuruntime.inference._render import report_text
+
+        return report_text(self, max_rows=max_rows)
+
+    def __rich__(self) -> Any:
+        from xpuruntime.inference._render import report_rich
+
+        return report_rich(self)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def group_violations(violations: list[Violation], limit: int = 8) -> list[str]:
+    """One line per (kind, requested, actual, reason), naming up to ``limit`` subjects."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for v in violations:
+        groups.setdefault((v.kind, v.requested, v.actual, v.reason), []).append(v.subject)
+    lines = []
+    for (kind, requested, actual, reason), subjects in groups.items():
+        names = ", ".join(subjects[:limit]) + (f" and {len(subjects) - limit} more" if len(subjects) > limit else "")
+        count = f"{len(subjects)} x " if len(subjects) > 1 else ""
+        lines.append(f"[{kind}] {count}{names}: requested {requested}, got {actual} ({reason})")
+    return lines
+
+
+def enforce_fallback(report: ExecutionReport, fallback: str, *, stacklevel: int = 3) -> None:
+    """Apply the fallback rule to a report's violations: raise, warn, or stay silent."""
+    if not report.violations or fallback == "allow":
+        return
+    lines = "\n".join(f"  - {line}" for line in group_violations(report.violations))
+    message = f"the {report.engine} engine did not honour the policy on {report.device}:\n{lines}"
+    if fallback == "error":
+        raise PolicyViolationError(
+            message, violations=report.violations,
+            hint="install or fix what the reasons name, or set fallback='warn' or 'allow' to accept the fallback")
+    warnings.warn(message, PolicyViolationWarning, stacklevel=stacklevel)

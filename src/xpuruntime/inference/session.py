@@ -1,0 +1,153 @@
+"""InferenceSession: one model, one device, one engine, one policy, and a receipt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xpuruntime.errors import InputError, PolicyError, did_you_mean
+from xpuruntime.inference.engine import Engine, get_engine_class
+from xpuruntime.inference.feeds import TensorInfo, normalize_feeds
+from xpuruntime.inference.models import load_model_source
+from xpuruntime.inference.report import ExecutionReport, enforce_fallback
+from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
+from xpuruntime.policies.policy import PolicyLike
+from xpuruntime.runtime.devices import parse_device
+
+__all__ = ["InferenceSession"]
+
+
+class InferenceSession:
+    """Run a model on one engine and device under a policy, with a receipt of what ran.
+
+    >>> import numpy as np, xpuruntime as xrt
+    >>> sess = xrt.InferenceSession("model.onnx", device="cpu",
+    ...                             exec_policy=xrt.ExecutionPolicy(fallback="error"))  # doctest: +SKIP
+    >>> out = sess.run({"x": np.ones((1, 16), np.float32)})                            # doctest: +SKIP
+    >>> sess.report.honored                                                             # doctest: +SKIP
+    True
+
+    ``model`` is a path, bytes or an ``onnx.ModelProto``. ``policy`` is a Policy, a policy
+    file or a mapping; ``kernel_policy`` and ``exec_policy`` are merged over it. Under
+    ``fallback="error"`` a session whose engine cannot honour the policy is not created:
+    :class:`~xpuruntime.PolicyViolationError` lists what was not honoured and why.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        device: str | int | None = "cpu",
+        engine: str = "onnxruntime",
+        kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
+        exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None,
+        policy: PolicyLike = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.policy: Policy = coerce_policy(policy, kernel_policy, exec_policy)
+        engine_cls = get_engine_class(engine)
+        engine_cls.require()
+        self.device = parse_device(device)
+        _check_options(engine_options)
+        from xpuruntime.runtime.fingerprint import fingerprint
+
+        self._engine: Engine = engine_cls(load_model_source(model), self.device, self.policy,
+                                          dict(engine_options or {}), fingerprint().hash)
+        self._engine.load_impl()
+        self._inputs = self._engine.inputs_impl()
+        self._outputs = self._engine.outputs_impl()
+        self.report: ExecutionReport = self._engine.report_impl()
+        enforce_fallback(self.report, self.policy.execution.fallback)
+
+    # -- introspection -------------------------------------------------------------------
+    @property
+    def engine_name(self) -> str:
+        return self._engine.name
+
+    @property
+    def input_info(self) -> list[TensorInfo]:
+        """Model inputs: name, shape (symbolic dims as strings), numpy dtype name."""
+        return list(self._inputs)
+
+    @property
+    def output_info(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    @property
+    def providers(self) -> list[str]:
+        """What was requested of the engine (providers or devices), in priority order."""
+        return self._engine.providers
+
+    @property
+    def providers_used(self) -> list[str]:
+        """Providers (or devices) that actually hold nodes, from the engine's own evidence."""
+        return self.report.providers_used
+
+    @property
+    def engine(self) -> Engine:
+        """The engine object (its ``session`` attribute is the native session, where there is one)."""
+        return self._engine
+
+    # -- running -------------------------------------------------------------------------
+    def run(self, feeds: Any, output_names: Sequence[str] | None = None, *,
+            outputs: Mapping[str, Any] | None = None) -> Any:
+        """Run once. A dict of feeds gives a dict of outputs; a list gives a list.
+
+        Feeds may be numpy arrays or DLPack/CUDA-array-interface tensors (torch, cupy). With
+        ``outputs={"name": preallocated_tensor}`` results are written into caller-owned buffers
+        (zero-copy on a GPU, through IO binding).
+        """
+        names = self._output_names(output_names)
+        checked = normalize_feeds(feeds, self._inputs)
+        if outputs:
+            self._check_outputs(outputs, names)
+        results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
+        return dict(zip(names, results)) if isinstance(feeds, Mapping) else list(results)
+
+    def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
+        """Run once with the engine's profiler on and return the receipt with per-node times."""
+        names = self._output_names(output_names)
+        report = self._engine.profile_impl(normalize_feeds(feeds, self._inputs), names)
+        enforce_fallback(report, self.policy.execution.fallback)
+        return report
+
+    def _output_names(self, output_names: Sequence[str] | None) -> list[str]:
+        known = [o.name for o in self._outputs]
+        if output_names is None:
+            return known
+        if isinstance(output_names, str):
+            output_names = [output_names]
+        for name in output_names:
+            if name not in known:
+                raise InputError(f"unknown output name {name!r}", expected=f"outputs {', '.join(known)}",
+                                 received=repr(name), hint=did_you_mean(name, known))
+        return list(output_names)
+
+    def _check_outputs(self, outputs: Mapping[str, Any], names: list[str]) -> None:
+        for name in outputs:
+            if name not in names:
+                raise InputError(f"preallocated output {name!r} is not among the requested outputs",
+                                 expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
+
+    # -- lifetime ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> InferenceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"InferenceSession(engine={self.engine_name!r}, device={str(self.device)!r}, "
+                f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self._inputs]})")
+
+
+def _check_options(options: Any) -> None:
+    if options is not None and not isinstance(options, Mapping):
+        raise PolicyError("engine_options must be a mapping", expected="a dict of engine-specific options",
+                          received=type(options).__name__)
+
+
+
+
