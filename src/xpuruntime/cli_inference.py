@@ -172,12 +172,17 @@ def _demo(engine: str, as_json: bool) -> None:
         print_json([{"case": r.case.name, "device": r.case.device, "policy": r.case.policy.to_dict(),
                      "report": r.report.to_dict()} for r in results])
         return
+    from xpuruntime.inference._render import report_rich
+    from xpuruntime.policies import _yaml
+
     console = stdout_console()
     for r in results:
         console.rule(Text(r.case.name, style="bold"))
         console.print(Text(r.case.story, style="italic"))
-        console.print(Text(r.case.policy.dumps().strip(), style="dim"))
-        console.print(r.report)
+        asked = {"device": r.case.device, "kernels": r.case.policy.kernels.to_dict(),
+                 "execution": r.case.policy.execution.to_dict(exclude_defaults=True)}
+        console.print(Text(_yaml.dump(asked).strip(), style="dim"))
+        console.print(report_rich(r.report, max_rows=12))
     a, b = results[0].output, results[1].output
     console.rule()
     console.print(f"max |A - B| on the same input: {float(np.max(np.abs(a - b))):.3g} "

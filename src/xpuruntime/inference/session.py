@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xpuruntime.errors import InputError, PolicyError, did_you_mean
+import numpy as np
+
+from xpuruntime.errors import DeviceError, InputError, PolicyError, XpuRuntimeError, did_you_mean
 from xpuruntime.inference.engine import Engine, get_engine_class
 from xpuruntime.inference.feeds import TensorInfo, normalize_feeds
 from xpuruntime.inference.models import load_model_source
@@ -47,7 +49,9 @@ class InferenceSession:
         engine_cls = get_engine_class(engine)
         engine_cls.require()
         self.device = parse_device(device)
+        _check_device(engine_cls, self.device)
         _check_options(engine_options)
+        self._closed = False
         from xpuruntime.runtime.fingerprint import fingerprint
 
         self._engine: Engine = engine_cls(load_model_source(model), self.device, self.policy,
@@ -96,6 +100,7 @@ class InferenceSession:
         ``outputs={"name": preallocated_tensor}`` results are written into caller-owned buffers
         (zero-copy on a GPU, through IO binding).
         """
+        self._check_open()
         names = self._output_names(output_names)
         checked = normalize_feeds(feeds, self._inputs)
         if outputs:
@@ -105,6 +110,7 @@ class InferenceSession:
 
     def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
+        self._check_open()
         names = self._output_names(output_names)
         report = self._engine.profile_impl(normalize_feeds(feeds, self._inputs), names)
         enforce_fallback(report, self.policy.execution.fallback)
@@ -123,13 +129,22 @@ class InferenceSession:
         return list(output_names)
 
     def _check_outputs(self, outputs: Mapping[str, Any], names: list[str]) -> None:
-        for name in outputs:
+        infos = {o.name: o for o in self._outputs}
+        for name, buffer in outputs.items():
             if name not in names:
                 raise InputError(f"preallocated output {name!r} is not among the requested outputs",
                                  expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
+            _check_buffer(name, buffer, infos[name])
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise XpuRuntimeError("the session is closed", expected="an open session", received="closed",
+                                  hint="create a new InferenceSession")
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the engine's resources; later runs raise."""
+        self._closed = True
         self._engine.close()
 
     def __enter__(self) -> InferenceSession:
@@ -143,11 +158,31 @@ class InferenceSession:
                 f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self._inputs]})")
 
 
+def _check_device(engine_cls: type[Engine], device: Any) -> None:
+    if device.kind != "auto" and device.kind not in engine_cls.devices:
+        raise DeviceError(f"engine {engine_cls.name!r} cannot target {device}",
+                          expected=f"a device of kind {', '.join(engine_cls.devices)} (or 'auto')",
+                          received=str(device), hint="pick another device, or engine='onnxruntime' for the CPU")
+
+
+def _check_buffer(name: str, buffer: Any, info: TensorInfo) -> None:
+    """A caller-owned output must have the output's dtype, rank and static dims."""
+    shape, dtype = getattr(buffer, "shape", None), getattr(buffer, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"preallocated output {name!r} is not an array", expected=info.describe(),
+                         received=type(buffer).__name__, hint="pass a numpy array (or a CUDA tensor)")
+    try:
+        same_dtype = np.dtype(dtype) == np.dtype(info.dtype)
+    except TypeError:  # torch dtypes: checked by the engine when it binds the buffer
+        same_dtype = True
+    fits = info.shape is None or len(shape) == len(info.shape) and all(
+        not isinstance(want, int) or want < 0 or got == want for got, want in zip(shape, info.shape))
+    if not same_dtype or not fits:
+        raise InputError(f"preallocated output {name!r} does not fit the output", expected=info.describe(),
+                         received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")
+
+
 def _check_options(options: Any) -> None:
     if options is not None and not isinstance(options, Mapping):
         raise PolicyError("engine_options must be a mapping", expected="a dict of engine-specific options",
                           received=type(options).__name__)
-
-
-
-

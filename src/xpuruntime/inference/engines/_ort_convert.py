@@ -1,7 +1,7 @@
 """Model variants made with ONNX Runtime's own tools: a float16 copy, a dynamically quantised int8 copy.
 
 Results are cached by model hash + policy hash + fingerprint under ``cache_dir`` (written
-atomically, in a folder private to the user); without a cache_dir they live in memory.
+atomically, in a folder private to the user); without a cache_dir the last few live in memory.
 A cached entry that does not parse is rebuilt with a warning, never used.
 """
 
@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from xpuruntime.inference.models import ModelSource
 
 __all__ = ["convert"]
 
-_memory: dict[str, ModelSource] = {}
+_memory: OrderedDict[str, ModelSource] = OrderedDict()  # only without a cache_dir: the disk is the cache
+_MEMORY_ENTRIES = 4
 _lock = threading.Lock()
 
 
@@ -32,17 +34,26 @@ def convert(model: ModelSource, variant: str, cache_dir: str | None, key: str) -
     if model.has_external_data():
         raise UnsupportedOperationError(f"{variant} conversion of a model with external data is not supported",
                                         expected="a self-contained .onnx model", received=model.description,
-                                        hint=f"convert it offline, or use precision='fp32'")
+                                        hint="convert it offline, or use precision='fp32'")
     name = f"{key}-{variant}.onnx"
     with _lock:
-        if name in _memory:
-            return _memory[name]
-        cached = _read_cache(cache_dir, name, model, variant)
-        result = cached or _build(model, variant)
-        if cached is None and cache_dir:
-            _write_cache(cache_dir, name, result)
-        _memory[name] = result
-        return result
+        if cache_dir:
+            return _from_disk(cache_dir, name, model, variant)
+        if name not in _memory:
+            _memory[name] = _build(model, variant)
+        _memory.move_to_end(name)
+        while len(_memory) > _MEMORY_ENTRIES:
+            _memory.popitem(last=False)
+        return _memory[name]
+
+
+def _from_disk(cache_dir: str, name: str, model: ModelSource, variant: str) -> ModelSource:
+    cached = _read_cache(cache_dir, name, model, variant)
+    if cached is not None:
+        return cached
+    result = _build(model, variant)
+    _write_cache(cache_dir, name, result)
+    return result
 
 
 def _note(variant: str) -> str:
@@ -99,9 +110,7 @@ def _cache_folder(cache_dir: str) -> Path:
     return folder
 
 
-def _read_cache(cache_dir: str | None, name: str, model: ModelSource, variant: str) -> ModelSource | None:
-    if not cache_dir:
-        return None
+def _read_cache(cache_dir: str, name: str, model: ModelSource, variant: str) -> ModelSource | None:
     path = _cache_folder(cache_dir) / name
     if path.is_symlink() or not path.is_file():
         return None
@@ -110,7 +119,7 @@ def _read_cache(cache_dir: str | None, name: str, model: ModelSource, variant: s
 
         cached = load_model_source(path.read_bytes())
     except ModelLoadError:
-        warnings.warn(f"cache entry {path} is corrupt; rebuilding it", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"cache entry {path} is corrupt; rebuilding it", RuntimeWarning, stacklevel=7)
         return None
     cached.notes = [*model.notes, _note(variant) + f" (cached: {path.name})"]
     cached.description = model.description

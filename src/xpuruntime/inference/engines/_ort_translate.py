@@ -15,7 +15,7 @@ from typing import Any
 from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy
 
-__all__ = ["OrtPlan", "translate", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key"]
+__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -36,8 +36,9 @@ _OV_PRECISION = {"fp32": "ACCURACY", "tf32": "FP32", "fp16": "FP16", "bf16": Non
 class OrtPlan:
     """Everything needed to build an ONNX Runtime session for one policy on one device."""
 
-    providers: list[tuple[str, dict[str, str]]]  # in priority order, CPU last
+    providers: list[tuple[str, dict[str, str]]]  # passed to ONNX Runtime, in priority order, CPU last
     target: str  # the provider every node is requested on
+    requested: list[str] = field(default_factory=list)  # what was asked for, available or not
     graph_level: str = "ORT_ENABLE_ALL"
     intra_op_threads: int | None = None
     deterministic: bool = False
@@ -52,6 +53,10 @@ class OrtPlan:
     def provider_names(self) -> list[str]:
         return [name for name, _ in self.providers]
 
+    def in_use(self, provider: str) -> bool:
+        """True when ``provider`` is among those passed to ONNX Runtime."""
+        return provider in self.provider_names()
+
 
 def cache_key(*parts: str) -> str:
     """Folder name for a cache entry: a hash of model, policy and fingerprint (never a user path)."""
@@ -62,7 +67,7 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
               available: list[str], key: str) -> OrtPlan:
     """Policy + device -> OrtPlan. ``available`` is ``onnxruntime.get_available_providers()``."""
     ex = policy.execution
-    plan = _providers(device_kind, device_index, tensorrt, available)
+    plan = provider_plan(_chain(device_kind, device_index, tensorrt, available), available)
     plan.graph_level = GRAPH_LEVELS[ex.optimize_level]
     plan.intra_op_threads = ex.num_threads
     plan.deterministic = ex.deterministic
@@ -73,10 +78,25 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
     _tensorrt_options(policy, plan, key)
     _openvino_options(policy, plan, device_kind)
     _qnn_options(policy, plan, key)
+    _graph_options(policy, plan)
     return plan
 
 
-def _providers(kind: str, index: int | None, tensorrt: bool, available: list[str]) -> OrtPlan:
+def provider_plan(chain: list[tuple[str, dict[str, str]]], available: list[str]) -> OrtPlan:
+    """A plan for a provider chain: unavailable providers are refused by name; CPU is always last."""
+    chain = [(n, o) for n, o in chain if n != CPU]
+    plan = OrtPlan(providers=[], target=chain[0][0] if chain else CPU, requested=[n for n, _ in chain] + [CPU])
+    for name, opts in chain:
+        if name in available:
+            plan.providers.append((name, dict(opts)))
+        else:
+            plan.refuse("provider_unavailable", name, name, "not in onnxruntime.get_available_providers()",
+                        _missing_reason(name))
+    plan.providers.append((CPU, {}))
+    return plan
+
+
+def _chain(kind: str, index: int | None, tensorrt: bool, available: list[str]) -> list[tuple[str, dict[str, str]]]:
     index = index or 0
     if tensorrt:
         chain = [(TRT, {"device_id": str(index)}), (CUDA, {"device_id": str(index)})]
@@ -88,16 +108,7 @@ def _providers(kind: str, index: int | None, tensorrt: bool, available: list[str
         chain = []
     if kind == "auto" and not chain and CUDA in available:
         chain = [(CUDA, {"device_id": "0"})]
-    target = chain[0][0] if chain else CPU
-    plan = OrtPlan(providers=[], target=target)
-    for name, opts in chain:
-        if name in available:
-            plan.providers.append((name, opts))
-        else:
-            plan.refuse("provider_unavailable", name, name, "not in onnxruntime.get_available_providers()",
-                        _missing_reason(name))
-    plan.providers.append((CPU, {}))
-    return plan
+    return chain
 
 
 def _npu_gpu_chain(kind: str, available: list[str]) -> list[tuple[str, dict[str, str]]]:
@@ -122,6 +133,9 @@ def _precision(policy: Policy, plan: OrtPlan) -> None:
     on_gpu = plan.target in (CUDA, TRT)
     if precision == "fp16":
         plan.model_variant = "fp16" if plan.target != TRT else "original"  # TRT converts itself
+        if plan.target == CPU:
+            plan.notes.append("the CPU provider has float16 kernels for few ops and runs the others in float32 "
+                              "behind Casts it inserts; explain() reads each node's precision from a profiled run")
     elif precision == "int8":
         plan.model_variant = "int8" if plan.target != TRT else "original"  # TRT int8 needs calibration
         if plan.target == TRT:
@@ -227,6 +241,13 @@ def _qnn_options(policy: Policy, plan: OrtPlan, key: str) -> None:
     if ex.cache_dir:
         plan.config["ep.context_enable"] = "1"
         plan.config["ep.context_file_path"] = os.path.join(ex.cache_dir, "qnn", f"{key}_ctx.onnx")
+
+
+def _graph_options(policy: Policy, plan: OrtPlan) -> None:
+    if policy.execution.cuda_graphs and plan.target not in (CUDA, TRT):
+        plan.refuse("option", "cuda_graphs", "CUDA graph capture", "no capture",
+                    f"CUDA graphs are captured only by the CUDA and TensorRT providers; {plan.target} runs "
+                    "the graph op by op")
 
 
 def _qnn_backend() -> str:

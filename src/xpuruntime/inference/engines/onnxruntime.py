@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,8 @@ class OnnxRuntimeEngine(Engine):
         key = tr.cache_key(self.model.hash, self.policy.hash, self.fingerprint_hash)
         self.plan = tr.translate(self.policy, self.device.kind, self.device.index, tensorrt=self.tensorrt,
                                  available=ort.get_available_providers(), key=key)
-        self._apply_engine_options()
+        self._apply_engine_options(ort)
+        self._check_shapes()
         self.model = self._model_variant(self.model, key)
         self.session = self._create(self._session_options())
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
@@ -94,17 +97,30 @@ class OnnxRuntimeEngine(Engine):
                                   expected=", ".join(_OPTION_KEYS), received=repr(name),
                                   hint=did_you_mean(name, _OPTION_KEYS))
 
-    def _apply_engine_options(self) -> None:
+    def _apply_engine_options(self, ort: Any) -> None:
         """User overrides win, and are recorded in the receipt's ``requested``."""
+        if self.options.get("providers"):
+            self._override_providers(ort, self.options["providers"])
         for name, extra in (self.options.get("provider_options") or {}).items():
+            _check_provider_name(ort, name, "provider_options")
+            if not self.plan.in_use(name):
+                self.plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
             self.plan.providers = [(n, {**o, **{k: str(v) for k, v in extra.items()}}) if n == name else (n, o)
                                    for n, o in self.plan.providers]
-        if self.options.get("providers"):
-            wanted = list(self.options["providers"])
-            opts = dict(self.plan.providers)
-            self.plan.providers = [(n, opts.get(n, {})) for n in wanted]
-            self.plan.target = wanted[0]
         self.plan.config.update({k: str(v) for k, v in (self.options.get("session_config") or {}).items()})
+
+    def _override_providers(self, ort: Any, wanted: Any) -> None:
+        if isinstance(wanted, str) or not all(isinstance(n, str) for n in wanted):
+            raise PolicyError("engine_options.providers must be a list of provider names",
+                              expected="e.g. ['CUDAExecutionProvider', 'CPUExecutionProvider']",
+                              received=repr(wanted), hint="put per-provider options in engine_options.provider_options")
+        for name in wanted:
+            _check_provider_name(ort, name, "providers")
+        opts = dict(self.plan.providers)
+        plan = tr.provider_plan([(n, opts.get(n, {})) for n in wanted], ort.get_available_providers())
+        kept = [v for v in self.plan.violations if v.kind != "provider_unavailable"]
+        self.plan.providers, self.plan.target, self.plan.requested = plan.providers, plan.target, plan.requested
+        self.plan.violations = [*plan.violations, *kept]
 
     def _session_options(self, profile_dir: str | None = None) -> Any:
         ort = _ort()
@@ -123,17 +139,30 @@ class OnnxRuntimeEngine(Engine):
             so.profile_file_prefix = os.path.join(profile_dir, "xpuruntime")
         return so
 
+    def _graph_inputs(self) -> dict[str, list[Any]]:
+        inits = {i.name for i in self.model.proto.graph.initializer}
+        return {i.name: list(i.type.tensor_type.shape.dim) for i in self.model.proto.graph.input if i.name not in inits}
+
+    def _check_shapes(self) -> None:
+        """fixed_shapes must name real inputs with the right rank; symbolic dims left free break static_shape."""
+        ex, inputs = self.policy.execution, self._graph_inputs()
+        for name, shape in (ex.fixed_shapes or {}).items():
+            _check_fixed(name, shape, inputs)
+            if any(not d.dim_param and not d.HasField("dim_value") for d in inputs[name]):
+                self.plan.refuse("static_shape", name, f"fixed shape {list(shape)}", "a dynamic dim left free",
+                                 "ONNX Runtime fixes only named (dim_param) dims; name the dim in the model")
+        for name, dims in inputs.items() if ex.static_shape else ():
+            free = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
+            if free and name not in (ex.fixed_shapes or {}):
+                self.plan.refuse("static_shape", name, "static shapes", f"symbolic dim {free[0]!r}",
+                                 f"set execution.fixed_shapes[{name!r}] to fix it")
+
     def _fix_shapes(self, so: Any) -> None:
-        ex = self.policy.execution
-        for inp in self.model.proto.graph.input:
-            dims = inp.type.tensor_type.shape.dim
-            fixed = (ex.fixed_shapes or {}).get(inp.name)
-            for axis, dim in enumerate(dims):
-                if dim.dim_param and fixed and axis < len(fixed):
-                    so.add_free_dimension_override_by_name(dim.dim_param, int(fixed[axis]))
-                elif dim.dim_param and ex.static_shape and not fixed:
-                    self.plan.refuse("static_shape", inp.name, "static shapes", f"symbolic dim {dim.dim_param!r}",
-                                     f"set execution.fixed_shapes[{inp.name!r}] to fix it")
+        inputs = self._graph_inputs()
+        for name, shape in (self.policy.execution.fixed_shapes or {}).items():
+            for dim, size in zip(inputs[name], shape):
+                if dim.dim_param:
+                    so.add_free_dimension_override_by_name(dim.dim_param, int(size))
 
     def _create(self, so: Any) -> Any:
         ort = _ort()
@@ -149,9 +178,9 @@ class OnnxRuntimeEngine(Engine):
 
     def _retry_or_raise(self, exc: Exception, so: Any) -> Any:
         text = str(exc)
-        if "Unsupported model IR version" in text and self.model.data is not None or "IR version" in text:
+        if "Unsupported model IR version" in text:
             self.model = _downgrade_ir(self.model, text)
-            return _ort().InferenceSession(self.model.data, sess_options=so, providers=self.plan.providers)
+            return self._create(so)  # a second refusal (an opset too new, say) is reported by its own reason
         if self.plan.model_variant != "original" and "NOT_IMPLEMENTED" in text:
             raise UnsupportedOperationError(
                 f"ONNX Runtime has no {self.plan.model_variant} kernels for this model on {self.plan.target}",
@@ -182,18 +211,20 @@ class OnnxRuntimeEngine(Engine):
 
     @property
     def providers(self) -> list[str]:
-        return self.plan.provider_names()
+        return list(self.plan.requested)
 
     # -- run -----------------------------------------------------------------------------
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
-        on_device = outputs or any(isinstance(v, DeviceArray) for v in feeds.values())
-        if on_device or self.policy.execution.cuda_graphs:
+        if self.policy.execution.cuda_graphs and self._device_type() == "cuda" and not outputs:
+            return self._run_graph(feeds, output_names)
+        if outputs or any(isinstance(v, DeviceArray) for v in feeds.values()):
             return self._run_bound(feeds, output_names, outputs or {})
         return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
 
     def _guarded(self, call: Any) -> Any:
         ort = _ort()
         ro = ort.RunOptions()
+        ro.log_severity_level = 4  # a failed run is raised as an error below; ORT need not print it too
         try:
             with _timeout(self.policy.execution.execution_timeout_ms, lambda _: setattr(ro, "terminate", True), "run"):
                 return call(ro)
@@ -214,15 +245,27 @@ class OnnxRuntimeEngine(Engine):
             values = binding.get_outputs()
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
 
+    def _run_graph(self, feeds: dict[str, Any], names: Sequence[str]) -> list[Any]:
+        """CUDA graphs: one persistent binding, buffers that never move (see _ort_graphs)."""
+        from xpuruntime.inference.engines._ort_graphs import GraphBinding
+
+        with self._run_lock:
+            if getattr(self, "_graph", None) is None:
+                self._graph = GraphBinding(_ort(), self.session, self.model.proto, self.device.index or 0)
+            return self._graph.run(feeds, names, lambda b: self._guarded(
+                lambda ro: self.session.run_with_iobinding(b, ro)))
+
     def _device_type(self) -> str:
-        return "cuda" if self.plan.target in (tr.CUDA, tr.TRT) else "cpu"
+        on_gpu = any(self.plan.in_use(p) for p in (tr.CUDA, tr.TRT))
+        return "cuda" if on_gpu else "cpu"
 
     # -- receipts ------------------------------------------------------------------------
     def _base_report(self) -> ExecutionReport:
         return ExecutionReport(
             engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
             fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
-            requested={"providers": self.plan.provider_names(), "target": self.plan.target,
+            requested={"providers": list(self.plan.requested), "passed_to_onnxruntime": self.plan.provider_names(),
+                       "target": self.plan.target,
                        "provider_options": {n: dict(o) for n, o in self.plan.providers},
                        "graph_optimization_level": self.plan.graph_level, "model_variant": self.plan.model_variant,
                        "precision": self.policy.execution.precision, "session_config": dict(self.plan.config)},
@@ -233,14 +276,16 @@ class OnnxRuntimeEngine(Engine):
         report.evidence.append("onnxruntime.InferenceSession.get_provider_graph_assignment_info")
         for sub in self.session.get_provider_graph_assignment_info():
             for node in sub.get_nodes():
-                report.nodes.append(self._node(node.name, node.op_type, sub.ep_name))
+                report.nodes.append(self._node(node.name, node.op_type, sub.ep_name, _op_precision(node.op_type)))
+        if self.plan.graph_level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
+            report.notes.append("nodes as assigned to providers; fusions made after the assignment show in explain()")
         self._judge(report)
         return report
 
-    def _node(self, name: str, op_type: str, provider: str) -> NodeRecord:
+    def _node(self, name: str, op_type: str, provider: str, precision: str | None) -> NodeRecord:
         kernel = _requested_kernel(self.policy, op_type)
-        return NodeRecord(name=name, op_type=op_type, provider=provider, requested=self.plan.target,
-                          requested_kernel=kernel, precision=_node_precision(op_type, self.plan.model_variant))
+        return NodeRecord(name=name or f"<unnamed {op_type}>", op_type=op_type, provider=provider,
+                          requested=self.plan.target, requested_kernel=kernel, precision=precision)
 
     def _judge(self, report: ExecutionReport) -> None:
         for v in self.plan.violations:
@@ -261,20 +306,32 @@ class OnnxRuntimeEngine(Engine):
         return f"{self.plan.target} has no kernel for {node.op_type} in this model (ONNX Runtime assigned it elsewhere)"
 
     def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
+        feeds = _host_feeds(feeds)
         with tempfile.TemporaryDirectory(prefix="xpuruntime-profile-") as folder:
             session = self._create(self._session_options(profile_dir=folder))
-            session.run(list(output_names), _host_feeds(feeds))  # warm-up: first runs allocate and tune
-            session.run(list(output_names), _host_feeds(feeds))
+            self._guarded(lambda ro: session.run(list(output_names), feeds, ro))  # warm-up: allocate and tune
+            self._guarded(lambda ro: session.run(list(output_names), feeds, ro))
             events = json.loads(Path(session.end_profiling()).read_text())
         report = self._base_report()
         report.profiled = True
-        report.evidence.append("onnxruntime profiling JSON (enable_profiling)")
-        for name, (op, provider, dur, calls) in _node_events(events).items():
-            node = self._node(name, op, provider)
-            node.time_us, node.calls = dur, calls
+        report.evidence.append("onnxruntime profiling JSON (enable_profiling), last of two runs")
+        for name, ev in _node_events(events).items():
+            node = self._node(name, ev.op, ev.provider, ev.precision)
+            node.time_us, node.calls = ev.time_us, ev.calls
             report.nodes.append(node)
         self._judge(report)
+        self._judge_precision(report)
         return report
+
+    def _judge_precision(self, report: ExecutionReport) -> None:
+        """fp16 asked: a matrix product or conv that ran in float32 (ONNX Runtime cast around it) is a violation."""
+        if self.plan.model_variant != "fp16":
+            return
+        for node in report.nodes:
+            if node.precision == "fp32" and node.op_type in _COMPUTE_OPS:
+                report.add(Violation("precision", node.name, "fp16", "fp32",
+                                     f"ONNX Runtime ran it in float32 behind Casts it inserted ({node.provider} "
+                                     "lacks float16 kernels for this op or its neighbours)"))
 
     def close(self) -> None:
         self.session = None
@@ -296,17 +353,46 @@ def _info(arg: Any) -> TensorInfo:
     return TensorInfo(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
 
+# "[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/...cc:256 void ns::Fn(args) " before the actual message
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:\S+:\d+ [^(]*\([^)]*\)\s*)?")
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)", re.S)
+
+
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else text
-    return line[:500]
+    return _ORT_PREFIX.sub("", line.strip())[:500]
 
 
 def _load_hint(text: str) -> str | None:
+    if found := _OPSET_TOO_NEW.search(text):
+        opset, domain, top = found.groups()
+        return (f"the model uses opset {opset} of {domain}; this onnxruntime supports up to {top}: re-export with "
+                f"opset <= {top} or convert it with onnx.version_converter.convert_version(model, {top})")
     if "NOT_IMPLEMENTED" in text:
         return "an operator or opset in the model is not supported by this onnxruntime; upgrade it or re-export"
     if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
         return "the file is not a complete ONNX model (truncated or another format)"
     return "check the model with onnx.checker.check_model(model)"
+
+
+def _check_provider_name(ort: Any, name: Any, option: str) -> None:
+    known = ort.get_all_providers()
+    if name not in known:
+        raise PolicyError(f"unknown ONNX Runtime provider {name!r}", field=f"engine_options.{option}",
+                          expected="a name from onnxruntime.get_all_providers()", received=repr(name),
+                          hint=did_you_mean(str(name), known))
+
+
+def _check_fixed(name: str, shape: Sequence[int], inputs: dict[str, list[Any]]) -> None:
+    field = f"execution.fixed_shapes.{name}"
+    if name not in inputs:
+        raise PolicyError(f"fixed_shapes names {name!r}, which is not a model input", field=field,
+                          expected=f"one of {', '.join(inputs)}", received=repr(name), hint=did_you_mean(name, inputs))
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in inputs[name]]
+    bad = len(shape) != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, shape))
+    if bad:
+        raise PolicyError(f"fixed_shapes[{name!r}] does not fit the model's input", field=field,
+                          expected=f"a shape like {dims} (symbolic dims replaced by sizes)", received=str(list(shape)))
 
 
 def _downgrade_ir(model: ModelSource, text: str) -> ModelSource:
@@ -320,6 +406,9 @@ def _downgrade_ir(model: ModelSource, text: str) -> ModelSource:
         raise ModelLoadError(f"ONNX Runtime could not load the model: {_first_line(text)}",
                              expected="an IR version this onnxruntime supports", received=model.description,
                              hint="re-save the model with onnx.save(model, path) after setting model.ir_version = 10")
+    if model.proto.ir_version <= int(found.group(1)):
+        raise ModelLoadError(f"ONNX Runtime could not load the model: {_first_line(text)}",
+                             expected="an IR version this onnxruntime supports", received=model.description)
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     old, proto.ir_version = proto.ir_version, int(found.group(1))
@@ -343,25 +432,57 @@ def _requested_kernel(policy: Any, op_type: str) -> str | None:
     return "/".join(policy.kernels.resolve(op))
 
 
-def _node_precision(op_type: str, variant: str) -> str | None:
-    if op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul",
-                   "ConvInteger", "QLinearConv", "MatMulIntegerToFloat"):
-        return "int8"
-    if op_type == "Cast":
-        return None
-    return {"fp16": "fp16", "int8": None, "original": None}[variant]
+_COMPUTE_OPS = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm", "Conv", "FusedConv", "Attention",
+                "MultiHeadAttention"}  # where precision matters; elementwise ops follow their inputs
+_INT8_OPS = {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "QLinearMatMul", "ConvInteger",
+             "QLinearConv", "MatMulIntegerToFloat", "QuantizeLinear", "DequantizeLinear"}
+_PRECISIONS = {"int8": "int8", "uint8": "int8", "float16": "fp16", "bfloat16": "bf16", "float": "fp32",
+               "double": "fp64"}
 
 
-def _node_events(events: list[dict[str, Any]]) -> dict[str, tuple[str, str, float, int]]:
-    """Profiling JSON -> node name -> (op, provider, microseconds of the last run, calls)."""
-    nodes: dict[str, tuple[str, str, float, int]] = {}
-    for ev in events:
+def _op_precision(op_type: str) -> str | None:
+    """What the op type alone proves (integer kernels); other precisions need a profiled run."""
+    return "int8" if op_type in _INT8_OPS else None
+
+
+def _event_precision(op_type: str, args: dict[str, Any]) -> str | None:
+    """Precision from the tensor types ONNX Runtime recorded for the node (first match wins, int8 first)."""
+    if op_type == "Cast" or op_type in _INT8_OPS:
+        return _op_precision(op_type)
+    types = [t for key in ("input_type_shape", "output_type_shape") for d in args.get(key) or [] for t in d]
+    for wanted in ("int8", "uint8", "float16", "bfloat16", "float", "double"):
+        if wanted in types:
+            return _PRECISIONS[wanted]
+    return None
+
+
+@dataclass
+class _NodeEvent:
+    op: str
+    provider: str
+    precision: str | None
+    time_us: float = 0.0
+    calls: int = 0
+
+
+def _last_run(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of the last ``model_run`` (earlier runs were warm-ups)."""
+    starts = [ev.get("ts", 0) for ev in events if ev.get("cat") == "Session" and ev.get("name") == "model_run"]
+    return [ev for ev in events if ev.get("ts", 0) >= max(starts)] if starts else events
+
+
+def _node_events(events: list[dict[str, Any]]) -> dict[str, _NodeEvent]:
+    """Profiling JSON -> node name -> op, provider, precision, time summed over its calls in the last run."""
+    nodes: dict[str, _NodeEvent] = {}
+    for ev in _last_run(events):
         args = ev.get("args") or {}
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
-        name = ev["name"][: -len("_kernel_time")]
-        _, _, _, calls = nodes.get(name, ("", "", 0.0, 0))
-        nodes[name] = (args.get("op_name", "?"), args.get("provider", "?"), float(ev.get("dur", 0)), calls + 1)
+        op = args.get("op_name", "?")
+        node = nodes.setdefault(ev["name"][: -len("_kernel_time")],
+                                _NodeEvent(op, args.get("provider", "?"), _event_precision(op, args)))
+        node.time_us += float(ev.get("dur", 0))
+        node.calls += 1
     return nodes
 
 
@@ -382,8 +503,8 @@ def _bind_input(binding: Any, name: str, value: Any, device_type: str) -> None:
 
 
 def _bind_output(binding: Any, name: str, target: Any, device_type: str, device_id: int) -> None:
-    if target is None:
-        binding.bind_output(name, device_type, device_id)
+    if target is None:  # no caller buffer: ONNX Runtime copies the result to the host inside the run
+        binding.bind_output(name, "cpu")
         return
     from xpuruntime.inference.feeds import as_device_array
 
@@ -408,7 +529,7 @@ def _run_error(exc: Exception, ro: Any) -> XpuRuntimeError:
     if getattr(ro, "terminate", False):
         return ExecutionTimeoutError("the run was terminated by execution_timeout_ms",
                                      expected="a run that finishes in time", received="terminated")
-    if "INVALID_ARGUMENT" in text or "Invalid" in text:
+    if "INVALID_ARGUMENT" in text or "invalid" in text.lower():
         return InputError(f"ONNX Runtime refused the inputs: {_first_line(text)}", expected="inputs the model accepts",
                           received="see the message")
     return XpuRuntimeError(f"ONNX Runtime failed during the run: {_first_line(text)}",
