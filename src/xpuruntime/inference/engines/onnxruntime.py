@@ -8,6 +8,7 @@ first, CUDA then CPU behind it). Receipts come from ONNX Runtime's own graph ass
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -50,9 +51,13 @@ class ExecutionTimeoutError(XpuRuntimeError, TimeoutError):
     """A run or a compilation passed ``execution_timeout_ms`` / ``compile_timeout_ms``."""
 
 
+@functools.cache
 def _ort() -> Any:
     import onnxruntime
 
+    # ONNX Runtime's process-wide logger prints provider-discovery chatter at WARNING; what matters
+    # to the user (where nodes ran, what was refused) is in the receipt and our own warnings.
+    onnxruntime.set_default_logger_severity(3)
     return onnxruntime
 
 
