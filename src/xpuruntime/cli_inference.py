@@ -17,7 +17,7 @@ from rich.text import Text
 
 from xpuruntime._io import atomic_write_bytes, atomic_write_text
 from xpuruntime.errors import InputError
-from xpuruntime.inference.feeds import TensorInfo
+from xpuruntime.inference.feeds import random_feeds
 
 __all__ = ["register", "random_feeds", "parse_input_args"]
 
@@ -44,24 +44,6 @@ def parse_input_args(items: list[str]) -> dict[str, np.ndarray]:
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read input {name!r} from {path}: {exc}", expected="a .npy file saved by "
                              "numpy.save (no pickled objects)", received=path) from None
-    return feeds
-
-
-def random_feeds(inputs: list[TensorInfo], fixed: dict[str, tuple[int, ...]] | None = None,
-                 seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random feeds shaped like the inputs; symbolic dims become 1 unless ``fixed`` says."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for info in inputs:
-        shape = (fixed or {}).get(info.name) or tuple(d if isinstance(d, int) and d > 0 else 1
-                                                       for d in (info.shape or ()))
-        dtype = np.dtype(info.dtype)
-        if dtype.kind in "iu":
-            feeds[info.name] = rng.integers(0, 8, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
 

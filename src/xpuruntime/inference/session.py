@@ -9,7 +9,7 @@ import numpy as np
 
 from xpuruntime.errors import DeviceError, InputError, PolicyError, XpuRuntimeError, did_you_mean
 from xpuruntime.inference.engine import Engine, get_engine_class
-from xpuruntime.inference.feeds import TensorInfo, normalize_feeds
+from xpuruntime.inference.feeds import FeedChecker, TensorInfo, normalize_feeds
 from xpuruntime.inference.models import load_model_source
 from xpuruntime.inference.report import ExecutionReport, enforce_fallback
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
@@ -58,7 +58,9 @@ class InferenceSession:
                                           dict(engine_options or {}), fingerprint().hash)
         self._engine.load_impl()
         self._inputs = self._engine.inputs_impl()
+        self._feeds = FeedChecker(self._inputs)
         self._outputs = self._engine.outputs_impl()
+        self._output_list = [o.name for o in self._outputs]
         self.report: ExecutionReport = self._engine.report_impl()
         enforce_fallback(self.report, self.policy.execution.fallback)
 
@@ -102,11 +104,11 @@ class InferenceSession:
         """
         self._check_open()
         names = self._output_names(output_names)
-        checked = normalize_feeds(feeds, self._inputs)
+        checked = self._feeds(feeds)
         if outputs:
             self._check_outputs(outputs, names)
         results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
-        return dict(zip(names, results)) if isinstance(feeds, Mapping) else list(results)
+        return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
     def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
@@ -117,7 +119,7 @@ class InferenceSession:
         return report
 
     def _output_names(self, output_names: Sequence[str] | None) -> list[str]:
-        known = [o.name for o in self._outputs]
+        known = self._output_list
         if output_names is None:
             return known
         if isinstance(output_names, str):

@@ -497,10 +497,11 @@ def _refresh() -> None:
         cached.cache_clear()
 
 
-def get_all_devices(refresh: bool = False) -> list[Device]:
+def get_all_devices(refresh: bool = False, *, include_openvino: bool = True) -> list[Device]:
     """Every present device: the CPU, then CUDA devices, then OpenVINO GPU/NPU devices.
 
     Cached per process (OpenVINO enumeration is slow); ``refresh=True`` discovers again.
+    ``include_openvino=False`` skips OpenVINO (and never imports it).
 
     Example::
 
@@ -509,7 +510,7 @@ def get_all_devices(refresh: bool = False) -> list[Device]:
     """
     if refresh:
         _refresh()
-    return [_cpu_device(), *_cuda_devices(), *_openvino_devices()]
+    return [_cpu_device(), *_cuda_devices(), *(_openvino_devices() if include_openvino else ())]
 
 
 def _devices_of(kind: str) -> tuple[Device, ...]:

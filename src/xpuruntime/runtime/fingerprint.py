@@ -296,7 +296,10 @@ def _cudnn() -> str | None:
 
 
 def _device_entries() -> tuple[dict[str, Any], ...]:
-    return tuple({k: v for k, v in d.to_dict().items() if k in _DEVICE_KEYS} for d in get_all_devices())
+    # CPU and CUDA devices only: enumerating OpenVINO devices imports openvino (and starts its telemetry)
+    # in every process that builds a session; the openvino engine keys its caches on its own devices.
+    devices = get_all_devices(include_openvino=False)
+    return tuple({k: v for k, v in d.to_dict().items() if k in _DEVICE_KEYS} for d in devices)
 
 
 @functools.cache

@@ -224,12 +224,25 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or any(isinstance(v, DeviceArray) for v in feeds.values()):
             return self._run_bound(feeds, output_names, outputs or {})
+        if self.policy.execution.execution_timeout_ms is None:  # the hot path: no timer, shared RunOptions
+            try:
+                return self.session.run(output_names, feeds, self._quiet_run_options)
+            except Exception as exc:
+                raise _run_error(exc, self._quiet_run_options) from None
         return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
+
+    @functools.cached_property
+    def _quiet_run_options(self) -> Any:
+        ro = _ort().RunOptions()
+        ro.log_severity_level = 4  # a failed run is raised as an error by us; ORT need not print it too
+        return ro
 
     def _guarded(self, call: Any) -> Any:
         ort = _ort()
         ro = ort.RunOptions()
         ro.log_severity_level = 4  # a failed run is raised as an error below; ORT need not print it too
+        if not self.policy.execution.cuda_graphs:
+            ro.add_run_config_entry("gpu_graph_id", "-1")  # spares ORT a raise-and-catch lookup per run
         try:
             with _timeout(self.policy.execution.execution_timeout_ms, lambda _: setattr(ro, "terminate", True), "run"):
                 return call(ro)
