@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -75,6 +76,14 @@ class OnnxRuntimeEngine(Engine):
 
     @classmethod
     def version(cls) -> str | None:
+        """The version of the onnxruntime module that is (or would be) imported.
+
+        Several distributions provide that module (onnxruntime, onnxruntime-gpu, ...); once it is
+        imported its own ``__version__`` is the truth, whichever distribution metadata says.
+        """
+        module = sys.modules.get("onnxruntime")
+        if module is not None and getattr(module, "__version__", None):
+            return str(module.__version__)
         for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-qnn"):
             with contextlib.suppress(Exception):
                 from importlib.metadata import version
