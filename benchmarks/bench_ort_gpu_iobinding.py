@@ -28,16 +28,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quantiles, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "ort_iobinding_gpu.json"
@@ -69,22 +69,6 @@ def _unavailable(reason: str, require: bool) -> int:
     return 2 if require else 0
 
 
-def _q(v: np.ndarray) -> dict[str, float]:
-    p10, p50, p90 = np.percentile(v, [10, 50, 90])
-    return {"p10": float(p10), "median": float(p50), "p90": float(p90)}
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     ms = {key: v / 1e6 for key, v in times.items()}
 
     moved_mib = (m * k + m * n) * 4 / 2**20
-    results = {key: {"what": VARIANTS[key], "ms": _q(ms[key])} for key in keys}
+    results = {key: {"what": VARIANTS[key], "ms": quantiles(ms[key])} for key in keys}
     comparisons = {
-        "b_vs_a_speedup": _q(ms["a"] / ms["b"]),
-        "b_vs_c_ratio": _q(ms["b"] / ms["c"]),
-        "b_minus_c_us": _q((ms["b"] - ms["c"]) * 1e3),
-        "a_vs_d_ratio": _q(ms["a"] / ms["d"]),
-        "a_minus_d_us": _q((ms["a"] - ms["d"]) * 1e3),
+        "b_vs_a_speedup": quantiles(ms["a"] / ms["b"]),
+        "b_vs_c_ratio": quantiles(ms["b"] / ms["c"]),
+        "b_minus_c_us": quantiles((ms["b"] - ms["c"]) * 1e3),
+        "a_vs_d_ratio": quantiles(ms["a"] / ms["d"]),
+        "a_minus_d_us": quantiles((ms["a"] - ms["d"]) * 1e3),
     }
     payload = {
         "benchmark": "ort_iobinding_gpu",

@@ -25,16 +25,17 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quantiles, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "ort_overhead_cpu.json"
@@ -93,9 +94,6 @@ def build_sessions(xrt: Any, model: Any, threads: int) -> tuple[Any, Any, Any]:
     return a, b, c
 
 
-def _q(v: np.ndarray) -> dict[str, float]:
-    p10, p50, p90 = np.percentile(v, [10, 50, 90])
-    return {"p10": float(p10), "median": float(p50), "p90": float(p90)}
 
 
 def measure(a: Any, b: Any, c: Any, x: np.ndarray, warmup: int, rounds: int, block: int) -> dict[str, Any]:
@@ -145,22 +143,9 @@ def measure(a: Any, b: Any, c: Any, x: np.ndarray, warmup: int, rounds: int, blo
     per_call = t / block / 1e3  # microseconds per call
     ta, tb, tc = per_call
     return {"warmup_calls": warmup, "rounds": rounds, "calls_per_block": block,
-            "xpuruntime_us": _q(ta), "bare_us": _q(tb), "ratio": _q(ta / tb), "added_us": _q(ta - tb),
+            "xpuruntime_us": quantiles(ta), "bare_us": quantiles(tb), "ratio": quantiles(ta / tb), "added_us": quantiles(ta - tb),
             "control": {"what": "a second bare onnxruntime session, same options, against the first (A/A)",
-                        "bare2_us": _q(tc), "ratio": _q(tc / tb), "added_us": _q(tc - tb)}}
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                        "bare2_us": quantiles(tc), "ratio": quantiles(tc / tb), "added_us": quantiles(tc - tb)}}
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
