@@ -19,6 +19,7 @@ from xpuruntime.errors import (
     CudaError,
     DeviceError,
     EngineUnavailableError,
+    ExecutionTimeoutError,
     InputError,
     ModelLoadError,
     OutOfMemoryError,
@@ -45,6 +46,8 @@ _LAZY = {
     "InferenceSession": "xpuruntime.inference.session",
     "ExecutionReport": "xpuruntime.inference.report",
     "list_engines": "xpuruntime.inference.engine",
+    "compare": "xpuruntime.inference.compare",
+    "ComparisonResult": "xpuruntime.inference.compare",
 }
 _SUBMODULES = ("pytorch", "policies", "runtime", "inference", "kernels", "cli")
 
@@ -64,6 +67,7 @@ __all__ = [
     "InputError",
     "DeviceError",
     "EngineUnavailableError",
+    "ExecutionTimeoutError",
 ]
 
 

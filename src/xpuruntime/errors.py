@@ -23,6 +23,7 @@ __all__ = [
     "InputError",
     "DeviceError",
     "EngineUnavailableError",
+    "ExecutionTimeoutError",
     "closest",
     "did_you_mean",
 ]
@@ -115,6 +116,10 @@ class DeviceError(XpuRuntimeError):
 
 class EngineUnavailableError(XpuRuntimeError, ImportError):
     """An engine or provider is not installed or cannot start; the message names the extra."""
+
+
+class ExecutionTimeoutError(XpuRuntimeError, TimeoutError):
+    """A run or a compilation passed ``execution_timeout_ms`` / ``compile_timeout_ms``."""
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

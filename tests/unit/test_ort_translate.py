@@ -10,7 +10,6 @@ from xpuruntime.inference.engines._ort_translate import (
     CPU,
     CUDA,
     OPENVINO,
-    QNN,
     TRT,
     OrtPlan,
     cache_key,
@@ -301,15 +300,7 @@ def test_auto_takes_cuda_when_available_and_cpu_otherwise() -> None:
     assert auto.target == CPU and auto.violations == []
 
 
-def test_qnn_provider_options_when_only_qnn_is_listed(tmp_path: object) -> None:
-    plan = plan_for("npu", available=[QNN, CPU], precision="fp16", cache_dir=str(tmp_path))
-    assert plan.target == QNN
-    opts = dict(plan.providers)[QNN]
-    assert opts["backend_path"] in ("libQnnHtp.so", "QnnHtp.dll")
-    assert opts["htp_performance_mode"] == "burst"
-    assert opts["enable_htp_fp16_precision"] == "1"
-    assert plan.config["ep.context_enable"] == "1"
-    assert plan.config["ep.context_file_path"] == os.path.join(str(tmp_path), "qnn", f"{KEY}_ctx.onnx")
+# the QNN provider's options are tested in test_qnn_translate.py
 
 
 def test_npu_without_openvino_or_qnn_is_refused() -> None:

@@ -4,6 +4,16 @@ An engine is one module under ``inference/engines/`` that subclasses :class:`Eng
 implements the ``*_impl`` hooks and decorates itself with :func:`register_engine`. The
 public behaviour (feed checks, fallback rule, receipts, error wrapping) lives in
 :class:`~xpuruntime.inference.session.InferenceSession`, never in an engine.
+
+Other distributions add engines without any change here, through the entry point group
+``xpuruntime.engines`` (``name = "module:EngineSubclass"``)::
+
+    [project.entry-points."xpuruntime.engines"]
+    echo = "xpuruntime_echo_engine:EchoEngine"
+
+Plugins are loaded on the first registry lookup (``list_engines()``, ``InferenceSession``). One
+that fails to import, is not an :class:`Engine`, or takes a built-in name is skipped with a
+``RuntimeWarning`` naming its distribution; the built-in engines keep working.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "EngineInfo", "register_engine", "get_engine_class", "engine_names", "list_engines"]
 
 # Built-in engines: canonical name -> module. Modules are light (they import their library lazily).
-_BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime",)
+_BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime", "xpuruntime.inference.engines.openvino")
 ENTRY_POINT_GROUP = "xpuruntime.engines"
 
 
@@ -96,6 +106,10 @@ class Engine(ABC):
     def report_impl(self) -> ExecutionReport:
         """The receipt after construction: where every node was placed, from the engine's evidence."""
 
+    def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
+        """Run every feed set; engines with an asynchronous queue override this. Results in input order."""
+        return [self.run_impl(feeds, output_names, None) for feeds in feeds_list]
+
     def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
         """One profiled run and its receipt (per-node times). Engines without a profiler refuse."""
         raise UnsupportedOperationError(f"engine {self.name!r} cannot profile a run",
@@ -131,7 +145,7 @@ _registry: dict[str, type[Engine]] = {}
 _aliases: dict[str, str] = {}
 _sources: dict[str, str] = {}
 _loaded = False
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()  # re-entrant: a plugin may call list_engines() while it is imported
 
 
 def register_engine(cls: type[Engine]) -> type[Engine]:
@@ -148,24 +162,68 @@ def _load_all() -> None:
     with _load_lock:
         if _loaded:
             return
-        for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
-        _load_entry_points()
-        _loaded = True
+        _loaded = True  # set first: a plugin that lists engines while imported must not load plugins again
+        try:
+            for module in _BUILTIN_MODULES:
+                importlib.import_module(module)
+            _load_entry_points()
+        except BaseException:
+            _loaded = False
+            raise
 
 
 def _load_entry_points() -> None:
+    """Engines of other distributions (entry point group ``xpuruntime.engines``); never replace one loaded before."""
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not break the built-in engines
-            import warnings
+        before, before_aliases = dict(_registry), dict(_aliases)
+        cls = _load_plugin(ep)
+        _registry.clear()  # what the module registered while imported is undone: only the entry point counts
+        _registry.update(before)
+        _aliases.clear()
+        _aliases.update(before_aliases)
+        if cls is not None:
+            _register_plugin(ep, cls)
 
-            warnings.warn(f"xpuruntime engine plugin {ep.name!r} failed to load: {exc}", RuntimeWarning, stacklevel=2)
-            continue
-        if isinstance(cls, type) and issubclass(cls, Engine):
-            register_engine(cls)
-            _sources[cls.name.lower()] = f"plugin {ep.value}"
+
+def _register_plugin(ep: importlib.metadata.EntryPoint, cls: type[Engine]) -> None:
+    name = cls.name.lower()
+    if name in _registry or name in _aliases:
+        owner = _sources.get(_aliases.get(name, name), "a built-in engine")
+        _plugin_warning(ep, f"was skipped: the engine name {cls.name!r} is taken by {owner}")
+        return
+    taken = dict(_aliases)
+    register_engine(cls)
+    for alias in (a.lower() for a in cls.aliases):
+        if alias in _registry or alias in taken:
+            _aliases[alias] = taken.get(alias, alias)
+            _plugin_warning(ep, f"keeps its engine {cls.name!r}, but its alias {alias!r} is taken and was ignored")
+    _aliases.pop(name, None)
+    _sources[name] = f"plugin {_dist_name(ep)} ({ep.value})"
+
+
+def _load_plugin(ep: importlib.metadata.EntryPoint) -> type[Engine] | None:
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not break the built-in engines
+        _plugin_warning(ep, f"was skipped: it failed to load ({type(exc).__name__}: {exc})")
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, Engine)) or getattr(cls, "name", None) is None:
+        _plugin_warning(ep, f"was skipped: {ep.value} is not an xpuruntime.inference.Engine subclass with a name")
+        return None
+    return cls
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+
+
+def _plugin_warning(ep: importlib.metadata.EntryPoint, why: str) -> None:
+    import warnings
+
+    warnings.warn(f"xpuruntime engine plugin {ep.name!r} from {_dist_name(ep)} {why} "
+                  f"(fix or uninstall that package; the built-in engines are unaffected)", RuntimeWarning,
+                  stacklevel=6)
 
 
 def engine_names() -> list[str]:
@@ -186,11 +244,16 @@ def get_engine_class(name: str) -> type[Engine]:
 
 
 def list_engines() -> list[EngineInfo]:
-    """Every registered engine: installed or not, version, device kinds, and why not when unavailable."""
+    """Every registered engine, built-in or plugin: installed or not, version, device kinds, why not.
+
+    >>> [(e.name, e.installed) for e in list_engines()]  # doctest: +SKIP
+    [('onnxrt+trt', True), ('onnxruntime', True)]
+    """
     _load_all()
     out = []
     for name, cls in sorted(_registry.items()):
         reason = cls.unavailable_reason()
-        out.append(EngineInfo(name, cls.aliases, reason is None, cls.version() if reason is None else None,
+        aliases = tuple(a for a in cls.aliases if _aliases.get(a.lower()) == name)  # without refused ones
+        out.append(EngineInfo(name, aliases, reason is None, cls.version() if reason is None else None,
                               cls.devices, reason, cls.extra, _sources.get(name, cls.__module__)))
     return out

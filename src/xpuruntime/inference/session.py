@@ -110,6 +110,24 @@ class InferenceSession:
         results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
+    def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:
+        """Run many feed sets, in input order; engines with an asynchronous queue overlap them.
+
+        >>> outs = sess.run_many([{"x": a}, {"x": b}])   # doctest: +SKIP
+        >>> outs[1]["y"]                                  # doctest: +SKIP
+
+        Each result has the form of its feeds (a dict for a dict, a list for a list). OpenVINO runs
+        them through its ``AsyncInferQueue``; other engines run them one after another.
+        """
+        self._check_open()
+        if isinstance(feeds_list, Mapping) or not isinstance(feeds_list, Sequence):
+            raise InputError("run_many takes a list of feed sets", expected="a list of dicts (or lists) of arrays",
+                             received=type(feeds_list).__name__, hint="for one feed set use run()")
+        names = self._output_names(output_names)
+        checked = [normalize_feeds(feeds, self._inputs) for feeds in feeds_list]
+        results = self._engine.run_many_impl(checked, names)
+        return [dict(zip(names, r)) if isinstance(f, Mapping) else list(r) for f, r in zip(feeds_list, results)]
+
     def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
         self._check_open()

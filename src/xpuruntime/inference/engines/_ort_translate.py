@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy
 
-__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key"]
+__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key",
+           "QNN_PERFORMANCE_MODE"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -30,6 +31,19 @@ CONV_SEARCH = {"cudnn_exhaustive": "EXHAUSTIVE", "cudnn_heuristic": "HEURISTIC",
 GRAPH_LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED", 3: "ORT_ENABLE_ALL"}
 _OV_DEVICE = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO:GPU,CPU"}
 _OV_PRECISION = {"fp32": "ACCURACY", "tf32": "FP32", "fp16": "FP16", "bf16": None, "int8": None}
+# QNN: latency first (override with provider_options {"QNNExecutionProvider": {"htp_performance_mode": ...}})
+QNN_PERFORMANCE_MODE = "burst"
+# htp_graph_finalization_optimization_mode by optimize_level: "1" prepares fastest, "0" is QNN's default, "3" slowest
+_QNN_FINALIZE = {0: "1", 1: "0", 2: "2", 3: "3"}
+_QNN_BF16 = ("the QNN HTP runs bf16 (htp_bf16_enable) only with soc_model >= 88, which xpuruntime cannot detect: pass "
+             "engine_options={'provider_options': {'QNNExecutionProvider': {'htp_bf16_enable': '1', 'soc_model': "
+             "'<id>'}}} and precision 'fp32'")
+_QNN_INT8 = ("the QNN HTP runs int8 only from QuantizeLinear/DequantizeLinear nodes already in the model (quantize it "
+             "with onnxruntime.quantization.quantize_static and get_qnn_qdq_config); xpuruntime's dynamic int8 copy "
+             "has no QNN kernels, so the model runs as given (for a QDQ model, accept this with fallback 'allow')")
+_NPU_MISSING = ("this onnxruntime build has no NPU provider: on a Snapdragon device (Windows on Arm, Android) pip "
+                "uninstall onnxruntime && pip install onnxruntime-qnn (QNN provider); on an Intel NPU pip install "
+                "onnxruntime-openvino (OpenVINO provider) or use engine='openvino'")
 
 
 @dataclass
@@ -68,6 +82,7 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
     """Policy + device -> OrtPlan. ``available`` is ``onnxruntime.get_available_providers()``."""
     ex = policy.execution
     plan = provider_plan(_chain(device_kind, device_index, tensorrt, available), available)
+    _npu_missing(plan, device_kind)
     plan.graph_level = GRAPH_LEVELS[ex.optimize_level]
     plan.intra_op_threads = ex.num_threads
     plan.deterministic = ex.deterministic
@@ -77,7 +92,7 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
     _cuda_options(policy, plan)
     _tensorrt_options(policy, plan, key)
     _openvino_options(policy, plan, device_kind)
-    _qnn_options(policy, plan, key)
+    _qnn_options(policy, plan, key, device_index)
     _graph_options(policy, plan)
     return plan
 
@@ -124,7 +139,8 @@ def _missing_reason(provider: str) -> str:
         TRT: "this onnxruntime build has no TensorRT provider (needs onnxruntime-gpu and the TensorRT libraries)",
         OPENVINO: "the OpenVINO provider is not in this onnxruntime build (pip install onnxruntime-openvino), "
                   "or use engine='openvino'",
-        QNN: "the QNN provider is not in this onnxruntime build (pip install onnxruntime-qnn on a Snapdragon device)",
+        QNN: "the QNN provider is not in this onnxruntime build (pip uninstall onnxruntime && pip install "
+             "onnxruntime-qnn, on a Snapdragon device: Windows on Arm or Android)",
     }.get(provider, "provider not available in this onnxruntime build")
 
 
@@ -230,17 +246,54 @@ def _openvino_options(policy: Policy, plan: OrtPlan, kind: str) -> None:
         ov["cache_dir"] = os.path.join(ex.cache_dir, "openvino-ep")
 
 
-def _qnn_options(policy: Policy, plan: OrtPlan, key: str) -> None:
+def _qnn_options(policy: Policy, plan: OrtPlan, key: str, index: int | None) -> None:
+    """QNN provider options (names as ONNX Runtime 1.31 reads them; backend_type exists since 1.22)."""
     opts = dict(plan.providers)
     if QNN not in opts:
         return
     qnn, ex = opts[QNN], policy.execution
-    qnn.update(backend_path=_qnn_backend(), htp_performance_mode="burst")
-    if ex.precision == "fp16":
-        qnn["enable_htp_fp16_precision"] = "1"
-    if ex.cache_dir:
-        plan.config["ep.context_enable"] = "1"
-        plan.config["ep.context_file_path"] = os.path.join(ex.cache_dir, "qnn", f"{key}_ctx.onnx")
+    qnn.update(backend_type="htp", htp_performance_mode=QNN_PERFORMANCE_MODE,
+               htp_graph_finalization_optimization_mode=_QNN_FINALIZE[ex.optimize_level],
+               enable_htp_fp16_precision=_flag(ex.precision == "fp16"))
+    if index:
+        qnn["device_id"] = str(index)
+    if plan.target == QNN:
+        _qnn_precision(ex.precision, plan)
+    _qnn_context_cache(ex.cache_dir, plan, key)
+
+
+def _qnn_precision(precision: str, plan: OrtPlan) -> None:
+    plan.model_variant = "original"  # fp16: the HTP converts itself; int8: quantize_dynamic's ops have no QNN kernels
+    if precision in ("fp32", "tf32"):
+        plan.notes.append("fp32 on the QNN HTP: its fp16 conversion is off (enable_htp_fp16_precision=0); nodes it "
+                          "cannot run in fp32 show as placed on another provider")
+    elif precision == "bf16":
+        plan.violations = [v for v in plan.violations if not (v.kind == "precision" and v.requested == "bf16")]
+        plan.refuse("precision", "model", "bf16", "fp32", _QNN_BF16)
+    elif precision == "int8":
+        plan.refuse("precision", "model", "int8", "the model's own precision", _QNN_INT8)
+
+
+def _qnn_context_cache(cache_dir: str | None, plan: OrtPlan, key: str) -> None:
+    """Compile once: ONNX Runtime writes an EPContext model; it never overwrites one, nor loads it by itself."""
+    if not cache_dir:
+        return
+    path = os.path.join(cache_dir, "qnn", f"{key}_ctx.onnx")
+    if os.path.exists(path):
+        plan.notes.append(f"the QNN context model for this model, policy and environment exists ({path}); ONNX "
+                          "Runtime neither loads nor overwrites it, so this session compiles again: pass that file "
+                          "as the model to skip compilation")
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    plan.config.update({"ep.context_enable": "1", "ep.context_file_path": path, "ep.context_embed_mode": "0"})
+    plan.notes.append(f"the compiled QNN context is written to {path} (its .bin beside it)")
+
+
+def _npu_missing(plan: OrtPlan, kind: str) -> None:
+    """device='npu' with no NPU provider: name both packages that bring one."""
+    if kind == "npu":
+        plan.violations = [replace(v, reason=_NPU_MISSING) if v.kind == "provider_unavailable" else v
+                           for v in plan.violations]
 
 
 def _graph_options(policy: Policy, plan: OrtPlan) -> None:
@@ -248,10 +301,6 @@ def _graph_options(policy: Policy, plan: OrtPlan) -> None:
         plan.refuse("option", "cuda_graphs", "CUDA graph capture", "no capture",
                     f"CUDA graphs are captured only by the CUDA and TensorRT providers; {plan.target} runs "
                     "the graph op by op")
-
-
-def _qnn_backend() -> str:
-    return "QnnHtp.dll" if os.name == "nt" else "libQnnHtp.so"
 
 
 def _flag(value: bool) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from xpuruntime.errors import (
+    ExecutionTimeoutError,
     InputError,
     ModelLoadError,
     PolicyError,
@@ -46,10 +47,6 @@ _ORT_TYPES = {
     "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
     "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16", "tensor(string)": "object",
 }
-
-
-class ExecutionTimeoutError(XpuRuntimeError, TimeoutError):
-    """A run or a compilation passed ``execution_timeout_ms`` / ``compile_timeout_ms``."""
 
 
 @functools.cache

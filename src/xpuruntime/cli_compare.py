@@ -1,0 +1,98 @@
+"""CLI command ``compare``: run one model on several engines with the same inputs and compare the outputs.
+
+    $ xpuruntime compare model.onnx --engines onnxruntime,openvino
+    $ xpuruntime compare model.onnx --engines onnxruntime@cpu,openvino@gpu --input x=x.npy --json
+    $ xpuruntime compare model.onnx --engines onnxruntime,onnxrt --engine-policy onnxrt=int8.yaml
+
+Exit status: 0 when every output agrees within the tolerance, 1 when any differs (each difference is
+named on stderr: output, engines, how many elements, by how much) or on an error, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from xpuruntime.errors import InputError
+
+__all__ = ["register"]
+
+_Model = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
+_Engines = Annotated[str, typer.Option(
+    "--engines", "-e", show_default=False,
+    help="Comma-separated engines, each NAME or NAME@DEVICE; the first is the reference.")]
+_PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", "-p", help="Policy file for every engine.")]
+_EnginePolicy = Annotated[Optional[list[str]], typer.Option(
+    "--engine-policy", help="ENGINE=FILE: a policy merged over --policy for one engine; repeat per engine.")]
+_Device = Annotated[str, typer.Option("--device", "-d", help="Device for engines given without @DEVICE.")]
+_Inputs = Annotated[Optional[list[str]], typer.Option(
+    "--input", "-i", help="NAME=FILE.npy; repeat per input. Without it, seeded random inputs.")]
+_Rtol = Annotated[float, typer.Option("--rtol", help="Relative tolerance (numpy allclose).", min=0.0)]
+_Atol = Annotated[float, typer.Option("--atol", help="Absolute tolerance (numpy allclose).", min=0.0)]
+_Seed = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
+_Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
+
+
+def _engine_policies(items: list[str]) -> dict[str, Path]:
+    policies: dict[str, Path] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise InputError("malformed --engine-policy", expected="ENGINE=FILE, e.g. openvino=int8.yaml",
+                             received=repr(item))
+        policies[label] = Path(path)
+    return policies
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            console.print(Text("warning: ", style="bold yellow"), Text(str(w.message)), sep="")
+
+
+def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
+             inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool) -> None:
+    from xpuruntime.cli import print_json, stdout_console
+    from xpuruntime.cli_inference import parse_input_args
+    from xpuruntime.inference.compare import compare
+
+    feeds = parse_input_args(inputs) if inputs else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
+                         policies=_engine_policies(engine_policy or []), seed=seed)
+    _print_warnings(caught)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        stdout_console().print(result)
+    if not result.passed:
+        _print_differences(result)
+        raise typer.Exit(1)
+
+
+def _print_differences(result: Any) -> None:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for c in result.failures:
+        console.print(Text("differs: ", style="bold red"), Text(c.summary()), sep="")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``compare`` to the root app."""
+
+    @app.command("compare")
+    def compare_cmd(model: _Model, engines: _Engines, policy: _PolicyOpt = None, engine_policy: _EnginePolicy = None,
+                    device: _Device = "cpu", input: _Inputs = None, rtol: _Rtol = 1e-3, atol: _Atol = 1e-4,
+                    seed: _Seed = 0, as_json: _Json = False) -> None:
+        """Run a model on several engines with the same inputs; exit 1 when any output differs.
+
+        Each output of each engine is checked against the first engine with numpy's allclose rule
+        (|actual - reference| <= atol + rtol * |reference|); the receipts of every engine are printed too.
+        """
+        _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json)

@@ -1,0 +1,460 @@
+"""OpenVINO through its own Python API: CPU, GPU, NPU, AUTO and HETERO behind one policy.
+
+Name ``openvino`` (alias ``ov``). The policy becomes compile properties and a static reshape
+(see :mod:`._ov_translate`); receipts come from OpenVINO's own evidence: the runtime model of the
+compiled model (``layerType``, ``primitiveType``, ``runtimePrecision`` per layer), the compiled
+model's ``EXECUTION_DEVICES`` and, for ``explain``, ``InferRequest.profiling_info`` (``PERF_COUNT``).
+
+Runs are thread-safe: each call borrows an infer request from a pool (one per concurrent caller).
+:meth:`OpenVinoEngine.run_many_impl` feeds many inputs through an ``AsyncInferQueue``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from xpuruntime.errors import (
+    ExecutionTimeoutError,
+    InputError,
+    ModelLoadError,
+    PolicyError,
+    UnsupportedOperationError,
+    XpuRuntimeError,
+    did_you_mean,
+)
+from xpuruntime.inference.engine import Engine, register_engine
+from xpuruntime.inference.engines import _ov_translate as tr
+from xpuruntime.inference.feeds import DeviceArray, TensorInfo
+from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
+
+__all__ = ["OpenVinoEngine"]
+
+_SKIPPED_LAYERS = {"Const", "Input", "Output", "Parameter", "Result", "Constant"}  # nothing runs there
+_OV_TYPES = {
+    "f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i64": "int64", "i32": "int32",
+    "i16": "int16", "i8": "int8", "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+    "boolean": "bool", "string": "object",
+}
+_KERNEL_OPS = {"fullyconnected": "matmul", "matmul": "matmul", "gemm": "matmul", "convolution": "conv",
+               "groupconvolution": "conv", "deconvolution": "conv", "scaleddotproductattention": "attention",
+               "mha": "attention", "mvn": "layernorm"}
+_INPUT_WORDS = ("port for tensor", "shape", "dims", "dimension", "parametermismatch", "precision", "element type")
+
+
+def _ov() -> Any:
+    import openvino
+
+    return openvino
+
+
+@functools.cache
+def _core() -> Any:
+    """One Core per process: plugins load once; compile_model is thread-safe."""
+    return _ov().Core()
+
+
+@register_engine
+class OpenVinoEngine(Engine):
+    """OpenVINO on ``cpu``, ``gpu[:N]``, ``npu[:N]`` or ``auto``; ``engine_options``:
+
+    ``device`` (an OpenVINO device string such as ``"HETERO:GPU,CPU"``, passed through),
+    ``performance_hint`` (``LATENCY`` by default, ``THROUGHPUT``, ``CUMULATIVE_THROUGHPUT``),
+    ``config`` (raw compile properties, applied last) and ``num_requests`` (AsyncInferQueue jobs).
+
+    >>> sess = InferenceSession("model.onnx", device="npu", engine="openvino",
+    ...                         exec_policy=ExecutionPolicy(precision="int8", static_shape=True))  # doctest: +SKIP
+    """
+
+    name = "openvino"
+    aliases = ("ov",)
+    package = "openvino"
+    module = "openvino"
+    extra = "openvino"
+    devices = ("cpu", "gpu", "npu")
+
+    # -- build ---------------------------------------------------------------------------
+    def load_impl(self) -> None:
+        self._check_options()
+        core = _core()
+        model = self._read(core)
+        key = tr.cache_key(_ov().get_version(), self.fingerprint_hash, self.policy.hash)
+        self.plan = tr.translate(self.policy, self.device.kind, self.device.index, available=core.available_devices,
+                                 options=self.options, inputs=_input_dims(model), op_types=_op_types(model), key=key)
+        self.supported = _supported(core, self.plan.device)
+        tr.finish(self.plan, self.supported, self.options.get("config"))
+        self.capabilities = _capabilities(core, self.plan.device)
+        self._reshape(model)
+        self.ov_model = model
+        self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
+        self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
+        self._idle: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._queue: Any = None
+        self._queue_lock = threading.Lock()
+
+    def _check_options(self) -> None:
+        for name in self.options:
+            if name not in tr.OPTION_KEYS:
+                raise PolicyError(f"unknown engine option {name!r} for openvino", field=f"engine_options.{name}",
+                                  expected=", ".join(tr.OPTION_KEYS), received=repr(name),
+                                  hint=did_you_mean(name, tr.OPTION_KEYS))
+
+    def _read(self, core: Any) -> Any:
+        source = str(self.model.path) if self.model.path else self.model.data
+        try:
+            return core.read_model(source)
+        except Exception as exc:  # OpenVINO raises RuntimeError (and pybind types) for unreadable models
+            raise ModelLoadError(f"OpenVINO could not read the model: {_message(exc)}",
+                                 expected="an ONNX model whose operators and opset OpenVINO supports",
+                                 received=self.model.description,
+                                 hint="check the operators against OpenVINO's ONNX frontend, or use "
+                                      "engine='onnxruntime'") from None
+
+    def _reshape(self, model: Any) -> None:
+        if not self.plan.reshape:
+            return
+        try:
+            model.reshape(self.plan.reshape)
+        except Exception as exc:
+            raise PolicyError(f"OpenVINO could not reshape the model to fixed_shapes: {_message(exc)}",
+                              field="execution.fixed_shapes", expected="shapes the model's layers accept",
+                              received=str(self.plan.reshape)) from None
+
+    def _compile(self, core: Any, model: Any, config: dict[str, str]) -> tuple[Any, str | None]:
+        before = _listing(self.plan.cache_folder)
+        try:
+            compiled = core.compile_model(model, self.plan.device, config)
+        except Exception as exc:
+            raise _compile_error(exc, self.plan.device, config) from None
+        return compiled, _cache_note(self.plan.cache_folder, before, _listing(self.plan.cache_folder))
+
+    # -- introspection -------------------------------------------------------------------
+    def inputs_impl(self) -> list[TensorInfo]:
+        names = _onnx_dim_names(self.model.proto)
+        return [_info(port, names.get(port.get_any_name())) for port in self.compiled.inputs]
+
+    def outputs_impl(self) -> list[TensorInfo]:
+        names = _onnx_dim_names(self.model.proto, outputs=True)
+        return [_info(port, names.get(port.get_any_name())) for port in self.compiled.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return [self.plan.requested]
+
+    # -- run -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[Any]:
+        """Borrow an idle infer request (or make one): concurrent callers never share one."""
+        with self._pool_lock:
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            yield request
+        finally:
+            with self._pool_lock:
+                self._idle.append(request)
+
+    def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
+        _host_only(feeds)
+        with self._request() as request:
+            values = self._infer(request, feeds, [self._out_index[n] for n in output_names])
+        return _into(values, output_names, outputs or {})
+
+    def _infer(self, request: Any, feeds: dict[str, Any], indices: list[int]) -> list[Any]:
+        timeout = self.policy.execution.execution_timeout_ms
+        try:
+            if not timeout:
+                results = request.infer(feeds, share_inputs=True, share_outputs=False)
+                return [results[i] for i in indices]
+            request.start_async(feeds, share_inputs=True)
+            if not request.wait_for(timeout):
+                request.cancel()
+                with contextlib.suppress(Exception):  # let the cancelled request settle before it is reused
+                    request.wait()
+                raise ExecutionTimeoutError("the run was cancelled by execution_timeout_ms",
+                                            expected=f"a run that finishes within {timeout} ms", received="cancelled")
+            return [request.get_output_tensor(i).data.copy() for i in indices]
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:
+            raise _run_error(exc) from None
+
+    def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
+        """All feeds through OpenVINO's AsyncInferQueue; results in input order."""
+        if self.policy.execution.execution_timeout_ms:  # the queue has no per-request limit: one by one
+            return super().run_many_impl(feeds_list, output_names)
+        for feeds in feeds_list:
+            _host_only(feeds)
+        indices = [self._out_index[n] for n in output_names]
+        with self._queue_lock:
+            return self._run_queue(feeds_list, indices)
+
+    def _run_queue(self, feeds_list: Sequence[dict[str, Any]], indices: list[int]) -> list[list[Any]]:
+        if self._queue is None:
+            self._queue = _ov().AsyncInferQueue(self.compiled, self.plan.num_requests)
+        results: list[Any] = [None] * len(feeds_list)
+        errors: list[BaseException] = []
+
+        def done(request: Any, index: int) -> None:
+            try:
+                results[index] = [request.get_output_tensor(i).data.copy() for i in indices]
+            except Exception as exc:  # a callback runs on OpenVINO's thread: keep the error for the caller
+                errors.append(exc)
+
+        self._queue.set_callback(done)
+        try:
+            for index, feeds in enumerate(feeds_list):
+                self._queue.start_async(feeds, index, share_inputs=True)
+            self._queue.wait_all()
+        except Exception as exc:
+            raise _run_error(exc) from None
+        if errors:
+            raise _run_error(errors[0])
+        return results
+
+    # -- receipts ------------------------------------------------------------------------
+    def _base_report(self, compiled: Any) -> ExecutionReport:
+        ex = self.policy.execution
+        return ExecutionReport(
+            engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
+            fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
+            requested={"providers": [self.plan.requested], "device": self.plan.device, "config": dict(self.plan.config),
+                       "reshape": {k: list(v) for k, v in self.plan.reshape.items()}, "precision": ex.precision,
+                       "performance_hint": self.plan.performance_hint, "cache_folder": self.plan.cache_folder},
+            evidence=["openvino.CompiledModel.get_property('EXECUTION_DEVICES')"],
+            notes=[*self.model.notes, *self.plan.notes, _readback(compiled),
+                   *([self._cache_note] if self._cache_note else [])])
+
+    def report_impl(self) -> ExecutionReport:
+        report = self._base_report(self.compiled)
+        report.evidence.append("openvino.CompiledModel.get_runtime_model() rt_info (layerType, primitiveType, "
+                               "runtimePrecision)")
+        devices = _execution_devices(self.compiled)
+        for layer in _runtime_layers(self.compiled):
+            report.nodes.append(self._node(layer["name"], layer["type"], devices, layer["primitive"],
+                                           tr.runtime_precision(layer["precision"])))
+        if any(n.kernel is None for n in report.nodes):
+            report.notes.append("with dynamic shapes OpenVINO picks some primitives at the first run; explain() "
+                                "shows the ones that ran")
+        self._judge(report, self.compiled)
+        return report
+
+    def _node(self, name: str, layer_type: str, devices: str, kernel: str | None, precision: str | None) -> NodeRecord:
+        op = _KERNEL_OPS.get(layer_type.lower())
+        wanted = "/".join(self.policy.kernels.resolve(op)) if op and op in self.policy.kernels else None
+        kernel = None if not kernel or kernel.startswith("undef") else kernel
+        return NodeRecord(name=name, op_type=layer_type, provider=devices, requested=self.plan.target, kernel=kernel,
+                          requested_kernel=wanted, precision=precision)
+
+    def _judge(self, report: ExecutionReport, compiled: Any) -> None:
+        for v in self.plan.violations:
+            report.add(v)
+        precision, hint = self.policy.execution.precision, _property(compiled, "INFERENCE_PRECISION_HINT")
+        for node in report.nodes:
+            if node.requested is not None and tr.same_device(node.requested, node.provider):
+                node.requested = node.provider  # GPU asked, GPU.0 ran: the same device
+            elif node.requested is not None:
+                report.add(Violation("provider_fallback", node.name, node.requested, node.provider or "?",
+                                     self._fallback_reason()))
+            reason = tr.judge_layer(node.op_type, node.precision, precision, quantized=self.plan.quantized,
+                                    capabilities=self.capabilities, compiled_hint=hint)
+            if reason:
+                report.add(Violation("precision", node.name, precision, node.precision or "?", reason))
+
+    def _fallback_reason(self) -> str:
+        missing = [v.reason for v in self.plan.violations if v.kind == "device_unavailable"]
+        return missing[0] if missing else f"OpenVINO ran the layer on another device than {self.plan.target}"
+
+    def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
+        _host_only(feeds)
+        if self.supported is not None and "PERF_COUNT" not in self.supported:
+            raise UnsupportedOperationError(f"{self.plan.device} cannot profile layers (no PERF_COUNT property)",
+                                            hint="use session.report for placement and precision without times")
+        compiled, _ = self._compile(_core(), self.ov_model, {**self.plan.config, "PERF_COUNT": "YES"})
+        request, indices = compiled.create_infer_request(), [self._out_index[n] for n in output_names]
+        for _ in range(2):  # warm-up (dynamic shapes pick primitives at the first run), then the measured run
+            self._infer(request, feeds, indices)
+        report = self._base_report(compiled)
+        report.profiled = True
+        report.evidence.append("openvino.InferRequest.profiling_info (PERF_COUNT), last of two runs")
+        self._profiled_nodes(report, compiled, request.profiling_info)
+        self._judge(report, compiled)
+        return report
+
+    def _profiled_nodes(self, report: ExecutionReport, compiled: Any, infos: Sequence[Any]) -> None:
+        devices = _execution_devices(compiled)
+        precisions = {layer["name"]: layer["precision"] for layer in _runtime_layers(compiled)}
+        for info in infos:
+            if info.node_type in _SKIPPED_LAYERS or info.status.name != "EXECUTED":
+                continue  # fused into another layer (its originalLayersNames) or nothing to run
+            precision = tr.runtime_precision(precisions.get(info.node_name)) or \
+                tr.precision_from_primitive(info.exec_type)
+            node = self._node(info.node_name, info.node_type, devices, info.exec_type, precision)
+            node.time_us, node.calls = info.real_time.total_seconds() * 1e6, 1
+            report.nodes.append(node)
+
+    def close(self) -> None:
+        self._queue = None
+        self._idle = []
+        self.compiled = None
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _message(exc: BaseException) -> str:
+    """OpenVINO's message without its 'Exception from src/...' and 'Check ... failed at' lines."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    kept = [ln for ln in lines if not ln.startswith(("Exception from", "To facilitate"))
+            and not re.match(r"^Check '.*' failed at", ln)] or lines or [type(exc).__name__]
+    return " ".join(kept[:4] if kept[0].endswith(":") else kept[:1])[:500]  # "...failed with X:" + its details
+
+
+def _compile_error(exc: BaseException, device: str, config: Mapping[str, str]) -> XpuRuntimeError:
+    text = _message(exc)
+    if "property" in text.lower() or "config" in text.lower():
+        return PolicyError(f"OpenVINO refused a compile property for {device}: {text}", field="engine_options.config",
+                           expected="properties and values the device supports", received=str(dict(config)))
+    return ModelLoadError(f"OpenVINO could not compile the model for {device}: {text}",
+                          expected=f"a model {device} supports", received=text,
+                          hint="try device='cpu', or engine='onnxruntime'")
+
+
+def _run_error(exc: BaseException) -> XpuRuntimeError:
+    text = _message(exc)
+    if any(word in text.lower() for word in _INPUT_WORDS):
+        return InputError(f"OpenVINO refused the inputs: {text}", expected="inputs the model accepts",
+                          received="see the message")
+    return XpuRuntimeError(f"OpenVINO failed during the run: {text}",
+                           hint="the session stays usable; check the inputs' values and the device's memory")
+
+
+def _host_only(feeds: dict[str, Any]) -> None:
+    if any(isinstance(v, DeviceArray) for v in feeds.values()):
+        raise UnsupportedOperationError("the openvino engine takes host (numpy) inputs", expected="numpy arrays",
+                                        received="CUDA tensors", hint="pass tensor.cpu().numpy()")
+
+
+def _into(values: list[Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
+    """Copy results into caller-owned buffers where given (OpenVINO owns its output memory)."""
+    out = []
+    for name, value in zip(names, values):
+        target = outputs.get(name)
+        if target is None:
+            out.append(value)
+            continue
+        if not isinstance(target, np.ndarray) or target.shape != value.shape:
+            raise InputError(f"preallocated output {name!r} does not fit the result",
+                             expected=f"a numpy array of shape {list(value.shape)}",
+                             received=f"{type(target).__name__} {list(getattr(target, 'shape', []))}")
+        np.copyto(target, value)
+        out.append(target)
+    return out
+
+
+def _input_dims(model: Any) -> dict[str, list[int | None]]:
+    dims: dict[str, list[int | None]] = {}
+    for port in model.inputs:
+        shape = port.get_partial_shape()
+        dims[port.get_any_name()] = [] if shape.rank.is_dynamic else [
+            d.get_length() if d.is_static else None for d in shape]
+    return dims
+
+
+def _op_types(model: Any) -> set[str]:
+    return {op.get_type_name() for op in model.get_ordered_ops()}
+
+
+def _onnx_dim_names(proto: Any, outputs: bool = False) -> dict[str, list[str | None]]:
+    values = proto.graph.output if outputs else proto.graph.input
+    return {v.name: [d.dim_param or None for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def _info(port: Any, onnx_dims: list[str | None] | None) -> TensorInfo:
+    shape = port.get_partial_shape()
+    dtype = _OV_TYPES.get(port.get_element_type().get_type_name(), port.get_element_type().get_type_name())
+    if shape.rank.is_dynamic:
+        return TensorInfo(port.get_any_name(), None, dtype)
+    names = onnx_dims if onnx_dims and len(onnx_dims) == len(shape) else [None] * len(shape)
+    dims = tuple(d.get_length() if d.is_static else names[i] for i, d in enumerate(shape))
+    return TensorInfo(port.get_any_name(), dims, dtype)
+
+
+def _supported(core: Any, device: str) -> list[str] | None:
+    """Settable properties of a plain device; None for meta devices (AUTO, HETERO...), which pass them on."""
+    if device.partition(":")[0].upper() in tr.META_DEVICES:
+        return None
+    try:
+        props = core.get_property(device, "SUPPORTED_PROPERTIES")
+    except Exception:  # a plugin that cannot say: let compile_model judge
+        return None
+    if isinstance(props, Mapping):
+        return [name for name, mode in props.items() if str(mode) != "RO"]
+    return [str(p) for p in props]
+
+
+def _capabilities(core: Any, device: str) -> list[str]:
+    if device.partition(":")[0].upper() in tr.META_DEVICES:
+        return []
+    with contextlib.suppress(Exception):
+        return [str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
+    return []
+
+
+def _property(compiled: Any, name: str) -> str | None:
+    with contextlib.suppress(Exception):
+        value = compiled.get_property(name)
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(getattr(value, "name", value))
+    return None
+
+
+def _execution_devices(compiled: Any) -> str:
+    with contextlib.suppress(Exception):
+        return ",".join(str(d) for d in compiled.get_property("EXECUTION_DEVICES")) or "?"
+    return "?"
+
+
+def _readback(compiled: Any) -> str:
+    names = ("EXECUTION_DEVICES", "INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "PERFORMANCE_HINT",
+             "NUM_STREAMS", "INFERENCE_NUM_THREADS")
+    values = [f"{n}={_execution_devices(compiled) if n == 'EXECUTION_DEVICES' else _property(compiled, n)}"
+              for n in names]
+    return "compiled model reports " + ", ".join(v for v in values if not v.endswith("=None"))
+
+
+def _rt(info: Any, key: str) -> str | None:
+    with contextlib.suppress(Exception):
+        return info[key].astype(str)
+    return None
+
+
+def _runtime_layers(compiled: Any) -> list[dict[str, Any]]:
+    """The executed graph as OpenVINO reports it: one entry per layer that does work."""
+    layers = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer_type = _rt(info, "layerType") or op.get_type_name()
+        if layer_type in _SKIPPED_LAYERS:
+            continue
+        layers.append({"name": op.get_friendly_name(), "type": layer_type, "primitive": _rt(info, "primitiveType"),
+                       "precision": _rt(info, "runtimePrecision")})
+    return layers
+
+
+def _listing(folder: str | None) -> set[str]:
+    if not folder or not os.path.isdir(folder):
+        return set()
+    return set(os.listdir(folder))
+
+
+def _cache_note(folder: str | None, before: set[str], after: set[str]) -> str | None:
+    if not folder:
+        return None
+    if before and after <= before:
+        return f"compiled model imported from the cache {folder} (no new blob written)"
+    return f"compiled model exported to the cache {folder} ({len(after - before)} new blob(s))"
