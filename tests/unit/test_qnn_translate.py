@@ -111,7 +111,18 @@ def test_an_existing_context_model_is_not_generated_again(tmp_path: Path) -> Non
     (tmp_path / "qnn" / f"{KEY}_ctx.onnx").write_bytes(b"")
     plan = plan_for(cache_dir=str(tmp_path))
     assert "ep.context_enable" not in plan.config  # ONNX Runtime refuses to overwrite an EPContext model
-    assert any("exists" in n for n in plan.notes)
+    assert plan.cached_model == str(tmp_path / "qnn" / f"{KEY}_ctx.onnx")  # loaded instead of recompiling
+    assert any("loaded the compiled QNN context" in n for n in plan.notes)
+
+
+def test_user_backend_path_replaces_our_backend_type() -> None:
+    from xpuruntime.inference.engines.onnxruntime import _merge_provider_options
+
+    ours = qnn(plan_for())
+    assert ours["backend_type"] == "htp"
+    merged = _merge_provider_options(ours, {"backend_path": "/opt/qnn/libQnnHtp.so"})
+    assert merged["backend_path"] == "/opt/qnn/libQnnHtp.so" and "backend_type" not in merged
+    assert _merge_provider_options(ours, {"htp_performance_mode": "sustained_high_performance"})["backend_type"] == "htp"
 
 
 def test_no_cache_dir_means_no_context_cache() -> None:

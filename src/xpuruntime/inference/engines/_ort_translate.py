@@ -58,6 +58,7 @@ class OrtPlan:
     deterministic: bool = False
     config: dict[str, str] = field(default_factory=dict)  # session config entries
     model_variant: str = "original"  # original | fp16 | int8
+    cached_model: str | None = None  # a compiled context model (QNN EPContext) to load instead of the model
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -279,10 +280,9 @@ def _qnn_context_cache(cache_dir: str | None, plan: OrtPlan, key: str) -> None:
     if not cache_dir:
         return
     path = os.path.join(cache_dir, "qnn", f"{key}_ctx.onnx")
-    if os.path.exists(path):
-        plan.notes.append(f"the QNN context model for this model, policy and environment exists ({path}); ONNX "
-                          "Runtime neither loads nor overwrites it, so this session compiles again: pass that file "
-                          "as the model to skip compilation")
+    if os.path.exists(path):  # keyed by model, policy and fingerprint hashes: safe to load instead
+        plan.cached_model = path
+        plan.notes.append(f"loaded the compiled QNN context model {path} (no recompilation)")
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     plan.config.update({"ep.context_enable": "1", "ep.context_file_path": path, "ep.context_embed_mode": "0"})

@@ -34,7 +34,7 @@ from xpuruntime.errors import (
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _ort_translate as tr
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
-from xpuruntime.inference.models import ModelSource
+from xpuruntime.inference.models import ModelSource, load_model_source
 from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
 
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError"]
@@ -98,6 +98,8 @@ class OnnxRuntimeEngine(Engine):
         self._apply_engine_options(ort)
         self._check_shapes()
         self.model = self._model_variant(self.model, key)
+        if self.plan.cached_model:
+            self.model = load_model_source(Path(self.plan.cached_model))
         self.session = self._create(self._session_options())
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
 
@@ -116,7 +118,7 @@ class OnnxRuntimeEngine(Engine):
             _check_provider_name(ort, name, "provider_options")
             if not self.plan.in_use(name):
                 self.plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
-            self.plan.providers = [(n, {**o, **{k: str(v) for k, v in extra.items()}}) if n == name else (n, o)
+            self.plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
                                    for n, o in self.plan.providers]
         self.plan.config.update({k: str(v) for k, v in (self.options.get("session_config") or {}).items()})
 
@@ -372,6 +374,14 @@ class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _merge_provider_options(ours: dict[str, str], theirs: dict[str, Any]) -> dict[str, str]:
+    """The user's provider options over ours; QNN refuses backend_type and backend_path together."""
+    merged = {**ours, **{k: str(v) for k, v in theirs.items()}}
+    if "backend_path" in theirs and "backend_type" not in theirs:
+        merged.pop("backend_type", None)
+    return merged
+
+
 def _info(arg: Any) -> TensorInfo:
     shape = None if arg.shape is None else tuple(d if isinstance(d, int) else (d or None) for d in arg.shape)
     return TensorInfo(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
