@@ -124,7 +124,7 @@ class InferenceSession:
             raise InputError("run_many takes a list of feed sets", expected="a list of dicts (or lists) of arrays",
                              received=type(feeds_list).__name__, hint="for one feed set use run()")
         names = self._output_names(output_names)
-        checked = [normalize_feeds(feeds, self._inputs) for feeds in feeds_list]
+        checked = [self._feeds(feeds) for feeds in feeds_list]
         results = self._engine.run_many_impl(checked, names)
         return [dict(zip(names, r)) if isinstance(f, Mapping) else list(r) for f, r in zip(feeds_list, results)]
 
