@@ -151,7 +151,8 @@ def _demo(engine: str, as_json: bool) -> None:
 
     results = run_demo(engine)
     if as_json:
-        print_json([{"case": r.case.name, "device": r.case.device, "policy": r.case.policy.to_dict(),
+        print_json([{"case": r.case.name, "engine": r.report.engine, "device": r.case.device,
+                     "policy": r.case.policy.to_dict(),
                      "report": r.report.to_dict()} for r in results])
         return
     from xpuruntime.inference._render import report_rich
@@ -165,11 +166,13 @@ def _demo(engine: str, as_json: bool) -> None:
                  "execution": r.case.policy.execution.to_dict(exclude_defaults=True)}
         console.print(Text(_yaml.dump(asked).strip(), style="dim"))
         console.print(report_rich(r.report, max_rows=12))
-    a, b = results[0].output, results[1].output
+    a = results[0]
     console.rule()
-    console.print(f"max |A - B| on the same input: {float(np.max(np.abs(a - b))):.3g} "
-                  f"(precision {results[0].case.policy.execution.precision} vs "
-                  f"{results[1].case.policy.execution.precision}, as the receipts show)")
+    for other in results[1:]:
+        diff = float(np.max(np.abs(a.output - other.output)))
+        console.print(f"max |A - {other.case.name[0]}| on the same input: {diff:.3g} "
+                      f"({a.case.policy.execution.precision} on {a.report.engine} vs "
+                      f"{other.case.policy.execution.precision} on {other.report.engine}, as the receipts show)")
 
 
 def _engines(as_json: bool) -> None:

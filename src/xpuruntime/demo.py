@@ -29,6 +29,7 @@ class DemoCase:
     device: str
     policy: Policy
     story: str
+    engine: str | None = None  # None: the engine the demo was asked to run
 
 
 @dataclass
@@ -39,8 +40,8 @@ class DemoResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def demo_cases() -> list[DemoCase]:
-    """The two contrasting policies of the demo."""
+def demo_cases(other_engines: tuple[str, ...] = ()) -> list[DemoCase]:
+    """The two contrasting policies of the demo, then policy A again on each of ``other_engines``."""
     strict = Policy(execution={"precision": "fp32", "fallback": "error", "optimize_level": 3})
     gpu = Policy(kernels={"attention": "flash", "matmul": "cublaslt"},
                  execution={"precision": "fp16", "fallback": "warn"})
@@ -49,7 +50,8 @@ def demo_cases() -> list[DemoCase]:
                  "fp32, fallback=error: the session exists only if every node runs where asked"),
         DemoCase("B: fp16 + flash attention on CUDA", "cuda", gpu,
                  "fp16, flash attention, cuBLASLt, fallback=warn: whatever is not honoured is listed"),
-    ]
+    ] + [DemoCase(f"C: policy A on {name}", "cpu", strict, f"the same policy file, another engine: {name}", name)
+         for name in other_engines]
 
 
 def demo_model() -> Any:
@@ -66,11 +68,19 @@ def run_demo(engine: str = "onnxruntime", seed: int = 0) -> list[DemoResult]:
     model = demo_model()
     x = np.random.default_rng(seed).standard_normal((2, 16, 64)).astype(np.float32)
     results = []
-    for case in demo_cases():
+    for case in demo_cases(_other_installed_engines(engine)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            sess = InferenceSession(model, device=case.device, engine=engine, policy=case.policy)
+            sess = InferenceSession(model, device=case.device, engine=case.engine or engine, policy=case.policy)
             report = sess.explain({"x": x})
             output = sess.run({"x": x})["y"]
         results.append(DemoResult(case, report, output, [str(w.message) for w in caught]))
     return results
+
+
+def _other_installed_engines(engine: str) -> tuple[str, ...]:
+    """OpenVINO, when it is installed and not the demo's own engine."""
+    from xpuruntime.inference.engine import get_engine_class, list_engines
+
+    own = get_engine_class(engine).name
+    return tuple(e.name for e in list_engines() if e.installed and e.name == "openvino" and e.name != own)

@@ -86,13 +86,16 @@ def test_bad_input_exits_1_with_message(runner, model, args, words):
     assert words in result.output and "Traceback" not in result.output
 
 
-def test_demo_prints_two_receipts(runner):
+def test_demo_prints_two_contrasting_receipts_and_policy_a_on_openvino(runner):
     result = runner.invoke(app, ["demo", "--json"])
     assert result.exit_code == 0, result.output
     cases = json.loads(result.stdout)
-    assert len(cases) == 2
+    assert [c["engine"] for c in cases[:2]] == ["onnxruntime", "onnxruntime"]
     assert cases[0]["report"]["honored"]
     assert cases[0]["report"]["nodes"] and cases[1]["report"]["nodes"]
+    if __import__("importlib").util.find_spec("openvino"):
+        assert cases[2]["engine"] == "openvino" and cases[2]["report"]["honored"]
+        assert cases[2]["policy"] == cases[0]["policy"]
 
 
 def test_demo_table(runner):
