@@ -10,6 +10,7 @@ only the message knows what to change::
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ExecutionTimeoutError",
     "closest",
     "did_you_mean",
+    "short_repr",
 ]
 
 
@@ -133,3 +135,19 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A hint sentence such as ``did you mean 'flash'?`` or None when nothing is close."""
     guess = closest(name, choices)
     return f"did you mean {guess!r}?" if guess else None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+_SHORT.maxlevel = 4
+
+
+def short_repr(value: object) -> str:
+    """``repr`` bounded for messages: long strings and lists are cut, deep nesting is elided, and values
+    whose repr fails (an integer of 10,000 digits, a broken ``__repr__``) are described instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        return _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail to build
+        return f"<{type(value).__name__}>"

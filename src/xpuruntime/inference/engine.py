@@ -23,7 +23,7 @@ import importlib.metadata
 import importlib.util
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "EngineInfo", "register_engine", "get_engine_class", "engine_names", "list_engines"]
 
 # Built-in engines: canonical name -> module. Modules are light (they import their library lazily).
-_BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime", "xpuruntime.inference.engines.openvino")
+_BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime", "xpuruntime.inference.engines.openvino",
+                    "xpuruntime.inference.engines.torch")
 ENTRY_POINT_GROUP = "xpuruntime.engines"
 
 
@@ -88,6 +89,19 @@ class Engine(ABC):
                 received="not installed", hint=f"pip install 'xpuruntime[{cls.extra}]'" if cls.extra else None)
 
     # -- hooks ---------------------------------------------------------------------------
+    @classmethod
+    def load_model(cls, model: Any) -> Any:
+        """Check and wrap the user's ``model`` argument; ONNX engines take a path, bytes or a ModelProto.
+        Engines that serve Python objects (an ``nn.Module``) override this."""
+        from xpuruntime.inference.models import load_model_source
+
+        return load_model_source(model)
+
+    def check_feeds(self, feeds: Any, checker: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """Feeds checked against the inputs (``checker`` is the shared numpy path); engines with their own
+        tensor type override this to keep it."""
+        return checker(feeds)
+
     @abstractmethod
     def load_impl(self) -> None:
         """Build the engine session; raise XpuRuntimeError subclasses for bad models or options."""

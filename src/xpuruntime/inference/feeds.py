@@ -10,7 +10,8 @@ import numpy as np
 
 from xpuruntime.errors import InputError, did_you_mean
 
-__all__ = ["TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds"]
+__all__ = ["TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
+           "shared_dims"]
 
 Dim = int | str | None
 
@@ -107,7 +108,30 @@ def normalize_feeds(feeds: Any, inputs: Sequence[TensorInfo]) -> dict[str, Any]:
     if missing:
         raise InputError(f"missing input {missing[0]!r}", expected=_expected(inputs),
                          received=", ".join(map(repr, feeds)) or "no inputs")
-    return {name: _checked(name, _to_host(name, value, by_name[name]), by_name[name]) for name, value in feeds.items()}
+    checked = {name: _checked(name, _to_host(name, value, by_name[name]), by_name[name])
+               for name, value in feeds.items()}
+    _check_shared_dims(checked, shared_dims(inputs))
+    return checked
+
+
+def shared_dims(inputs: Sequence[TensorInfo]) -> dict[str, list[tuple[str, int]]]:
+    """Symbolic dims named on more than one axis: ONNX declares them equal (``x: [batch, 8]``, ``y: [batch, 4]``)."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for info in inputs:
+        for axis, dim in enumerate(info.shape or ()):
+            if isinstance(dim, str) and dim:
+                places.setdefault(dim, []).append((info.name, axis))
+    return {dim: where for dim, where in places.items() if len(where) > 1}
+
+
+def _check_shared_dims(feeds: Mapping[str, Any], shared: dict[str, list[tuple[str, int]]]) -> None:
+    for dim, where in shared.items():
+        sizes = {(name, axis): feeds[name].shape[axis] for name, axis in where}
+        if len(set(sizes.values())) > 1:
+            said = ", ".join(f"{name!r} axis {axis}: {size}" for (name, axis), size in sizes.items())
+            raise InputError(f"inputs disagree on the size of dim {dim!r}",
+                             expected=f"one size for every axis the model names {dim!r}", received=said,
+                             hint="the model declares these axes equal; feed arrays whose sizes agree")
 
 
 def _as_mapping(feeds: Any, inputs: Sequence[TensorInfo]) -> Mapping[str, Any]:
@@ -176,6 +200,7 @@ class FeedChecker:
         self.spec = {i.name: (np.dtype(i.dtype), None if i.shape is None else len(i.shape),
                               tuple((a, d) for a, d in enumerate(i.shape or ()) if isinstance(d, int) and d >= 0))
                      for i in inputs}
+        self.shared = list(shared_dims(inputs).values())
 
     def __call__(self, feeds: Any) -> dict[str, Any]:
         if type(feeds) is dict and len(feeds) == len(self.spec) and self._matches(feeds):
@@ -191,5 +216,8 @@ class FeedChecker:
             if spec[1] is not None and len(shape) != spec[1] or not value.flags.c_contiguous:
                 return False
             if any(shape[axis] != dim for axis, dim in spec[2]):
+                return False
+        for where in self.shared:  # usually none
+            if len({feeds[name].shape[axis] for name, axis in where}) > 1:
                 return False
         return True

@@ -1,10 +1,18 @@
-"""Model sources: a path, bytes or an ``onnx.ModelProto``, checked before any engine sees them."""
+"""Model sources: a path, bytes or an ``onnx.ModelProto``, checked before any engine sees them.
+
+Checked statically, without loading any weights: the bytes parse as a model with a graph, every
+string in it is UTF-8, and every external-data reference names a regular file inside the model's
+own folder (no absolute path, no ``..``, no symlink that leads out, no FIFO, and long enough for
+the offset and length it claims). A model given as bytes or a ModelProto has no folder, so it may
+not reference external data at all. Nothing outside the model's folder is ever opened.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -51,9 +59,7 @@ class ModelSource:
         return self.path.parent if self.path else None
 
     def has_external_data(self) -> bool:
-        from onnx.external_data_helper import uses_external_data
-
-        return any(uses_external_data(t) for t in self.proto.graph.initializer)
+        return any(_is_external(t) for t in _tensors(self.proto))
 
     def replaced(self, proto: Any, note: str) -> ModelSource:
         """A copy holding a modified model (bytes), with a note saying what changed."""
@@ -75,10 +81,13 @@ def load_model_source(model: Any) -> ModelSource:
             raise ModelLoadError("the model bytes are empty", expected="a serialized ONNX model", received="0 bytes")
         src = ModelSource(data=data, description=f"<{len(data)} bytes>")
         src._proto = _parse(data, src.description)
+        _check_external_data(src.proto, None)
         return src
     if type(model).__name__ == "ModelProto" and hasattr(model, "SerializeToString"):
         src = ModelSource(data=model.SerializeToString(), description="<onnx.ModelProto>")
         src._proto = model
+        _check_strings(model, src.description)
+        _check_external_data(model, None)
         return src
     raise ModelLoadError("unsupported model argument", expected="a path, bytes or an onnx.ModelProto",
                          received=type(model).__name__)
@@ -102,7 +111,7 @@ def _from_path(path: Path) -> ModelSource:
     if st.st_size == 0:
         raise ModelLoadError("the model file is empty", expected="a serialized ONNX model", received=f"{path} (0 bytes)")
     src = ModelSource(path=path.resolve(), description=str(path))
-    src.proto  # parse now: a corrupt file fails here with a clear message, not deep in an engine
+    _check_external_data(src.proto, src.folder)  # parses now: a corrupt file fails here, not deep in an engine
     return src
 
 
@@ -120,4 +129,100 @@ def _parse(data: bytes, where: str) -> Any:
         raise ModelLoadError(f"not a valid ONNX model: {where}", expected="a model with a graph",
                              received="a protobuf message without a graph",
                              hint="check the file is an .onnx model, not another format")
+    _check_strings(proto, where)
     return proto
+
+
+def _check_strings(proto: Any, where: str) -> None:
+    """Protobuf hands back a string field that is not UTF-8 as bytes; engines then fail on it in odd places."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list[tuple[Any, str]] = [(proto, "model")]
+    while stack:
+        message, path = stack.pop()
+        for field_, value in message.ListFields():
+            items = [value] if isinstance(value, (str, bytes)) or hasattr(value, "ListFields") else value
+            if field_.type == FieldDescriptor.TYPE_STRING and not all(isinstance(v, str) for v in items):
+                raise ModelLoadError(f"not a valid ONNX model: {where}", expected="UTF-8 names and strings",
+                                     received=f"bytes that are not UTF-8 in {path}.{field_.name}",
+                                     hint="the file is damaged, or was written by a broken exporter; re-export it")
+            if field_.type == FieldDescriptor.TYPE_MESSAGE:
+                stack += [(v, f"{path}.{field_.name}[{i}]") for i, v in enumerate(items)]
+
+
+# -- external data ------------------------------------------------------------------------
+_EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
+
+
+def _tensors(proto: Any) -> Iterator[Any]:
+    """Every TensorProto of a model: initializers, sparse ones, node attributes, subgraphs and functions."""
+    graphs, nodes = [proto.graph], [n for f in proto.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield from (sparse.values, sparse.indices)
+            nodes += list(graph.node)
+            continue
+        for attr in nodes.pop().attribute:
+            yield from ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+            for sparse in ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
+            graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+
+
+def _is_external(tensor: Any) -> bool:
+    return tensor.data_location == _EXTERNAL or any(e.key == "location" for e in tensor.external_data)
+
+
+def _check_external_data(proto: Any, folder: Path | None) -> None:
+    """Every external-data file must be a regular file inside ``folder``, long enough for what the tensor claims."""
+    sizes: dict[str, int] = {}
+    for tensor in _tensors(proto):
+        if not _is_external(tensor):
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.setdefault("location", "")
+        if folder is None:
+            raise _external_error(tensor, location, "the model was given as bytes or a ModelProto, so it has no "
+                                  "folder to read external data from", "pass the path of the .onnx file instead")
+        if location not in sizes:
+            sizes[location] = _external_file_size(tensor, location, folder)
+        _check_extent(tensor, entries, sizes[location])
+
+
+def _external_file_size(tensor: Any, location: str, folder: Path) -> int:
+    parts = location.replace("\\", "/").split("/")
+    if not location or "\x00" in location or os.path.isabs(location) or location[1:2] == ":" or ".." in parts:
+        raise _external_error(tensor, location, "the location must be a relative path inside the model's folder",
+                              "keep external data files beside the model (onnx.save(..., location='weights.bin'))")
+    root = folder.resolve()
+    target = (root / location).resolve()
+    if not target.is_relative_to(root):
+        raise _external_error(tensor, location, f"it resolves to {target}, outside the model's folder {root} "
+                              "(through a symlink)", "copy the file into the model's folder")
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise _external_error(tensor, location, f"the file cannot be read ({exc.strerror})",
+                              "copy the external data file beside the model") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _external_error(tensor, location, "it is not a regular file (a FIFO, device or folder)", None)
+    return st.st_size
+
+
+def _check_extent(tensor: Any, entries: dict[str, str], size: int) -> None:
+    try:
+        offset, length = int(entries.get("offset") or 0), int(entries.get("length") or 0)
+    except ValueError:
+        raise _external_error(tensor, entries["location"], "its offset or length is not an integer", None) from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise _external_error(tensor, entries["location"], f"bytes {offset}..{offset + length} were asked of a "
+                              f"file of {size} bytes (truncated?)", "copy the complete external data file again")
+
+
+def _external_error(tensor: Any, location: str, why: str, hint: str | None) -> ModelLoadError:
+    return ModelLoadError(f"tensor {tensor.name!r} refers to external data that will not be read: {why}",
+                          expected="external data in regular files inside the model's folder",
+                          received=f"location {location!r}", hint=hint)

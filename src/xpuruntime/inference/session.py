@@ -9,8 +9,7 @@ import numpy as np
 
 from xpuruntime.errors import DeviceError, InputError, PolicyError, XpuRuntimeError, did_you_mean
 from xpuruntime.inference.engine import Engine, get_engine_class
-from xpuruntime.inference.feeds import FeedChecker, TensorInfo, normalize_feeds
-from xpuruntime.inference.models import load_model_source
+from xpuruntime.inference.feeds import FeedChecker, TensorInfo
 from xpuruntime.inference.report import ExecutionReport, enforce_fallback
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
@@ -29,7 +28,8 @@ class InferenceSession:
     >>> sess.report.honored                                                             # doctest: +SKIP
     True
 
-    ``model`` is a path, bytes or an ``onnx.ModelProto``. ``policy`` is a Policy, a policy
+    ``model`` is a path, bytes or an ``onnx.ModelProto`` (``engine="torch"``: an ``nn.Module`` or a
+    ``torch.export`` ExportedProgram). ``policy`` is a Policy, a policy
     file or a mapping; ``kernel_policy`` and ``exec_policy`` are merged over it. Under
     ``fallback="error"`` a session whose engine cannot honour the policy is not created:
     :class:`~xpuruntime.PolicyViolationError` lists what was not honoured and why.
@@ -54,7 +54,7 @@ class InferenceSession:
         self._closed = False
         from xpuruntime.runtime.fingerprint import fingerprint
 
-        self._engine: Engine = engine_cls(load_model_source(model), self.device, self.policy,
+        self._engine: Engine = engine_cls(engine_cls.load_model(model), self.device, self.policy,
                                           dict(engine_options or {}), fingerprint().hash)
         self._engine.load_impl()
         self._inputs = self._engine.inputs_impl()
@@ -104,7 +104,7 @@ class InferenceSession:
         """
         self._check_open()
         names = self._output_names(output_names)
-        checked = self._feeds(feeds)
+        checked = self._engine.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names)
         results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
@@ -124,7 +124,7 @@ class InferenceSession:
             raise InputError("run_many takes a list of feed sets", expected="a list of dicts (or lists) of arrays",
                              received=type(feeds_list).__name__, hint="for one feed set use run()")
         names = self._output_names(output_names)
-        checked = [self._feeds(feeds) for feeds in feeds_list]
+        checked = [self._engine.check_feeds(feeds, self._feeds) for feeds in feeds_list]
         results = self._engine.run_many_impl(checked, names)
         return [dict(zip(names, r)) if isinstance(f, Mapping) else list(r) for f, r in zip(feeds_list, results)]
 
@@ -132,7 +132,7 @@ class InferenceSession:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
         self._check_open()
         names = self._output_names(output_names)
-        report = self._engine.profile_impl(normalize_feeds(feeds, self._inputs), names)
+        report = self._engine.profile_impl(self._engine.check_feeds(feeds, self._feeds), names)
         enforce_fallback(report, self.policy.execution.fallback)
         return report
 

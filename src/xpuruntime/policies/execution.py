@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import vocabulary as vocab
-from xpuruntime.policies._common import Change, content_hash, diff_dicts
+from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, content_hash, diff_dicts
 
 __all__ = ["ExecutionPolicy", "Fallback", "Precision", "policy_error_from_validation"]
 
@@ -54,6 +54,7 @@ class ExecutionPolicy(BaseModel):
     execution_timeout_ms: StrictInt | None = Field(None, gt=0, le=_DAY_MS, description="limit on one run")
 
     def __init__(self, **data: Any) -> None:
+        check_plain_data(data, "execution")
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -71,18 +72,23 @@ class ExecutionPolicy(BaseModel):
         choices = ("error", "warn", "allow")
         if isinstance(v, str) and v.strip().lower() in choices:
             return v.strip().lower()
-        raise PolicyError(f"unknown fallback {v!r}", expected="one of error, warn, allow", received=repr(v),
-                          hint=did_you_mean(str(v), choices))
+        raise PolicyError(f"unknown fallback {short_repr(v)}", expected="one of error, warn, allow",
+                          received=short_repr(v), hint=did_you_mean(str(v), choices))
 
     @field_validator("cache_dir", mode="before")
     @classmethod
     def _cache_dir(cls, v: object) -> object:
-        return os.fspath(v) if isinstance(v, os.PathLike) else v
+        v = os.fspath(v) if isinstance(v, os.PathLike) else v
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError("a folder name cannot contain a NUL character")
+        return v
 
     @field_validator("fixed_shapes")
     @classmethod
     def _shapes(cls, v: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, ...]] | None:
         for name, shape in (v or {}).items():
+            if any(d > MAX_INT for d in shape):
+                raise ValueError(f"input {name!r}: a dimension is larger than {MAX_INT}")
             if not name or any(d < 1 for d in shape):
                 raise ValueError(f"input {name!r}: every dimension must be >= 1, got {list(shape)}")
         return v
@@ -171,8 +177,8 @@ def policy_error_from_validation(exc: ValidationError, prefix: str) -> PolicyErr
     if err["type"] == "extra_forbidden":
         names = list(ExecutionPolicy.model_fields)
         return PolicyError(f"unknown field {loc!r}", field=field, expected=f"one of {', '.join(names)}",
-                           received=repr(err["loc"][-1]), hint=did_you_mean(str(err["loc"][-1]), names))
-    return PolicyError(_message(err), field=field, expected=_expected(err, loc), received=repr(err.get("input")))
+                           received=short_repr(err["loc"][-1]), hint=did_you_mean(str(err["loc"][-1]), names))
+    return PolicyError(_message(err), field=field, expected=_expected(err, loc), received=short_repr(err.get("input")))
 
 
 def _message(err: Mapping[str, Any]) -> str:

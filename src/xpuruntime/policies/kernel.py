@@ -25,9 +25,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import vocabulary as vocab
-from xpuruntime.policies._common import Change, content_hash, diff_dicts
+from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, content_hash, diff_dicts
 
 __all__ = ["KernelPolicy", "Preference", "Rule", "DimCondition", "KernelSpecLike"]
 
@@ -57,21 +57,22 @@ class DimCondition:
     def parse(cls, raw: object, field: str) -> DimCondition:
         if isinstance(raw, bool) or raw is None:
             pass
-        elif isinstance(raw, int) and raw >= 0:
+        elif isinstance(raw, int) and 0 <= raw <= MAX_INT:
             return cls("==", raw)
         elif isinstance(raw, (list, tuple)) and raw and all(_is_count(v) for v in raw):
             return cls("in", tuple(sorted(set(raw))))
         elif isinstance(raw, str):
             return cls._parse_str(raw, field)
-        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=repr(raw))
+        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=short_repr(raw))
 
     @classmethod
     def _parse_str(cls, raw: str, field: str) -> DimCondition:
-        if m := _CMP.match(raw):
-            return cls(m.group(1) or "==", int(m.group(2)))
-        if (m := _RANGE.match(raw)) and int(m.group(1)) <= int(m.group(2)):
-            return cls("range", (int(m.group(1)), int(m.group(2))))
-        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=repr(raw))
+        if (m := _CMP.match(raw)) and (value := _count(m.group(2))) is not None:
+            return cls(m.group(1) or "==", value)
+        if (m := _RANGE.match(raw)) and None not in (bounds := (_count(m.group(1)), _count(m.group(2)))) and \
+                bounds[0] <= bounds[1]:  # type: ignore[operator]
+            return cls("range", bounds)  # type: ignore[arg-type]
+        raise PolicyError("invalid shape condition", field=field, expected=_COND_HELP, received=short_repr(raw))
 
     def matches(self, x: int) -> bool:
         if self.cmp == "in":
@@ -89,8 +90,18 @@ class DimCondition:
         return self.value if self.cmp == "==" else f"{self.cmp}{self.value}"  # type: ignore[return-value]
 
 
+def _count(digits: str) -> int | None:
+    """A decimal string as an int within MAX_INT, else None (never converts thousands of digits)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 and int(digits) <= MAX_INT else None
+
+
+def _text(key: object) -> str:
+    return key if isinstance(key, str) else short_repr(key)
+
+
 def _is_count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,7 @@ def _parse_kernels(op: str, raw: object, field: str) -> tuple[str, ...]:
             "invalid kernel preference",
             field=field,
             expected=f"a kernel name or a non-empty list of them ({', '.join(vocab.kernels_for(op))})",
-            received=repr(raw),
+            received=short_repr(raw),
         )
     kernels = tuple(_located(lambda k=k: vocab.canonical_kernel(op, k), field) for k in items)
     _check_kernel_list(kernels, field)
@@ -161,12 +172,12 @@ def _parse_kernels(op: str, raw: object, field: str) -> tuple[str, ...]:
 def _check_kernel_list(kernels: tuple[str, ...], field: str) -> None:
     if len(set(kernels)) != len(kernels):
         raise PolicyError("a kernel is listed twice", field=field, expected="each kernel once",
-                          received=repr(list(kernels)))
+                          received=short_repr(list(kernels)))
     special = [k for k in kernels[:-1] if k in (vocab.AUTO, vocab.DEFAULT)]
     if special:
         raise PolicyError(f"{special[0]!r} may only come last in a list", field=field,
                           expected="named kernels first, then optionally 'auto' or 'default'",
-                          received=repr(list(kernels)), hint=f"move {special[0]!r} to the end")
+                          received=short_repr(list(kernels)), hint=f"move {special[0]!r} to the end")
 
 
 def _located(fn: Any, field: str) -> Any:
@@ -181,7 +192,7 @@ def _parse_when(op: str, raw: object, field: str) -> tuple[tuple[str, ...] | Non
     if not isinstance(raw, Mapping) or not raw:
         raise PolicyError("invalid rule condition", field=field,
                           expected=f"a non-empty mapping of dtype and/or dims ({', '.join(spec.dims)})",
-                          received=repr(raw))
+                          received=short_repr(raw))
     dtypes, dims = None, {}
     for key, value in raw.items():
         name = str(key).lower()
@@ -189,23 +200,24 @@ def _parse_when(op: str, raw: object, field: str) -> tuple[tuple[str, ...] | Non
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, (list, tuple)) or not values:
                 raise PolicyError("invalid dtype condition", field=f"{field}.dtype",
-                                  expected="a dtype or a list of dtypes", received=repr(value))
+                                  expected="a dtype or a list of dtypes", received=short_repr(value))
             dtypes = tuple(dict.fromkeys(_located(lambda v=v: vocab.canonical_dtype(v), f"{field}.dtype")
                                          for v in values))
         elif name in spec.dims:
             dims[name] = DimCondition.parse(value, f"{field}.{name}")
         else:
-            raise PolicyError(f"unknown condition {key!r} for op {op!r}", field=f"{field}.{key}",
+            raise PolicyError(f"unknown condition {short_repr(key)} for op {op!r}", field=f"{field}.{_text(key)}",
                               expected=f"dtype or one of the dims {', '.join(spec.dims)}",
-                              received=repr(key), hint=did_you_mean(name, ("dtype", *spec.dims)))
+                              received=short_repr(key), hint=did_you_mean(name, ("dtype", *spec.dims)))
     return dtypes, tuple(sorted(dims.items()))
 
 
 def _parse_rule(op: str, raw: object, field: str) -> Rule:
     if not isinstance(raw, Mapping) or set(raw) != {"when", "use"}:
-        extra = sorted(set(raw) - {"when", "use"}) if isinstance(raw, Mapping) else []
+        extra = [k for k in raw if k not in ("when", "use")] if isinstance(raw, Mapping) else []
         raise PolicyError("invalid rule", field=field, expected="a mapping with exactly 'when' and 'use'",
-                          received=repr(raw), hint=did_you_mean(str(extra[0]), ("when", "use")) if extra else None)
+                          received=short_repr(raw),
+                          hint=did_you_mean(_text(extra[0]), ("when", "use")) if extra else None)
     dtypes, dims = _parse_when(op, raw["when"], f"{field}.when")
     return Rule(use=_parse_kernels(op, raw["use"], f"{field}.use"), dtypes=dtypes, dims=dims)
 
@@ -220,14 +232,14 @@ def parse_preference(op: str, raw: KernelSpecLike, field: str = "") -> Preferenc
         return Preference(op, _parse_kernels(op, raw, field))
     unknown = [k for k in raw if k not in ("prefer", "rules")]
     if unknown:
-        raise PolicyError(f"unknown key {unknown[0]!r}", field=f"{field}.{unknown[0]}",
-                          expected="'prefer' and/or 'rules'", received=repr(unknown[0]),
-                          hint=did_you_mean(str(unknown[0]), ("prefer", "rules")))
+        raise PolicyError(f"unknown key {short_repr(unknown[0])}", field=f"{field}.{_text(unknown[0])}",
+                          expected="'prefer' and/or 'rules'", received=short_repr(unknown[0]),
+                          hint=did_you_mean(_text(unknown[0]), ("prefer", "rules")))
     prefer = _parse_kernels(op, raw.get("prefer", vocab.DEFAULT), f"{field}.prefer")
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, (list, tuple)):
         raise PolicyError("rules must be a list", field=f"{field}.rules", expected="a list of {when, use}",
-                          received=repr(rules_raw))
+                          received=short_repr(rules_raw))
     return Preference(op, prefer, tuple(_parse_rule(op, r, f"{field}.rules[{i}]") for i, r in enumerate(rules_raw)))
 
 
@@ -250,6 +262,7 @@ class KernelPolicy:
         if preferences is not None and not isinstance(preferences, Mapping):
             raise PolicyError("invalid kernel policy", field="kernels", expected="a mapping of op -> kernel",
                               received=type(preferences).__name__)
+        check_plain_data({**(preferences or {}), **ops}, "kernels")
         for op, raw in {**(preferences or {}), **ops}.items():
             self._put(parse_preference(str(op), raw, f"kernels.{op}"))
 

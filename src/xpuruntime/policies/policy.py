@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from xpuruntime._io import atomic_write_text, read_bounded
-from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import _yaml
-from xpuruntime.policies._common import Change, content_hash, diff_dicts
+from xpuruntime.policies._common import Change, check_plain_data, content_hash, diff_dicts
 from xpuruntime.policies.execution import ExecutionPolicy
 from xpuruntime.policies.kernel import KernelPolicy
 
@@ -65,11 +65,13 @@ class Policy:
         if not isinstance(data, Mapping):
             raise PolicyError("a policy must be a mapping", expected="keys schema_version, kernels, execution",
                               received=type(data).__name__)
+        check_plain_data(data)
         for key in data:
             if key not in _TOP_KEYS:
-                raise PolicyError(f"unknown top-level key {key!r}", field=str(key),
-                                  expected=f"one of {', '.join(_TOP_KEYS)}", received=repr(key),
-                                  hint=did_you_mean(str(key), _TOP_KEYS))
+                text = key if isinstance(key, str) else short_repr(key)
+                raise PolicyError(f"unknown top-level key {short_repr(key)}", field=text,
+                                  expected=f"one of {', '.join(_TOP_KEYS)}", received=short_repr(key),
+                                  hint=did_you_mean(text, _TOP_KEYS))
         return cls(data.get("kernels"), data.get("execution"),
                    schema_version=data.get("schema_version", SCHEMA_VERSION))
 
@@ -191,7 +193,7 @@ def _check_version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PolicyError("invalid schema_version", field="schema_version",
                           expected=f"a positive integer (this xpuruntime writes {SCHEMA_VERSION})",
-                          received=repr(version))
+                          received=short_repr(version))
     if version > SCHEMA_VERSION:
         raise PolicyError("policy file is from a newer xpuruntime", field="schema_version",
                           expected=f"schema_version <= {SCHEMA_VERSION}", received=str(version),
@@ -247,6 +249,9 @@ def _parse_text(text: str, fmt: str) -> Any:
             return json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as exc:
             raise PolicyError(f"malformed JSON: {exc}", expected="valid JSON", received="invalid JSON") from None
+        except RecursionError:  # the stdlib decoder recurses once per nesting level
+            raise PolicyError("malformed JSON: nested too deeply", expected="valid JSON of a few levels",
+                              received="deeply nested JSON") from None
     return _yaml.load(text)
 
 

@@ -15,7 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 
 __all__ = [
     "AUTO",
@@ -82,7 +82,7 @@ def _check_name(name: str, what: str) -> str:
         raise PolicyError(
             f"invalid {what} name",
             expected="a lowercase identifier such as 'matmul' or 'cublaslt'",
-            received=repr(name),
+            received=short_repr(name),
         )
     return name.lower()
 
@@ -137,9 +137,9 @@ def canonical_op(name: str) -> str:
         return _op_aliases[key]
     known = list(_ops) + list(_op_aliases)
     raise PolicyError(
-        f"unknown op {name!r}",
+        f"unknown op {short_repr(name)}",
         expected=f"one of {', '.join(_ops)}",
-        received=repr(name),
+        received=short_repr(name),
         hint=did_you_mean(key, known) or "register it with xpuruntime.policies.vocabulary.register_op",
     )
 
@@ -154,9 +154,9 @@ def canonical_kernel(op: str, name: str) -> str:
         return spec.kernel_aliases[key]
     choices = spec.kernel_names() + list(spec.kernel_aliases)
     raise PolicyError(
-        f"unknown kernel {name!r} for op {spec.name!r}",
+        f"unknown kernel {short_repr(name)} for op {spec.name!r}",
         expected=f"one of {', '.join(spec.kernel_names())}",
-        received=repr(name),
+        received=short_repr(name),
         hint=did_you_mean(key, choices) or "register it with xpuruntime.policies.vocabulary.register_kernel",
     )
 
@@ -168,9 +168,9 @@ def _canonical_from(table: dict[str, tuple[str, ...]], name: object, what: str) 
             return canon
     choices = list(table) + [a for al in table.values() for a in al]
     raise PolicyError(
-        f"unknown {what} {name!r}",
+        f"unknown {what} {short_repr(name)}",
         expected=f"one of {', '.join(table)}",
-        received=repr(name),
+        received=short_repr(name),
         hint=did_you_mean(key, choices),
     )
 

@@ -3,7 +3,21 @@
 Imported lazily: ``import xpuruntime`` never imports torch; this module does, and says what to
 install when torch is missing::
 
-    >>> import xpuruntime.pytorch as xrt_torch   # doctest: +SKIP
+    >>> import xpuruntime.pytorch as xrt_torch                                     # doctest: +SKIP
+    >>> with xrt_torch.policy(kernel_policy={"attention": "flash", "matmul": "cublaslt"},
+    ...                       exec_policy={"precision": "bf16"}):                  # doctest: +SKIP
+    ...     with xrt_torch.profile() as receipt:
+    ...         loss = model(x).sum(); loss.backward()
+    >>> print(receipt.table())                                                     # doctest: +SKIP
+
+- :func:`policy` / :func:`set_kernel_policy`: translate a policy into torch's switches (SDPA backends,
+  ``preferred_blas_library``, fp32 precision, cuDNN, determinism) and restore them exactly afterwards;
+  the translation table is in :mod:`xpuruntime.pytorch._translate`.
+- :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
+- :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included.
+- :func:`profile`: a receipt (:class:`~xpuruntime.inference.report.ExecutionReport`) read from ``torch.profiler``.
+
+torch's switches are process-global; what each thread or task asked for is kept in a ContextVar.
 """
 
 from __future__ import annotations
@@ -16,4 +30,21 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "  fix: pip install 'xpuruntime[torch]'  (or install a torch build for your CUDA version first)"
     ) from exc
 
-__all__: list[str] = []
+from xpuruntime.pytorch._autocast import autocast
+from xpuruntime.pytorch._graphs import CapturedGraph, capture_graph
+from xpuruntime.pytorch._profile import profile
+from xpuruntime.pytorch._state import clear_kernel_policy, get_kernel_policy, policy, set_kernel_policy
+from xpuruntime.pytorch._translate import TorchPlan, translate
+
+__all__ = [
+    "set_kernel_policy",
+    "get_kernel_policy",
+    "clear_kernel_policy",
+    "policy",
+    "autocast",
+    "capture_graph",
+    "CapturedGraph",
+    "profile",
+    "translate",
+    "TorchPlan",
+]

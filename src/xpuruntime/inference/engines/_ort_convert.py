@@ -1,15 +1,15 @@
 """Model variants made with ONNX Runtime's own tools: a float16 copy, a dynamically quantised int8 copy.
 
-Results are cached by model hash + policy hash + fingerprint under ``cache_dir`` (written
-atomically, in a folder private to the user); without a cache_dir the last few live in memory.
-A cached entry that does not parse is rebuilt with a warning, never used.
+Results are cached by model hash + policy hash + fingerprint under ``cache_dir/onnxruntime``
+through :mod:`xpuruntime._cache` (a private folder, atomic writes, a checksum per entry, one
+builder at a time across processes); without a cache_dir the last few live in memory. An entry
+that fails its checksum or does not parse is rebuilt with a warning, never used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import threading
 import warnings
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from xpuruntime._io import atomic_write_bytes
+from xpuruntime import _cache
 from xpuruntime.errors import ModelLoadError, UnsupportedOperationError
 from xpuruntime.inference.models import ModelSource
 
@@ -48,11 +48,18 @@ def convert(model: ModelSource, variant: str, cache_dir: str | None, key: str) -
 
 
 def _from_disk(cache_dir: str, name: str, model: ModelSource, variant: str) -> ModelSource:
-    cached = _read_cache(cache_dir, name, model, variant)
-    if cached is not None:
-        return cached
-    result = _build(model, variant)
-    _write_cache(cache_dir, name, result)
+    """Under the entry's lock: a second process building the same copy waits, then reads it."""
+    try:
+        folder = _cache.private_folder(cache_dir, "onnxruntime")
+    except _cache.CacheUnavailable as exc:
+        warnings.warn(f"{exc}; the {variant} copy is built without a cache", RuntimeWarning, stacklevel=6)
+        return _build(model, variant)
+    with _cache.entry_lock(folder, name):
+        cached = _read_cache(folder, name, model, variant)
+        if cached is not None:
+            return cached
+        result = _build(model, variant)
+        _cache.write_entry(folder, name, result.data or b"", warn_stacklevel=7)
     return result
 
 
@@ -104,30 +111,18 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _cache_folder(cache_dir: str) -> Path:
-    folder = Path(cache_dir).expanduser() / "onnxruntime"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
-
-
-def _read_cache(cache_dir: str, name: str, model: ModelSource, variant: str) -> ModelSource | None:
-    path = _cache_folder(cache_dir) / name
-    if path.is_symlink() or not path.is_file():
+def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> ModelSource | None:
+    data = _cache.read_entry(folder, name, warn_stacklevel=8)
+    if data is None:
         return None
     try:
         from xpuruntime.inference.models import load_model_source
 
-        cached = load_model_source(path.read_bytes())
-    except ModelLoadError:
-        warnings.warn(f"cache entry {path} is corrupt; rebuilding it", RuntimeWarning, stacklevel=7)
+        cached = load_model_source(data)
+    except ModelLoadError:  # the checksum matched bytes that are not a model: written by someone else
+        warnings.warn(f"cache entry {folder / name} is corrupt (not a model); rebuilding it", RuntimeWarning,
+                      stacklevel=7)
         return None
-    cached.notes = [*model.notes, _note(variant) + f" (cached: {path.name})"]
+    cached.notes = [*model.notes, _note(variant) + f" (cached: {name})"]
     cached.description = model.description
     return cached
-
-
-def _write_cache(cache_dir: str, name: str, model: ModelSource) -> None:
-    path = _cache_folder(cache_dir) / name
-    if path.is_symlink():
-        os.unlink(path)
-    atomic_write_bytes(path, model.data or b"", mode=0o600)

@@ -96,6 +96,7 @@ class OnnxRuntimeEngine(Engine):
         self.plan = tr.translate(self.policy, self.device.kind, self.device.index, tensorrt=self.tensorrt,
                                  available=ort.get_available_providers(), key=key)
         self._apply_engine_options(ort)
+        self._private_caches()
         self._check_shapes()
         self.model = self._model_variant(self.model, key)
         if self.plan.cached_model:
@@ -121,6 +122,26 @@ class OnnxRuntimeEngine(Engine):
             self.plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
                                    for n, o in self.plan.providers]
         self.plan.config.update({k: str(v) for k, v in (self.options.get("session_config") or {}).items()})
+
+    def _private_caches(self) -> None:
+        """Folders the providers fill themselves (TensorRT engines, OpenVINO-provider blobs, QNN contexts) are
+        created private to the user; one that cannot be (a symlink, another owner, read-only) is not used."""
+        root = self.policy.execution.cache_dir
+        if not root:
+            return
+        for _, opts in self.plan.providers:
+            for path_key, keys in _CACHE_OPTIONS.items():
+                if path_key in opts and not _private_folder(root, opts[path_key]):
+                    for key in keys:
+                        opts.pop(key, None)
+        context = self.plan.config.get("ep.context_file_path")
+        if context and not _private_folder(root, os.path.dirname(context)):
+            for key in ("ep.context_enable", "ep.context_file_path", "ep.context_embed_mode"):
+                self.plan.config.pop(key, None)
+        if self.plan.cached_model and (os.path.islink(self.plan.cached_model) or
+                                       not _private_folder(root, os.path.dirname(self.plan.cached_model))):
+            self.plan.notes.append(f"cached QNN context {self.plan.cached_model} not loaded (not a private file)")
+            self.plan.cached_model = None
 
     def _override_providers(self, ort: Any, wanted: Any) -> None:
         if isinstance(wanted, str) or not all(isinstance(n, str) for n in wanted):
@@ -374,6 +395,28 @@ class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+# provider option naming a cache folder -> the options to drop when that folder cannot be made private
+_CACHE_OPTIONS = {"trt_engine_cache_path": ("trt_engine_cache_enable", "trt_engine_cache_path",
+                                            "trt_timing_cache_enable", "trt_timing_cache_path"),
+                  "cache_dir": ("cache_dir",)}
+
+
+def _private_folder(root: str, folder: str) -> bool:
+    from xpuruntime import _cache
+
+    parts = os.path.relpath(folder, root).split(os.sep)
+    try:
+        if ".." in parts:
+            raise _cache.CacheUnavailable(f"{folder} is outside cache_dir {root}")
+        _cache.private_folder(root, *[p for p in parts if p != "."])
+    except (_cache.CacheUnavailable, ValueError) as exc:
+        import warnings
+
+        warnings.warn(f"{exc}; that cache is not used", RuntimeWarning, stacklevel=6)
+        return False
+    return True
+
+
 def _merge_provider_options(ours: dict[str, str], theirs: dict[str, Any]) -> dict[str, str]:
     """The user's provider options over ours; QNN refuses backend_type and backend_path together."""
     merged = {**ours, **{k: str(v) for k, v in theirs.items()}}

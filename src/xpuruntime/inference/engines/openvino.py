@@ -17,10 +17,12 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xpuruntime import _cache
 from xpuruntime.errors import (
     ExecutionTimeoutError,
     InputError,
@@ -85,12 +87,14 @@ class OpenVinoEngine(Engine):
         self._check_options()
         core = _core()
         model = self._read(core)
-        key = tr.cache_key(_ov().get_version(), self.fingerprint_hash, self.policy.hash)
+        model_hash = self.model.hash if self.policy.execution.cache_dir else ""  # hashing a big file costs
+        key = tr.cache_key(_ov().get_version(), self.fingerprint_hash, self.policy.hash, model_hash)
         self.plan = tr.translate(self.policy, self.device.kind, self.device.index, available=core.available_devices,
                                  options=self.options, inputs=_input_dims(model), op_types=_op_types(model), key=key)
         self.supported = _supported(core, self.plan.device)
         tr.finish(self.plan, self.supported, self.options.get("config"))
         self.capabilities = _capabilities(core, self.plan.device)
+        self._private_cache()
         self._reshape(model)
         self.ov_model = model
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
@@ -128,13 +132,36 @@ class OpenVinoEngine(Engine):
                               field="execution.fixed_shapes", expected="shapes the model's layers accept",
                               received=str(self.plan.reshape)) from None
 
-    def _compile(self, core: Any, model: Any, config: dict[str, str]) -> tuple[Any, str | None]:
-        before = _listing(self.plan.cache_folder)
+    def _private_cache(self) -> None:
+        """CACHE_DIR is a folder private to the user, or (with a warning) no cache at all."""
+        if not self.plan.cache_folder:
+            return
         try:
-            compiled = core.compile_model(model, self.plan.device, config)
-        except Exception as exc:
-            raise _compile_error(exc, self.plan.device, config) from None
-        return compiled, _cache_note(self.plan.cache_folder, before, _listing(self.plan.cache_folder))
+            _cache.private_folder(self.policy.execution.cache_dir, "openvino", os.path.basename(self.plan.cache_folder))
+        except _cache.CacheUnavailable as exc:
+            import warnings
+
+            warnings.warn(f"{exc}; OpenVINO compiles without a cache", RuntimeWarning, stacklevel=4)
+            self.plan.notes.append(f"cache_dir not used: {exc}")
+            self.plan.config.pop("CACHE_DIR", None)
+            self.plan.cache_folder = None
+
+    def _compile(self, core: Any, model: Any, config: dict[str, str]) -> tuple[Any, str | None]:
+        """Compile; with a cache folder, one process at a time, and OpenVINO only ever sees blobs whose
+        checksum we recorded (it loads a damaged blob without noticing and computes wrong outputs)."""
+        folder = self.plan.cache_folder and config.get("CACHE_DIR") and Path(self.plan.cache_folder)
+        with _cache.entry_lock(folder, "compile") if folder else contextlib.nullcontext():
+            if folder:
+                _cache.verify_folder(folder, warn_stacklevel=5)
+            before = _listing(self.plan.cache_folder)
+            try:
+                compiled = core.compile_model(model, self.plan.device, config)
+            except Exception as exc:
+                raise _compile_error(exc, self.plan.device, config) from None
+            note = _cache_note(self.plan.cache_folder, before, _listing(self.plan.cache_folder))
+            if folder:
+                _cache.record_folder(folder, warn_stacklevel=5)
+        return compiled, note
 
     # -- introspection -------------------------------------------------------------------
     def inputs_impl(self) -> list[TensorInfo]:
@@ -449,7 +476,7 @@ def _runtime_layers(compiled: Any) -> list[dict[str, Any]]:
 def _listing(folder: str | None) -> set[str]:
     if not folder or not os.path.isdir(folder):
         return set()
-    return set(os.listdir(folder))
+    return {n for n in os.listdir(folder) if not n.endswith((".sha256", ".lock")) and not n.startswith(".")}
 
 
 def _cache_note(folder: str | None, before: set[str], after: set[str]) -> str | None:

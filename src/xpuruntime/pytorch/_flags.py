@@ -1,0 +1,195 @@
+"""PyTorch's process-global execution switches: read them all, write one, restore them exactly.
+
+Every switch the translation table touches is listed here and nowhere else. They are process-global
+in PyTorch (``at::globalContext()``): the SDPA backend flags that ``torch.nn.attention.sdpa_kernel``
+flips, ``preferred_blas_library``, the fp32 precision flags, the cuDNN flags, deterministic
+algorithms, ``torch.set_num_threads`` and the ``CUBLAS_WORKSPACE_CONFIG`` variable.
+
+The fp32 precision flags come in two APIs: the legacy booleans (``torch.backends.cuda.matmul.allow_tf32``,
+``torch.backends.cudnn.allow_tf32``, ``torch.set_float32_matmul_precision``) and, from torch 2.9,
+``fp32_precision`` per backend and op. torch checks that both agree and raises when a legacy flag is
+read after the new API made them disagree, so writes go through the legacy setter first (it keeps both
+in step) and then the new one; a snapshot keeps the raw values of both and restores legacy first, new
+second, which rebuilds the exact state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["snapshot", "restore", "write", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority", "fp32_state"]
+
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+SDPA_FLAGS = {"flash": "flash", "efficient": "mem_efficient", "cudnn": "cudnn", "math": "math"}
+# (backend, op) pairs of the fp32_precision API (torch >= 2.9); "none" means "inherit"
+_FP32_PAIRS = (("generic", "all"), ("cuda", "all"), ("cuda", "matmul"), ("cuda", "conv"), ("cuda", "rnn"),
+               ("mkldnn", "all"), ("mkldnn", "matmul"), ("mkldnn", "conv"), ("mkldnn", "rnn"))
+
+
+def has_new_fp32_api() -> bool:
+    return hasattr(torch._C, "_get_fp32_precision_getter")
+
+
+def has_sdpa_priority() -> bool:
+    return hasattr(torch._C, "_set_sdp_priority_order") and hasattr(torch._C, "_get_sdp_priority_order")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch warns that some of these switches are experimental or deprecated; the receipt says what was set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _try(read: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        with _quiet():
+            return True, read()
+    except (RuntimeError, AttributeError):  # a legacy read after mixed API use, or an older torch
+        return False, None
+
+
+# -- reading -------------------------------------------------------------------------------
+def _readers() -> dict[str, Callable[[], Any]]:
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    readers: dict[str, Callable[[], Any]] = {
+        f"sdpa.{name}": getattr(cuda, f"{flag}_sdp_enabled") for name, flag in SDPA_FLAGS.items()
+        if hasattr(cuda, f"{flag}_sdp_enabled")}
+    if has_sdpa_priority():
+        readers["sdpa.priority"] = lambda: list(torch._C._get_sdp_priority_order())
+    readers.update({
+        "blas": torch._C._get_blas_preferred_backend,
+        "legacy.matmul_precision": torch._C._get_float32_matmul_precision,
+        "legacy.cudnn_tf32": torch._C._get_cudnn_allow_tf32,
+        "cudnn.benchmark": lambda: cudnn.benchmark,
+        "cudnn.benchmark_limit": lambda: cudnn.benchmark_limit,
+        "cudnn.deterministic": lambda: cudnn.deterministic,
+        "deterministic": lambda: (torch.are_deterministic_algorithms_enabled(),
+                                  torch.is_deterministic_algorithms_warn_only_enabled()),
+        "num_threads": torch.get_num_threads,
+        f"env.{CUBLAS_ENV}": lambda: os.environ.get(CUBLAS_ENV),
+    })
+    if has_new_fp32_api():
+        for backend, op in _FP32_PAIRS:
+            readers[f"fp32.{backend}.{op}"] = lambda b=backend, o=op: torch._C._get_fp32_precision_getter(b, o)
+    return readers
+
+
+def snapshot() -> dict[str, Any]:
+    """Every switch that can be read now, by name (a legacy flag torch refuses to read is left out)."""
+    snap = {}
+    for name, read in _readers().items():
+        ok, value = _try(read)
+        if ok and value is not None or name.startswith("env."):
+            snap[name] = value
+    return snap
+
+
+def fp32_state() -> dict[str, str]:
+    """Effective fp32 precision of cuBLAS matmuls and cuDNN convs: ``ieee`` or ``tf32``."""
+    if has_new_fp32_api():
+        return {"matmul": _effective("cuda", "matmul"), "conv": _effective("cuda", "conv")}
+    matmul = torch.get_float32_matmul_precision() != "highest"
+    return {"matmul": "tf32" if matmul else "ieee", "conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"}
+
+
+def _effective(backend: str, op: str) -> str:
+    get = torch._C._get_fp32_precision_getter
+    for b, o in ((backend, op), (backend, "all"), ("generic", "all")):
+        value = get(b, o)
+        if value not in ("none", "default"):
+            return "tf32" if value == "tf32" else "ieee"
+    return "ieee"
+
+
+# -- writing -------------------------------------------------------------------------------
+def _set_sdpa(name: str) -> Callable[[bool], None]:
+    return lambda on: getattr(torch.backends.cuda, f"enable_{SDPA_FLAGS[name]}_sdp")(bool(on))
+
+
+def _set_priority(order: list[int]) -> None:
+    """The listed backends first; the others keep their current order behind them (as sdpa_kernel does)."""
+    order = [int(b) for b in order]
+    torch._C._set_sdp_priority_order(order + [b for b in torch._C._get_sdp_priority_order() if b not in order])
+
+
+def _set_fp32(op: str, value: str) -> None:
+    """``value`` is ieee or tf32; legacy setter first (it keeps the legacy and new flags in step)."""
+    tf32 = value == "tf32"
+    legacy = "legacy.matmul_precision" if op == "matmul" else "legacy.cudnn_tf32"
+    if _try(_readers()[legacy])[0]:  # never mix APIs when torch already refuses the legacy read
+        with _quiet():
+            if op == "matmul":  # sets cuBLAS and oneDNN matmul precision in step with the legacy value
+                torch.set_float32_matmul_precision("high" if tf32 else "highest")
+            else:
+                torch.backends.cudnn.allow_tf32 = tf32
+    if has_new_fp32_api():
+        new = "tf32" if tf32 else "ieee"
+        for pair in ([("cuda", "matmul")] if op == "matmul" else [("cuda", "conv"), ("cuda", "rnn")]):
+            torch._C._set_fp32_precision_setter(*pair, new)
+
+
+def _set_env(value: str | None) -> None:
+    if value is None:
+        os.environ.pop(CUBLAS_ENV, None)
+    else:
+        os.environ[CUBLAS_ENV] = value
+
+
+def _set_deterministic(value: Any) -> None:
+    on, warn_only = value if isinstance(value, tuple) else (bool(value), False)
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+
+
+def _set_benchmark_limit(value: int) -> None:
+    if torch.backends.cudnn.is_available():  # without cuDNN torch has no such switch (the attribute is None)
+        torch.backends.cudnn.benchmark_limit = int(value)
+
+
+def _set_blas(value: Any) -> None:
+    with _quiet():
+        torch.backends.cuda.preferred_blas_library(value)
+
+
+SETTINGS: dict[str, Callable[[Any], None]] = {
+    **{f"sdpa.{name}": _set_sdpa(name) for name in SDPA_FLAGS},
+    "sdpa.priority": _set_priority,
+    "blas": _set_blas,
+    "fp32.matmul": lambda v: _set_fp32("matmul", v),
+    "fp32.cudnn": lambda v: _set_fp32("cudnn", v),
+    "cudnn.benchmark": lambda v: setattr(torch.backends.cudnn, "benchmark", bool(v)),
+    "cudnn.benchmark_limit": _set_benchmark_limit,
+    "cudnn.deterministic": lambda v: setattr(torch.backends.cudnn, "deterministic", bool(v)),
+    "deterministic": _set_deterministic,
+    "num_threads": lambda n: torch.set_num_threads(int(n)),
+    f"env.{CUBLAS_ENV}": _set_env,
+}
+
+
+def write(name: str, value: Any) -> None:
+    """Set one switch by its translation-table name; torch's own error propagates when it refuses."""
+    SETTINGS[name](value)
+
+
+def restore(snap: dict[str, Any]) -> None:
+    """Put back every switch of ``snap``: plain flags, then the legacy fp32 flags, then the new ones."""
+    with _quiet():
+        for name, value in snap.items():
+            if name in SETTINGS and not name.startswith("fp32."):
+                SETTINGS[name](value)
+        if "legacy.matmul_precision" in snap:
+            torch.set_float32_matmul_precision(snap["legacy.matmul_precision"])
+        if "legacy.cudnn_tf32" in snap:
+            torch.backends.cudnn.allow_tf32 = snap["legacy.cudnn_tf32"]
+        for name, value in snap.items():
+            if name.startswith("fp32.") and name.count(".") == 2:
+                _, backend, op = name.split(".")
+                torch._C._set_fp32_precision_setter(backend, op, value)

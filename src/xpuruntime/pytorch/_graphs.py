@@ -1,0 +1,235 @@
+"""CUDA graphs: capture a function once (inference or a whole training step) and replay it.
+
+Follows torch's CUDA graph notes: warm-up iterations on a side stream, capture with
+``torch.cuda.graph``, static input buffers that new inputs are copied into, static outputs that each
+replay overwrites. Where capture is impossible (no GPU, inputs on the CPU, an op that syncs with the
+host) the fallback rule decides: ``error`` raises, ``warn`` warns and runs eagerly, ``allow`` runs
+eagerly; the violation is recorded for receipts in every case.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xpuruntime.errors import InputError, PolicyError, PolicyViolationError
+from xpuruntime.inference.report import PolicyViolationWarning, Violation
+from xpuruntime.pytorch import _state
+
+__all__ = ["capture_graph", "CapturedGraph"]
+
+_FALLBACKS = ("error", "warn", "allow")
+
+
+@dataclass
+class _Saved:
+    """Tensors whose values the warm-up must not change, and optimizer state it may create."""
+
+    tensors: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    optimizers: list[tuple[torch.optim.Optimizer, set[int]]] = field(default_factory=list)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for live, saved in self.tensors:
+                live.copy_(saved)
+            for opt, before in self.optimizers:
+                for value in _optimizer_tensors(opt):
+                    if id(value) not in before:
+                        value.zero_()  # state created by the warm-up: fresh state (Adam's moments and step are 0)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> Iterable[torch.Tensor]:
+    for per_param in opt.state.values():
+        yield from (v for v in per_param.values() if isinstance(v, torch.Tensor))
+
+
+def _save(state: Any) -> _Saved:
+    saved = _Saved()
+    items = state if isinstance(state, (list, tuple)) else [state] if state is not None else []
+    for item in items:
+        if isinstance(item, torch.nn.Module):
+            saved.tensors += [(t, t.detach().clone()) for t in [*item.parameters(), *item.buffers()]]
+        elif isinstance(item, torch.optim.Optimizer):
+            _make_capturable(item)
+            saved.tensors += [(t, t.detach().clone()) for t in _optimizer_tensors(item)]
+            saved.optimizers.append((item, {id(t) for t in _optimizer_tensors(item)}))
+        elif isinstance(item, torch.Tensor):
+            saved.tensors.append((item, item.detach().clone()))
+        else:
+            raise PolicyError("capture_graph: state takes modules, optimizers and tensors",
+                              expected="an nn.Module, a torch.optim.Optimizer or a Tensor (or a list of them)",
+                              received=type(item).__name__)
+    return saved
+
+
+def _make_capturable(opt: torch.optim.Optimizer) -> None:
+    """Optimizers with a ``capturable`` option (Adam, AdamW, ...) must have it on to be captured."""
+    if not opt.state:
+        for group in opt.param_groups:
+            if group.get("capturable") is False:
+                group["capturable"] = True
+
+
+def _zero_grads(state: Any) -> None:
+    items = state if isinstance(state, (list, tuple)) else [state] if state is not None else []
+    for item in items:
+        if isinstance(item, (torch.nn.Module, torch.optim.Optimizer)):
+            item.zero_grad(set_to_none=True)  # backward inside the capture allocates grads in the graph's pool
+
+
+class CapturedGraph:
+    """A captured function: call it with new inputs (same shapes and dtypes) to replay it.
+
+    ``captured`` is False where it runs eagerly (no CUDA); ``violations`` says why. Outputs of a replay are
+    the graph's static tensors, overwritten by the next replay: clone what you keep.
+    """
+
+    def __init__(self, fn: Callable[..., Any], static_args: tuple[Any, ...], *, graph: Any = None,
+                 outputs: Any = None, violations: Sequence[Violation] = ()) -> None:
+        self.fn = fn
+        self.static_args = static_args
+        self.graph = graph
+        self.outputs = outputs
+        self.violations = list(violations)
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.graph is None:
+            return self.fn(*(args or self.static_args))
+        if args:
+            if len(args) != len(self.static_args):
+                raise InputError(f"the captured function takes {len(self.static_args)} inputs",
+                                 expected=f"{len(self.static_args)} positional inputs", received=str(len(args)))
+            for i, (static, new) in enumerate(zip(self.static_args, args)):
+                _copy_into(static, new, f"input {i}")
+        return self.replay()
+
+    def replay(self) -> Any:
+        """Replay with whatever the static inputs hold now."""
+        with torch.profiler.record_function("xpuruntime::cuda_graph_replay"):
+            self.graph.replay()
+        return self.outputs
+
+    def __repr__(self) -> str:
+        how = "captured CUDA graph" if self.captured else "eager (not captured)"
+        return f"CapturedGraph({getattr(self.fn, '__name__', 'fn')}, {how})"
+
+
+def _copy_into(static: Any, new: Any, where: str) -> None:
+    if isinstance(static, torch.Tensor):
+        if new is static:
+            return
+        if not isinstance(new, torch.Tensor) or new.shape != static.shape:
+            raise InputError(f"{where} does not fit the captured graph",
+                             expected=f"a tensor of shape {list(static.shape)} ({static.dtype})",
+                             received=f"{type(new).__name__} {list(getattr(new, 'shape', []))}",
+                             hint="a CUDA graph replays fixed shapes; capture another graph for this shape")
+        static.copy_(new, non_blocking=True)
+    elif isinstance(static, (list, tuple)) and isinstance(new, (list, tuple)) and len(static) == len(new):
+        for j, (s, n) in enumerate(zip(static, new)):
+            _copy_into(s, n, f"{where}[{j}]")
+    elif isinstance(static, dict) and isinstance(new, dict) and static.keys() == new.keys():
+        for key in static:
+            _copy_into(static[key], new[key], f"{where}[{key!r}]")
+    elif new != static:
+        raise InputError(f"{where} is a Python value the graph was captured with",
+                         expected=repr(static), received=repr(new),
+                         hint="a CUDA graph replays fixed Python values; capture another graph")
+
+
+def _tensors(value: Any) -> Iterable[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def _why_not(static_args: tuple[Any, ...]) -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    on_host = [t for t in _tensors(static_args) if not t.is_cuda]
+    if on_host:
+        return f"a static input lives on {on_host[0].device}; a CUDA graph reads inputs from GPU memory"
+    return None
+
+
+def _resolve_fallback(fallback: str | None) -> str:
+    if fallback is None:
+        state = _state.active()
+        return state.policy.execution.fallback if state else "warn"
+    if fallback not in _FALLBACKS:
+        raise PolicyError(f"unknown fallback {fallback!r}", expected="error, warn or allow", received=repr(fallback))
+    return fallback
+
+
+def _refuse(fn: Callable[..., Any], static_args: tuple[Any, ...], reason: str, fallback: str,
+            cause: BaseException | None = None) -> CapturedGraph:
+    violation = Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution", reason)
+    _state.note_violation(violation)
+    if fallback == "error":
+        raise PolicyViolationError(f"capture_graph: cannot capture a CUDA graph: {reason}", violations=[violation],
+                                   hint="run on a CUDA device with inputs on it, or set fallback='warn' to run "
+                                        "eagerly") from cause
+    if fallback == "warn":
+        warnings.warn(f"capture_graph runs {getattr(fn, '__name__', 'the function')} eagerly: {reason}",
+                      PolicyViolationWarning, stacklevel=3)
+    return CapturedGraph(fn, static_args, violations=[violation])
+
+
+def capture_graph(fn: Callable[..., Any], *static_args: Any, warmup: int = 3, state: Any = None,
+                  pool: Any = None, fallback: str | None = None) -> CapturedGraph:
+    """Capture ``fn(*static_args)`` as a CUDA graph and return a callable that replays it.
+
+    >>> def train_step(x, y):                                    # doctest: +SKIP
+    ...     opt.zero_grad(set_to_none=True)
+    ...     loss = loss_fn(model(x), y); loss.backward(); opt.step()
+    ...     return loss
+    >>> step = xrt_torch.capture_graph(train_step, x0, y0, state=(model, opt))   # doctest: +SKIP
+    >>> for x, y in loader:                                      # doctest: +SKIP
+    ...     loss = step(x, y)        # copies x, y into x0, y0 and replays forward, backward and step
+
+    ``warmup`` iterations run first on a side stream (torch requires them: lazy init, cuDNN and cuBLAS
+    workspaces). They are real calls: ``state`` (modules, optimizers, tensors) is put back afterwards, so
+    the first replay is the first step; optimizer state the warm-up created is zeroed (fresh Adam/SGD state)
+    and optimizers with a ``capturable`` option get it switched on. Kernels are chosen at capture: capture
+    under the policy the replays should run with. ``fallback`` defaults to the active policy's.
+    """
+    fallback = _resolve_fallback(fallback)
+    reason = _why_not(static_args)
+    if reason:
+        return _refuse(fn, static_args, reason, fallback)
+    saved = _save(state)
+    try:
+        _warm_up(fn, static_args, warmup)
+        _zero_grads(state)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs = fn(*static_args)
+    except RuntimeError as exc:
+        torch.cuda.synchronize()
+        saved.restore()
+        return _refuse(fn, static_args, f"torch could not capture it: {str(exc).strip().splitlines()[0]}",
+                       fallback, exc)
+    saved.restore()
+    torch.cuda.synchronize()
+    return CapturedGraph(fn, static_args, graph=graph, outputs=outputs)
+
+
+def _warm_up(fn: Callable[..., Any], static_args: tuple[Any, ...], warmup: int) -> None:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(1, warmup)):
+            fn(*static_args)
+    torch.cuda.current_stream().wait_stream(side)

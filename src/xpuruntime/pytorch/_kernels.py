@@ -1,0 +1,126 @@
+"""Kernels torch has no switch for (a Triton LayerNorm or GEMM), served by :mod:`xpuruntime.kernels`.
+
+The translation table asks :func:`available` whether the kernel registry serves ``(op, kernel)``. While a
+policy naming one is active, :func:`routing` sends the matching torch calls to the registry's custom ops
+through a ``TorchFunctionMode`` (thread-local, like autocast): ``F.layer_norm`` over the last dim ->
+``xpuruntime.kernels.layer_norm``; ``F.linear``, ``torch.matmul`` and ``@`` -> ``xpuruntime.kernels.matmul``.
+Those ops ask the kernels dispatcher, per call, which kernel of the active policy's list applies (the
+policy is shared: ``policy()`` enters ``xpuruntime.kernels.use_policy``), and log the decision, which is
+what profiled receipts read (:func:`dispatch_records`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["available", "routing", "shared_policy", "dispatch_records", "CUSTOM_OPS"]
+
+# profiler names of the registry's custom ops -> vocabulary op
+CUSTOM_OPS = {"xpuruntime::layer_norm": "layernorm", "xpuruntime::layer_norm_backward": "layernorm",
+              "xpuruntime::matmul": "matmul", "xpuruntime::matmul_with_kernel": "matmul"}
+
+
+def _module() -> Any:
+    try:
+        return importlib.import_module("xpuruntime.kernels")
+    except ImportError:
+        return None
+
+
+def available(op: str, kernel: str) -> bool:
+    """Whether xpuruntime.kernels has ``kernel`` registered for ``op`` (it may still skip a call, with a reason)."""
+    mod = _module()
+    if mod is None or op not in ("layernorm", "matmul"):
+        return False
+    try:
+        return kernel in mod.get_registry().kernels(op)
+    except Exception:  # a registry that does not know the op
+        return False
+
+
+@contextlib.contextmanager
+def shared_policy(policy: Any, *, persistent: bool = False) -> Iterator[None]:
+    """Make ``policy`` the one xpuruntime.kernels dispatches by, for the block."""
+    mod = _module()
+    if mod is None:
+        yield
+        return
+    with mod.use_policy(policy):
+        yield
+
+
+def set_shared_default(policy: Any) -> Any:
+    """The process default of xpuruntime.kernels (``set_kernel_policy``); returns the previous one."""
+    mod = _module()
+    return mod.set_active_policy(policy) if mod is not None else None
+
+
+@contextlib.contextmanager
+def dispatch_records() -> Iterator[list[Any]]:
+    """The kernels dispatcher's decisions made inside the block (empty when xpuruntime.kernels is absent)."""
+    mod = _module()
+    if mod is None:
+        yield []
+        return
+    with mod.dispatch_logging() as records:
+        yield records
+
+
+def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str, default: Any = None) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _layer_norm(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> Any:
+    shape = _arg(args, kwargs, 1, "normalized_shape")
+    if len(tuple(shape)) != 1:  # the registry's kernels normalise over the last dim only
+        return func(*args, **kwargs)
+    return mod.layer_norm(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 2, "weight"),
+                          _arg(args, kwargs, 3, "bias"), float(_arg(args, kwargs, 4, "eps", 1e-5)))
+
+
+def _linear(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> Any:
+    weight, bias = _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    out = mod.matmul(_arg(args, kwargs, 0, "input"), weight.t())
+    return out if bias is None else out + bias
+
+
+def _matmul(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> Any:
+    if kwargs.get("out") is not None:
+        return func(*args, **kwargs)
+    return mod.matmul(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other"))
+
+
+_ROUTES: dict[str, dict[Any, Callable[..., Any]]] = {
+    "layernorm": {torch.nn.functional.layer_norm: _layer_norm},
+    "matmul": {torch.nn.functional.linear: _linear, torch.matmul: _matmul, torch.Tensor.matmul: _matmul},
+}
+
+
+class _Router(torch.overrides.TorchFunctionMode):
+    def __init__(self, table: Mapping[Any, Callable[..., Any]], mod: Any) -> None:
+        super().__init__()
+        self.table, self.mod = table, mod
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        route = self.table.get(func)
+        if route is None:
+            return func(*args, **kwargs)
+        return route(func, tuple(args), kwargs, self.mod)
+
+
+@contextlib.contextmanager
+def routing(custom: Mapping[str, str]) -> Iterator[None]:
+    """Route the torch calls of the ops in ``custom`` (op -> kernel) to xpuruntime.kernels inside the block."""
+    mod = _module() if custom else None
+    table = {func: route for op in custom for func, route in _ROUTES.get(op, {}).items()} if mod else {}
+    if not table:
+        yield
+        return
+    with _Router(table, mod):
+        yield

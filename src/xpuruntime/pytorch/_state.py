@@ -1,0 +1,351 @@
+"""Which policy is active, in a ContextVar, and the process-wide torch switches that follow it.
+
+Two kinds of state, kept apart on purpose:
+
+- *What this context asked for* lives in a ``ContextVar``: ``policy()`` blocks nest, and each thread or
+  asyncio task sees its own (``get_kernel_policy()``, the receipts of ``profile()``).
+- *torch's switches* (SDPA flags, ``preferred_blas_library``, fp32 precision, cuDNN, determinism) are
+  process-global in PyTorch; ``torch.nn.attention.sdpa_kernel`` sets the same global flags. Here every
+  active application is a *frame*; the switches are always "the state before the first frame, then each
+  frame written in order" (the ``set_kernel_policy`` frame first). When the last frame ends, every switch
+  is back to exactly what it was, whatever order threads left in. While two threads hold different
+  policies at once, torch's switches are those of the frame entered last: run such threads one at a time
+  (the torch engine does) or give them the same policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from xpuruntime.errors import PolicyViolationError
+from xpuruntime.inference.report import ExecutionReport, Violation, enforce_fallback
+from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
+from xpuruntime.pytorch import _flags, _kernels
+from xpuruntime.pytorch._translate import TorchPlan, translate
+
+__all__ = ["Active", "active", "policy", "set_kernel_policy", "get_kernel_policy", "clear_kernel_policy",
+           "push_autocast", "reset", "applied", "note_violation", "apply_report", "no_kernel_error", "sink", "Sink"]
+
+
+@dataclass(frozen=True)
+class Active:
+    """What the current context asked for."""
+
+    policy: Policy
+    autocast: str | None = None  # fp16 / bf16 while an autocast block is active
+    violations: tuple[Violation, ...] = ()  # found while applying, for the receipts of profile()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def precision(self) -> str | None:
+        """The precision receipts judge: autocast's, else one the policy names explicitly, else none."""
+        ex = self.policy.execution
+        return self.autocast or (ex.precision if "precision" in ex.model_fields_set else None)
+
+
+_ACTIVE: contextvars.ContextVar[Active | None] = contextvars.ContextVar("xpuruntime_torch_policy", default=None)
+
+
+@dataclass(eq=False)
+class _Frame:
+    plan: TorchPlan
+    failures: list[Violation] | None = None  # what torch refused the first time the frame was written
+
+    def write(self) -> None:
+        failures = _write(self.plan)
+        if self.failures is None:
+            self.failures = failures
+
+
+_lock = threading.RLock()
+_frames: list[_Frame] = []
+_persistent: tuple[Policy, _Frame] | None = None
+_base: dict[str, Any] | None = None
+_shared_before: list[Any] = []  # xpuruntime.kernels' process default before set_kernel_policy
+
+
+def active() -> Active | None:
+    """The innermost ``policy()`` / ``autocast()`` state of this context, else the ``set_kernel_policy`` one."""
+    current = _ACTIVE.get()
+    if current is not None:
+        return current
+    with _lock:
+        return Active(_persistent[0]) if _persistent else None
+
+
+# -- frames --------------------------------------------------------------------------------
+_SUBJECTS = {"blas": ("kernel", "matmul"), "sdpa": ("kernel", "attention"), "fp32": ("precision", "model"),
+             "cudnn": ("kernel", "conv"), "deterministic": ("option", "deterministic"),
+             "num_threads": ("option", "num_threads"), "env": ("option", "deterministic")}
+
+
+def _write(plan: TorchPlan) -> list[Violation]:
+    failures = []
+    for name, value in plan.settings.items():
+        try:
+            _flags.write(name, value)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            kind, subject = _SUBJECTS[name.split(".")[0]]
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failures.append(Violation(kind, subject, _plain_value(value), f"torch refused {name}", reason))
+    return failures
+
+
+def _plain_value(value: Any) -> str:
+    return str(value[0] if isinstance(value, tuple) else value)
+
+
+def _render() -> None:
+    """Switches = base, then the persistent frame, then every frame in entry order (lock held)."""
+    global _base
+    if _base is None:
+        return
+    _flags.restore(_base)
+    for frame in ([_persistent[1]] if _persistent else []) + _frames:
+        frame.write()
+    if not _frames and _persistent is None:
+        _base = None
+
+
+def _push(plan: TorchPlan) -> _Frame:
+    global _base
+    with _lock:
+        if _base is None:
+            _base = _flags.snapshot()
+        frame = _Frame(plan)
+        _frames.append(frame)
+        frame.write()
+        return frame
+
+
+def _pop(frame: _Frame) -> None:
+    with _lock:
+        if frame in _frames:
+            _frames.remove(frame)
+        _render()
+
+
+def reset() -> None:
+    """Drop every frame and the persistent policy, restoring torch's switches (tests, forked workers)."""
+    global _persistent
+    with _lock:
+        _frames.clear()
+        _persistent = None
+        _render()
+        _share_default(None)
+    _ACTIVE.set(None)
+
+
+# -- receipts of an application ------------------------------------------------------------
+def apply_report(policy_: Policy, plan: TorchPlan, failures: list[Violation]) -> ExecutionReport:
+    """The receipt of applying a policy: the native settings asked for, what torch refused, notes."""
+    from xpuruntime.runtime.fingerprint import fingerprint
+
+    report = ExecutionReport(engine="torch", device="cuda" if torch.cuda.is_available() else "cpu",
+                             policy_hash=policy_.hash, fingerprint_hash=fingerprint().hash,
+                             requested=plan.requested(), notes=list(plan.notes), engine_version=torch.__version__,
+                             evidence=["xpuruntime.pytorch translation table (switches as set)"])
+    for v in [*plan.violations, *failures]:
+        report.add(v)
+    return report
+
+
+# -- the public API ------------------------------------------------------------------------
+@contextlib.contextmanager
+def policy(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
+           exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None) -> Iterator[ExecutionReport]:
+    """Apply a policy to PyTorch inside the block, then restore exactly the previous settings.
+
+    >>> import xpuruntime.pytorch as xrt_torch
+    >>> with xrt_torch.policy(kernel_policy={"attention": "flash", "matmul": "cublaslt"},
+    ...                       exec_policy={"precision": "bf16", "fallback": "error"}) as applied:  # doctest: +SKIP
+    ...     loss = model(x).sum(); loss.backward()
+    >>> applied.requested["torch.nn.attention.sdpa_kernel"]                                     # doctest: +SKIP
+    ['FLASH_ATTENTION']
+
+    Blocks nest (the inner one wins op by op) and are per thread or task for ``get_kernel_policy()`` and
+    receipts; torch's switches themselves are process-global (see the module notes). With an
+    ``exec_policy`` all of it applies, its default ``precision="fp32"`` included (IEEE fp32, TF32 off);
+    ``precision`` fp16/bf16 enters ``torch.autocast``. The block yields the receipt of the application.
+    """
+    given = coerce_policy(policy, kernel_policy, exec_policy)
+    execution = exec_policy is not None or bool(given.execution.model_fields_set)
+    outer = active()
+    effective = (outer.policy if outer else Policy()).merge(given)
+    plan = translate(Policy(given.kernels, effective.execution), execution=execution,
+                     custom_kernels=_kernels.available)
+    with applied(effective, plan, outer=outer) as report:
+        enforce_fallback(report, effective.execution.fallback, stacklevel=4)
+        yield report
+
+
+@contextlib.contextmanager
+def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
+            device_type: str | None = None) -> Iterator[ExecutionReport]:
+    """Apply a translated plan for the block (no fallback rule: callers enforce it); yields its receipt."""
+    frame = _push(plan)
+    try:
+        report = apply_report(effective, plan, frame.failures or [])
+        state = Active(effective, plan.autocast or (outer.autocast if outer else None),
+                       (*(outer.violations if outer else ()), *report.violations),
+                       (*(outer.notes if outer else ()), *report.notes))
+        token = _ACTIVE.set(state)
+    except BaseException:
+        _pop(frame)
+        raise
+    try:
+        with _autocast_for(plan, device_type), _kernels.shared_policy(effective), _kernels.routing(plan.custom):
+            yield report
+    except RuntimeError as exc:
+        raise no_kernel_error(exc, state) or exc
+    finally:
+        _ACTIVE.reset(token)
+        _pop(frame)
+
+
+def _autocast_for(plan: TorchPlan, device_type: str | None) -> Any:
+    if plan.autocast is None:
+        return contextlib.nullcontext()
+    device = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if plan.autocast == "bf16" else torch.float16
+    # no weight-cast cache: a policy block may hold a whole training loop or a CUDA graph capture, where
+    # cached bf16 copies would outlive the optimizer's updates of the fp32 weights
+    return torch.autocast(device, dtype=dtype, cache_enabled=False)
+
+
+def set_kernel_policy(policy: Any = None, /, **ops: Any) -> ExecutionReport:
+    """Apply a kernel policy to PyTorch until :func:`clear_kernel_policy` (process-wide, like torch's switches).
+
+    >>> import xpuruntime.pytorch as xrt_torch
+    >>> xrt_torch.set_kernel_policy(attention="flash_v2", matmul="cublasLt")   # doctest: +SKIP
+    >>> xrt_torch.get_kernel_policy()                                           # doctest: +SKIP
+    KernelPolicy(attention=flash, matmul=cublaslt)
+
+    ``policy`` is a KernelPolicy, a mapping, or a Policy (or policy file) whose kernels are used and whose
+    ``fallback`` decides what a kernel torch cannot select does; ``ops`` are merged over it. Returns the
+    receipt of the application. Blocks of :func:`policy` apply over it.
+    """
+    global _persistent, _base
+    full = _as_policy(policy, ops)
+    plan = translate(full, execution=False, custom_kernels=_kernels.available)
+    with _lock:
+        previous = _persistent
+        if _base is None:
+            _base = _flags.snapshot()
+        frame = _Frame(plan)
+        _persistent = (full, frame)
+        _render()
+        _share_default(full)
+    report = apply_report(full, plan, frame.failures or [])
+    try:
+        enforce_fallback(report, full.execution.fallback, stacklevel=3)
+    except BaseException:
+        with _lock:
+            _persistent = previous
+            _render()
+            _share_default(previous[0] if previous else None)
+        raise
+    return report
+
+
+def _share_default(policy_: Policy | None) -> None:
+    """xpuruntime.kernels dispatches by the same process-wide policy (lock held)."""
+    if policy_ is not None and not _shared_before:
+        _shared_before.append(_kernels.set_shared_default(policy_))
+    elif policy_ is not None:
+        _kernels.set_shared_default(policy_)
+    elif _shared_before:
+        _kernels.set_shared_default(_shared_before.pop())
+
+
+def _as_policy(policy: Any, ops: Mapping[str, Any]) -> Policy:
+    if policy is None or isinstance(policy, (KernelPolicy, Mapping)):
+        kernels = KernelPolicy(policy.to_dict() if isinstance(policy, KernelPolicy) else (policy or {}), **ops)
+        return Policy(kernels=kernels)
+    full = coerce_policy(policy)
+    if ops:
+        full = full.replace(kernels=full.kernels.merge(KernelPolicy(ops)))
+    return full
+
+
+def get_kernel_policy() -> KernelPolicy | None:
+    """The kernel policy in force for this context (innermost ``policy()`` block, else ``set_kernel_policy``)."""
+    state = active()
+    return state.policy.kernels.copy() if state is not None and state.policy.kernels else None
+
+
+def clear_kernel_policy() -> None:
+    """Forget the ``set_kernel_policy`` policy; torch's switches go back to what they were before it."""
+    global _persistent
+    with _lock:
+        _persistent = None
+        _render()
+        _share_default(None)
+
+
+# -- autocast and violations noticed later --------------------------------------------------
+@dataclass
+class Sink:
+    """What happened inside a ``profile()`` block that its receipt must know (autocast entered, violations)."""
+
+    precisions: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+_SINK: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("xpuruntime_torch_sink", default=None)
+
+
+@contextlib.contextmanager
+def sink() -> Iterator[Sink]:
+    found = Sink()
+    token = _SINK.set(found)
+    try:
+        yield found
+    finally:
+        _SINK.reset(token)
+
+
+def push_autocast(precision: str | None) -> contextvars.Token[Active | None]:
+    state = active() or Active(Policy())
+    current = _SINK.get()
+    if current is not None and precision:
+        current.precisions.append(precision)
+    return _ACTIVE.set(replace(state, autocast=precision))
+
+
+def note_violation(violation: Violation) -> None:
+    """Record a violation found while running (capture_graph on a CPU) for receipts of this context."""
+    current = _SINK.get()
+    if current is not None:
+        current.violations.append(violation)
+    state = _ACTIVE.get()
+    if state is not None:
+        _ACTIVE.set(replace(state, violations=(*state.violations, violation)))
+
+
+_NO_KERNEL = ("No available kernel", "No viable backend for scaled_dot_product_attention")
+
+
+def no_kernel_error(exc: BaseException, state: Active | None) -> PolicyViolationError | None:
+    """torch's "no SDPA kernel" error under a strict attention policy, as a PolicyViolationError."""
+    text = str(exc)
+    if state is None or "attention" not in state.policy.kernels or not any(s in text for s in _NO_KERNEL):
+        return None
+    wanted = "/".join(state.policy.kernels.resolve("attention"))
+    violation = Violation("kernel", "attention", wanted, "no kernel ran",
+                          "torch could not run the requested SDPA backend for these inputs (see torch's warnings for "
+                          "why; flash, for example, needs fp16/bf16 on a CUDA device)")
+    err = PolicyViolationError(f"attention: torch could run none of the requested SDPA backends ({wanted})",
+                               violations=[violation], expected=f"attention ran with {wanted}",
+                               received=text.strip().splitlines()[0],
+                               hint="cast the inputs (bf16/fp16) or use autocast, or allow more backends "
+                                    "(an ordered list, or fallback='warn')")
+    err.__cause__ = exc
+    return err

@@ -1,0 +1,233 @@
+"""The one table from an xpuruntime policy to PyTorch's own switches.
+
+| policy | PyTorch |
+| --- | --- |
+| ``attention`` flash / efficient / cudnn / math (a list keeps its order) | the SDPA backend flags that ``torch.nn.attention.sdpa_kernel`` sets, and its priority order (``set_priority=True``) |
+| ``attention`` auto | every SDPA backend on, torch's own order |
+| ``matmul`` cublas / cublaslt / auto | ``torch.backends.cuda.preferred_blas_library("cublas" / "cublaslt" / "default")`` |
+| ``conv`` cudnn_exhaustive / cudnn_heuristic / auto | ``torch.backends.cudnn.benchmark`` True (``benchmark_limit=0``: every algorithm) / False / True |
+| ``layernorm`` native / triton | torch's kernel / a Triton kernel registered in ``xpuruntime.kernels`` |
+| ``precision`` fp32 / tf32 | cuBLAS and cuDNN fp32 math IEEE / TF32 (legacy ``allow_tf32`` flags and, torch >= 2.9, ``fp32_precision``) |
+| ``precision`` fp16 / bf16 | ``torch.autocast`` with that dtype (entered by ``policy()`` and the torch engine) |
+| ``deterministic`` | ``torch.use_deterministic_algorithms(True)``, ``cudnn.deterministic=True``, ``cudnn.benchmark=False`` (unless ``conv`` says otherwise), ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` |
+| ``num_threads`` | ``torch.set_num_threads`` |
+
+``default`` (or an op left out) leaves torch's switch as it is. What torch cannot do as asked becomes a
+:class:`~xpuruntime.inference.report.Violation` here, before anything is set; a switch torch refuses
+while it is being set (``cublaslt`` on a build without cuBLASLt) becomes one as well.
+
+Under ``fallback="error"`` only the listed SDPA backends are switched on, so torch raises instead of
+falling back; under ``warn`` and ``allow`` the other backends stay on *behind* them (priority order), so
+torch falls back and the profiled receipt shows the kernel that really ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xpuruntime.inference.report import Violation
+from xpuruntime.policies import Policy, vocabulary
+from xpuruntime.pytorch import _flags
+
+__all__ = ["TorchPlan", "translate", "ATTENTION", "MATMUL", "CONV", "SPECIAL"]
+
+SPECIAL = (vocabulary.AUTO, vocabulary.DEFAULT)
+ATTENTION = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+             "math": "MATH"}
+MATMUL = {"cublas": "cublas", "cublaslt": "cublaslt", "auto": "default"}
+CONV: dict[str, dict[str, Any]] = {
+    "cudnn_exhaustive": {"cudnn.benchmark": True, "cudnn.benchmark_limit": 0},
+    "cudnn_heuristic": {"cudnn.benchmark": False},
+    "auto": {"cudnn.benchmark": True},
+}
+_CUDNN_DEFAULT = ("torch has no 'default algorithm' mode for cuDNN convolutions: without benchmark it asks cuDNN's "
+                  "heuristics, which is cudnn_heuristic")
+
+
+@dataclass
+class TorchPlan:
+    """The switches to set for one policy, what torch cannot do, and notes for the receipt."""
+
+    settings: dict[str, Any] = field(default_factory=dict)  # _flags.SETTINGS name -> value, in order
+    autocast: str | None = None  # fp16 / bf16: entered by policy() and the engine, not a global switch
+    custom: dict[str, str] = field(default_factory=dict)  # op -> kernel served by xpuruntime.kernels
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def refuse(self, kind: str, subject: str, requested: str, actual: str, reason: str) -> None:
+        self.violations.append(Violation(kind, subject, requested, actual, reason))
+
+    def requested(self) -> dict[str, Any]:
+        """The native settings as a user would write them (for ``report.requested``)."""
+        out: dict[str, Any] = {}
+        if any(k.startswith("sdpa.") for k in self.settings):
+            out["torch.nn.attention.sdpa_kernel"] = self.sdpa_backends()
+        names = {"blas": "torch.backends.cuda.preferred_blas_library", "fp32.matmul": "cuda.matmul fp32 precision",
+                 "fp32.cudnn": "cudnn fp32 precision", "cudnn.benchmark": "torch.backends.cudnn.benchmark",
+                 "cudnn.benchmark_limit": "torch.backends.cudnn.benchmark_limit",
+                 "cudnn.deterministic": "torch.backends.cudnn.deterministic",
+                 "deterministic": "torch.use_deterministic_algorithms", "num_threads": "torch.set_num_threads",
+                 f"env.{_flags.CUBLAS_ENV}": _flags.CUBLAS_ENV}
+        out.update({names[k]: _plain(v) for k, v in self.settings.items() if k in names})
+        if self.autocast:
+            out["torch.autocast"] = self.autocast
+        out.update({f"xpuruntime.kernels {op}": k for op, k in self.custom.items()})
+        return out
+
+    def sdpa_backends(self) -> list[str]:
+        """SDPBackend names switched on, in priority order when torch keeps one."""
+        if "sdpa.priority" in self.settings:
+            names = {int(getattr(torch.nn.attention.SDPBackend, v)): v for v in ATTENTION.values()}
+            return [names[b] for b in self.settings["sdpa.priority"]]
+        return [v for n, v in ATTENTION.items() if self.settings.get(f"sdpa.{n}")]
+
+
+def _plain(value: Any) -> Any:
+    return value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool) else value
+
+
+def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = None) -> TorchPlan:
+    """The plan for ``policy``; ``execution=False`` translates the kernel half only.
+
+    ``custom_kernels(op, kernel)`` says whether xpuruntime.kernels serves a kernel torch has no switch for.
+    """
+    plan = TorchPlan()
+    fallback = policy.execution.fallback
+    has = custom_kernels or (lambda op, kernel: False)
+    for op in policy.kernels.ops:
+        pref = policy.kernels.preference(op)
+        assert pref is not None
+        _kernel(op, pref.prefer, fallback, plan, has)
+        if pref.rules:
+            plan.notes.append(f"{op}: per-shape rules are judged in profiled receipts but not applied: torch's "
+                              "switches are process-wide, one kernel choice per op")
+    if execution:
+        _execution(policy, plan)
+    return plan
+
+
+def _kernel(op: str, prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
+    handler = {"attention": _attention, "matmul": _matmul, "conv": _conv, "layernorm": _layernorm}.get(op)
+    if handler is None:
+        named = [k for k in prefer if k not in SPECIAL]
+        if named and not has(op, named[0]):
+            plan.refuse("kernel", op, "/".join(prefer), "torch default", f"torch has no switch for the {op} kernel")
+        elif named:
+            plan.custom[op] = named[0]
+        return
+    handler(prefer, fallback, plan, has)
+
+
+def _usable(op: str, prefer: tuple[str, ...], known: Any, plan: TorchPlan, has: Any) -> list[str]:
+    """The listed kernels torch (or xpuruntime.kernels) can run, in order; the others are noted or refused."""
+    named = [k for k in prefer if k not in SPECIAL]
+    usable = [k for k in named if k in known or has(op, k)]
+    skipped = [k for k in named if k not in usable]
+    if skipped and usable:
+        plan.notes.append(f"{op}: {', '.join(skipped)} cannot be selected in torch; the list goes on with "
+                          f"{usable[0]}")
+    elif skipped and prefer[-1] not in SPECIAL:
+        plan.refuse("kernel", op, "/".join(prefer), "torch default", _why_not(op, skipped[0]))
+    return usable
+
+
+def _why_not(op: str, kernel: str) -> str:
+    if op == "matmul":
+        return (f"torch's matmul calls cuBLAS or cuBLASLt; {kernel!r} is not among them and no {kernel!r} matmul is "
+                "registered in xpuruntime.kernels")
+    if op == "attention":
+        return f"torch's SDPA has no {kernel!r} backend and no {kernel!r} attention is registered in xpuruntime.kernels"
+    if op == "layernorm":
+        return f"no {kernel!r} LayerNorm is registered in xpuruntime.kernels (torch runs its native kernel)"
+    return f"torch has no {kernel!r} {op} kernel"
+
+
+def _attention(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
+    usable = _usable("attention", prefer, ATTENTION, plan, has)
+    if usable and usable[0] not in ATTENTION:
+        plan.custom["attention"] = usable[0]
+        return
+    wanted = [k for k in usable if k in ATTENTION]
+    if not wanted:
+        if prefer[0] == vocabulary.AUTO:
+            plan.settings.update({f"sdpa.{n}": True for n in ATTENTION})
+        return
+    ordered = _flags.has_sdpa_priority()
+    behind = ordered and (fallback != "error" or prefer[-1] in SPECIAL)
+    enabled = wanted + ([n for n in ATTENTION if n not in wanted] if behind else [])
+    plan.settings.update({f"sdpa.{n}": n in enabled for n in ATTENTION})
+    if ordered:
+        plan.settings["sdpa.priority"] = [int(getattr(torch.nn.attention.SDPBackend, ATTENTION[n])) for n in enabled]
+    elif len(wanted) > 1:
+        plan.notes.append("attention: this torch cannot order SDPA backends (no sdpa_kernel set_priority); it tries "
+                          "the enabled ones in its own order")
+
+
+def _matmul(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
+    usable = _usable("matmul", prefer, ("cublas", "cublaslt"), plan, has)
+    if usable and usable[0] not in MATMUL:
+        plan.custom["matmul"] = usable[0]
+    elif usable:
+        plan.settings["blas"] = MATMUL[usable[0]]
+    elif prefer[0] == vocabulary.AUTO:
+        plan.settings["blas"] = MATMUL["auto"]
+
+
+def _conv(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
+    usable = _usable("conv", prefer, (*CONV, "cudnn_default"), plan, has)
+    first = usable[0] if usable else (prefer[0] if prefer[0] == vocabulary.AUTO else None)
+    if first == "cudnn_default":
+        plan.refuse("kernel", "conv", "cudnn_default", "cudnn_heuristic", _CUDNN_DEFAULT)
+        first = "cudnn_heuristic"
+    if first:
+        plan.settings.update(CONV[first])
+
+
+def _layernorm(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
+    usable = _usable("layernorm", prefer, ("native",), plan, has)
+    if usable and usable[0] != "native":
+        plan.custom["layernorm"] = usable[0]
+
+
+def _execution(policy: Policy, plan: TorchPlan) -> None:
+    ex, given = policy.execution, policy.execution.model_fields_set
+    if ex.precision in ("fp32", "tf32"):
+        plan.settings["fp32.matmul"] = plan.settings["fp32.cudnn"] = "ieee" if ex.precision == "fp32" else "tf32"
+    elif ex.precision in ("fp16", "bf16"):
+        plan.autocast = ex.precision
+    else:
+        plan.refuse("precision", "model", ex.precision, "the model's own precision",
+                    "xpuruntime does not quantize PyTorch models; quantize with torch.ao.quantization (or serve the "
+                    "ONNX export on onnxruntime, which makes an int8 copy)")
+    if ex.deterministic:
+        _deterministic(policy, plan)
+    if ex.num_threads:
+        plan.settings["num_threads"] = ex.num_threads
+    for name in ("compile_timeout_ms", "execution_timeout_ms"):
+        if getattr(ex, name) is not None:
+            plan.refuse("option", name, f"{getattr(ex, name)} ms", "no limit",
+                        "torch cannot interrupt a running op or compilation")
+    if "cache_dir" in given:
+        plan.notes.append("cache_dir: torch keeps its own caches (TORCHINDUCTOR_CACHE_DIR, cuDNN benchmark results "
+                          "live in memory); nothing is written there")
+
+
+def _deterministic(policy: Policy, plan: TorchPlan) -> None:
+    plan.settings["deterministic"] = (True, False)
+    plan.settings["cudnn.deterministic"] = True
+    if "conv" not in policy.kernels:
+        plan.settings["cudnn.benchmark"] = False
+    import os
+
+    current = os.environ.get(_flags.CUBLAS_ENV)
+    if current in _flags.DETERMINISTIC_CUBLAS:
+        return
+    plan.settings[f"env.{_flags.CUBLAS_ENV}"] = _flags.DETERMINISTIC_CUBLAS[0]
+    if torch.cuda.is_initialized():
+        plan.refuse("option", "deterministic", f"{_flags.CUBLAS_ENV}=:4096:8 before cuBLAS starts",
+                    f"set after CUDA was initialised ({_flags.CUBLAS_ENV}={current!r} before)",
+                    "cuBLAS reads it when its handle is created, which may already have happened; export "
+                    f"{_flags.CUBLAS_ENV}=:4096:8 before the first CUDA call (or before starting Python)")
