@@ -34,6 +34,9 @@ _BWD_TILE = 8192
 _PROGRAMS_PER_SM = 2  # backward programs per SM: more hides latency, fewer shrinks the partial sums
 
 
+_MIN_BLOCK_N = 16
+
+
 def supports(ctx: DispatchContext) -> str | None:
     """None when the Triton LayerNorm can run ``ctx``, else why not."""
     reason = _triton.device_reason(ctx)
@@ -47,14 +50,14 @@ def supports(ctx: DispatchContext) -> str | None:
 
 def forward_config(hidden: int, *, block_m: int | None = None, num_warps: int | None = None) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for the forward: about 16 elements per thread, 4096 per program."""
-    block_n = _triton.next_pow2(hidden)
+    block_n = max(_MIN_BLOCK_N, _triton.next_pow2(hidden))  # size-1 tiles miscompile; masks cover the rest
     block_m = block_m or max(1, min(16, _FWD_TILE // block_n))
     return block_m, block_n, num_warps or _warps(block_m * block_n)
 
 
 def backward_config(hidden: int, *, block_m: int | None = None, num_warps: int | None = None) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for the backward's first stage."""
-    block_n = _triton.next_pow2(hidden)
+    block_n = max(_MIN_BLOCK_N, _triton.next_pow2(hidden))  # size-1 tiles miscompile; masks cover the rest
     block_m = block_m or max(1, min(16, _BWD_TILE // block_n))
     return block_m, block_n, num_warps or _warps(block_m * block_n, most=32)  # ~8 live row-sized arrays
 
