@@ -148,6 +148,26 @@ def test_a_captured_step_under_a_bf16_policy_with_autocast_keeps_training():
     assert graphed.captured and losses[-1] < losses[0], losses  # weights update between replays
 
 
+def test_a_triton_layernorm_named_by_the_policy_runs_and_the_receipt_proves_it():
+    xk = pytest.importorskip("xpuruntime.kernels")
+    pytest.importorskip("triton")
+    if "triton" not in xk.get_registry().kernels("layernorm"):
+        pytest.skip("no Triton LayerNorm registered in xpuruntime.kernels")
+    norm = torch.nn.LayerNorm(768).cuda()
+    x = torch.randn(8192, 768, device="cuda", requires_grad=True)  # fp32, as autocast keeps LayerNorm inputs
+    expected = F.layer_norm(x, (768,), norm.weight, norm.bias)
+    with xrt_torch.policy(kernel_policy={"layernorm": "triton"}, exec_policy={"fallback": "error"}):
+        norm(x).sum().backward()  # warm-up: Triton compiles
+        with xrt_torch.profile() as receipt:
+            y = norm(x)
+            y.sum().backward()
+    print(f"\n--- layernorm=triton\n{receipt.table()}")
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+    nodes = [n for n in receipt.nodes if n.op_type == "layernorm"]
+    assert {n.kernel for n in nodes} == {"triton"} and len(nodes) == 2 and receipt.honored
+    assert "xpuruntime.kernels dispatch log" in receipt.evidence
+
+
 class _Block(torch.nn.Module):
     def __init__(self, dim: int = 256, heads: int = 4) -> None:
         super().__init__()

@@ -64,7 +64,8 @@ def test_a_policy_block_sets_every_switch_and_restores_each_exactly(unusual_star
         if HAS_PRIORITY:
             assert _first_priority() == int(SDP.MATH)
         assert torch.backends.cudnn.benchmark and torch.backends.cudnn.benchmark_limit in (0, None)
-        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.backends.cudnn.deterministic and torch.get_num_threads() == 1
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # already deterministic: left as it was
         assert torch.get_float32_matmul_precision() == "highest"
@@ -155,6 +156,8 @@ def test_set_kernel_policy_lasts_until_cleared_and_blocks_apply_over_it(switches
     base = switches()
     report = xrt_torch.set_kernel_policy(attention="flash_v2", conv="cudnn_exhaustive")
     try:
+        xk = pytest.importorskip("xpuruntime.kernels")
+        assert xk.active_policy().kernels.get("attention") == "flash"  # one process-wide policy for both
         assert report.honored and xrt_torch.get_kernel_policy() == xrt.KernelPolicy(attention="flash",
                                                                                     conv="cudnn_exhaustive")
         assert torch.backends.cudnn.benchmark
@@ -167,6 +170,7 @@ def test_set_kernel_policy_lasts_until_cleared_and_blocks_apply_over_it(switches
     finally:
         xrt_torch.clear_kernel_policy()
     assert switches() == base and xrt_torch.get_kernel_policy() is None
+    assert not xk.active_policy().kernels
 
 
 def test_bad_op_and_kernel_names_are_refused_with_the_closest_name():
@@ -250,3 +254,21 @@ def test_deterministic_after_cuda_started_is_a_violation(monkeypatch):
         with xrt_torch.policy(exec_policy={"deterministic": True, "fallback": "error"}):
             pass  # pragma: no cover
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_only_the_switches_a_policy_set_are_restored_so_the_users_own_changes_survive(switches):
+    base = switches()
+    xrt_torch.set_kernel_policy(attention="math")
+    try:
+        torch.backends.cudnn.benchmark = True  # the user's own change, after set_kernel_policy
+        with xrt_torch.policy(kernel_policy={"conv": "cudnn_heuristic"}):
+            assert not torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark
+        xrt_torch.clear_kernel_policy()
+        assert torch.backends.cudnn.benchmark and _enabled() == [k for k, v in (
+            ("flash", base["flash"]), ("efficient", base["mem_efficient"]), ("cudnn", base["cudnn_sdp"]),
+            ("math", base["math"])) if v]
+    finally:
+        xrt_torch.clear_kernel_policy()
+        torch.backends.cudnn.benchmark = base["benchmark"]
+    assert switches() == base

@@ -89,11 +89,27 @@ def _to_host(name: str, value: Any, info: TensorInfo) -> Any:
                              expected="a numpy array or a DLPack tensor on the CPU or a CUDA device",
                              received=type(value).__name__,
                              hint="for a torch tensor that requires grad, pass tensor.detach()") from None
+    return _converted(name, value, info)
+
+
+def _converted(name: str, value: Any, info: TensorInfo) -> np.ndarray:
+    """Lists and scalars become arrays of the input's dtype only where no value changes: 2.5 is not
+    truncated into an integer input, 2**40 does not wrap in an int32 one, inf does not become garbage."""
+    target = np.dtype(info.dtype)
     try:
-        return np.asarray(value, dtype=np.dtype(info.dtype))
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(value)
+        if raw.dtype == target or target.kind == "O":
+            return raw.astype(target, copy=False)
+        if not np.can_cast(raw.dtype, target, casting="same_kind"):
+            raise TypeError(f"{raw.dtype} data cannot become {target} without changing values")
+        converted = raw.astype(target)
+        if target.kind in "iub" and not np.array_equal(converted, raw):
+            raise ValueError(f"a value is out of the range of {target}")
+        return converted
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"input {name!r} cannot be converted to {info.dtype}: {exc}",
-                         expected=info.describe(), received=type(value).__name__) from None
+                         expected=info.describe(), received=type(value).__name__,
+                         hint=f"pass a numpy array of dtype {info.dtype}") from None
 
 
 def normalize_feeds(feeds: Any, inputs: Sequence[TensorInfo]) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def load(text: str) -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"malformed YAML{where}: {problem}", expected="valid YAML (safe subset, no aliases)",
                           received="invalid YAML") from None
-    except (ValueError, TypeError, RecursionError) as exc:
+    except RecursionError:  # the parser recurses once per nesting level
+        raise PolicyError("malformed YAML: nested too deeply", expected="valid YAML of a few levels",
+                          received="deeply nested YAML") from None
+    except (ValueError, TypeError) as exc:
         raise PolicyError(f"malformed YAML: {exc}", expected="valid YAML", received="invalid YAML") from None
 
 

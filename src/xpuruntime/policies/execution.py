@@ -136,6 +136,10 @@ class ExecutionPolicy(BaseModel):
         if data is not None and not isinstance(data, Mapping):
             raise PolicyError("invalid execution policy", field="execution",
                               expected="a mapping of field -> value", received=type(data).__name__)
+        for key in data or {}:
+            if not isinstance(key, str):  # YAML allows `0: x`; keyword arguments do not
+                raise PolicyError(f"unknown field {short_repr(key)}", field=f"execution.{short_repr(key)}",
+                                  expected=f"one of {', '.join(cls.model_fields)}", received=short_repr(key))
         return cls(**dict(data or {}))
 
     @property

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["snapshot", "restore", "write", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority", "fp32_state"]
+__all__ = ["snapshot", "restore", "write", "raw_keys", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority",
+           "fp32_state"]
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
@@ -179,8 +180,20 @@ def write(name: str, value: Any) -> None:
     SETTINGS[name](value)
 
 
-def restore(snap: dict[str, Any]) -> None:
-    """Put back every switch of ``snap``: plain flags, then the legacy fp32 flags, then the new ones."""
+def raw_keys(setting: str) -> tuple[str, ...]:
+    """The snapshot entries a translation-table setting changes (the fp32 ones change both APIs)."""
+    if setting == "fp32.matmul":
+        return "legacy.matmul_precision", "fp32.cuda.matmul", "fp32.mkldnn.matmul"
+    if setting == "fp32.cudnn":
+        return "legacy.cudnn_tf32", "fp32.cuda.conv", "fp32.cuda.rnn"
+    return (setting,)
+
+
+def restore(snap: dict[str, Any], keys: set[str] | None = None) -> None:
+    """Put back the switches of ``snap`` (only ``keys`` when given): plain flags, then the legacy fp32
+    flags, then the new ones."""
+    if keys is not None:
+        snap = {k: v for k, v in snap.items() if k in keys}
     with _quiet():
         for name, value in snap.items():
             if name in SETTINGS and not name.startswith("fp32."):

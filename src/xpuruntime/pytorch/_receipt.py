@@ -24,8 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
 from xpuruntime.policies import Policy
 from xpuruntime.pytorch import _flags
@@ -58,8 +56,8 @@ _ROOTS = {
     "layernorm": {"layer_norm", "native_layer_norm", "native_layer_norm_backward"},
 }
 _BY_NAME = {f"aten::{name}": op for op, names in _ROOTS.items() for name in names}
-_COMPUTE = {"attention": set(_SDPA_IMPL), "matmul": {"mm", "addmm", "bmm", "baddbmm", "addmv", "mv", "_addmm_activation",
-                                                   "_scaled_mm", "addbmm"},
+_COMPUTE = {"attention": set(_SDPA_IMPL),
+            "matmul": {"mm", "addmm", "bmm", "baddbmm", "addmv", "mv", "_addmm_activation", "_scaled_mm", "addbmm"},
             "conv": {"cudnn_convolution", "mkldnn_convolution", "_slow_conv2d_forward", "convolution_backward",
                      "cudnn_convolution_transpose", "convolution"},
             "layernorm": {"native_layer_norm", "native_layer_norm_backward"}}

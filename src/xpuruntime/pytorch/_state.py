@@ -5,12 +5,13 @@ Two kinds of state, kept apart on purpose:
 - *What this context asked for* lives in a ``ContextVar``: ``policy()`` blocks nest, and each thread or
   asyncio task sees its own (``get_kernel_policy()``, the receipts of ``profile()``).
 - *torch's switches* (SDPA flags, ``preferred_blas_library``, fp32 precision, cuDNN, determinism) are
-  process-global in PyTorch; ``torch.nn.attention.sdpa_kernel`` sets the same global flags. Here every
-  active application is a *frame*; the switches are always "the state before the first frame, then each
-  frame written in order" (the ``set_kernel_policy`` frame first). When the last frame ends, every switch
-  is back to exactly what it was, whatever order threads left in. While two threads hold different
-  policies at once, torch's switches are those of the frame entered last: run such threads one at a time
-  (the torch engine does) or give them the same policy.
+  process-global in PyTorch (``torch.nn.attention.sdpa_kernel`` flips the same global flags). Every
+  active application is a *frame* on one stack (the ``set_kernel_policy`` frame at the bottom, blocks in
+  entry order); each frame remembers the switches just before it. When a frame ends, the switches *it
+  set* go back to those values, and frames entered after it (another thread's) are written again, so
+  they keep their effect whatever order threads leave in; switches no policy set (the user's own changes)
+  are never touched. While two threads hold different policies at once, torch's switches are those of
+  the frame entered last: run such threads one at a time (the torch engine does) or give them one policy.
 """
 
 from __future__ import annotations
@@ -55,19 +56,27 @@ _ACTIVE: contextvars.ContextVar[Active | None] = contextvars.ContextVar("xpurunt
 
 @dataclass(eq=False)
 class _Frame:
+    """One application: its plan, torch's switches just before it, what torch refused the first time."""
+
     plan: TorchPlan
-    failures: list[Violation] | None = None  # what torch refused the first time the frame was written
+    persistent: bool = False
+    before: dict[str, Any] = field(default_factory=dict)
+    failures: list[Violation] | None = None
+
+    @property
+    def touched(self) -> set[str]:
+        return {key for name in self.plan.settings for key in _flags.raw_keys(name)}
 
     def write(self) -> None:
+        self.before = _flags.snapshot()
         failures = _write(self.plan)
         if self.failures is None:
             self.failures = failures
 
 
 _lock = threading.RLock()
-_frames: list[_Frame] = []
-_persistent: tuple[Policy, _Frame] | None = None
-_base: dict[str, Any] | None = None
+_stack: list[_Frame] = []  # active applications: the set_kernel_policy frame first, then blocks in entry order
+_persistent_policy: Policy | None = None
 _shared_before: list[Any] = []  # xpuruntime.kernels' process default before set_kernel_policy
 
 
@@ -77,7 +86,7 @@ def active() -> Active | None:
     if current is not None:
         return current
     with _lock:
-        return Active(_persistent[0]) if _persistent else None
+        return Active(_persistent_policy) if _persistent_policy is not None else None
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -102,43 +111,50 @@ def _plain_value(value: Any) -> str:
     return str(value[0] if isinstance(value, tuple) else value)
 
 
-def _render() -> None:
-    """Switches = base, then the persistent frame, then every frame in entry order (lock held)."""
-    global _base
-    if _base is None:
+def _insert(frame: _Frame, index: int) -> None:
+    """Put ``frame`` at ``index``: unwind the frames above it, write it, write them again (lock held)."""
+    above = _stack[index:]
+    if above:
+        _flags.restore(above[0].before, set().union(*(f.touched for f in above)))
+    for f in [frame, *above]:
+        f.write()
+    _stack.insert(index, frame)
+
+
+def _remove(frame: _Frame) -> None:
+    """Take ``frame`` out; the switches it touched go back to what they were before it (lock held).
+
+    Frames entered after it (another thread's) are written again over that, so they keep their effect.
+    """
+    if frame not in _stack:
         return
-    _flags.restore(_base)
-    for frame in ([_persistent[1]] if _persistent else []) + _frames:
-        frame.write()
-    if not _frames and _persistent is None:
-        _base = None
+    index = _stack.index(frame)
+    above = _stack[index + 1:]
+    _flags.restore(frame.before, set().union(frame.touched, *(f.touched for f in above)))
+    _stack.remove(frame)
+    for f in above:
+        f.write()
 
 
 def _push(plan: TorchPlan) -> _Frame:
-    global _base
     with _lock:
-        if _base is None:
-            _base = _flags.snapshot()
         frame = _Frame(plan)
-        _frames.append(frame)
-        frame.write()
+        _insert(frame, len(_stack))
         return frame
 
 
 def _pop(frame: _Frame) -> None:
     with _lock:
-        if frame in _frames:
-            _frames.remove(frame)
-        _render()
+        _remove(frame)
 
 
 def reset() -> None:
     """Drop every frame and the persistent policy, restoring torch's switches (tests, forked workers)."""
-    global _persistent
+    global _persistent_policy
     with _lock:
-        _frames.clear()
-        _persistent = None
-        _render()
+        for frame in reversed(list(_stack)):
+            _remove(frame)
+        _persistent_policy = None
         _share_default(None)
     _ACTIVE.set(None)
 
@@ -204,7 +220,10 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
         with _autocast_for(plan, device_type), _kernels.shared_policy(effective), _kernels.routing(plan.custom):
             yield report
     except RuntimeError as exc:
-        raise no_kernel_error(exc, state) or exc
+        violation = no_kernel_error(exc, state)
+        if violation is None:
+            raise
+        raise violation from exc
     finally:
         _ACTIVE.reset(token)
         _pop(frame)
@@ -220,7 +239,7 @@ def _autocast_for(plan: TorchPlan, device_type: str | None) -> Any:
     return torch.autocast(device, dtype=dtype, cache_enabled=False)
 
 
-def set_kernel_policy(policy: Any = None, /, **ops: Any) -> ExecutionReport:
+def set_kernel_policy(policy: Any = None, **ops: Any) -> ExecutionReport:
     """Apply a kernel policy to PyTorch until :func:`clear_kernel_policy` (process-wide, like torch's switches).
 
     >>> import xpuruntime.pytorch as xrt_torch
@@ -232,27 +251,38 @@ def set_kernel_policy(policy: Any = None, /, **ops: Any) -> ExecutionReport:
     ``fallback`` decides what a kernel torch cannot select does; ``ops`` are merged over it. Returns the
     receipt of the application. Blocks of :func:`policy` apply over it.
     """
-    global _persistent, _base
     full = _as_policy(policy, ops)
     plan = translate(full, execution=False, custom_kernels=_kernels.available)
     with _lock:
-        previous = _persistent
-        if _base is None:
-            _base = _flags.snapshot()
-        frame = _Frame(plan)
-        _persistent = (full, frame)
-        _render()
-        _share_default(full)
+        previous = _persistent_frame()
+        frame = _set_persistent(full, _Frame(plan, persistent=True))
     report = apply_report(full, plan, frame.failures or [])
     try:
         enforce_fallback(report, full.execution.fallback, stacklevel=3)
     except BaseException:
         with _lock:
-            _persistent = previous
-            _render()
-            _share_default(previous[0] if previous else None)
+            _set_persistent(previous[0] if previous else None, previous[1] if previous else None)
         raise
     return report
+
+
+def _persistent_frame() -> tuple[Policy, _Frame] | None:
+    frame = next((f for f in _stack if f.persistent), None)
+    return (_persistent_policy, frame) if frame is not None and _persistent_policy is not None else None
+
+
+def _set_persistent(policy_: Policy | None, frame: _Frame | None) -> _Frame | None:
+    """Replace the set_kernel_policy frame (None clears it); it goes under every block (lock held)."""
+    global _persistent_policy
+    current = _persistent_frame()
+    if current is not None:
+        _remove(current[1])
+    _persistent_policy = policy_
+    if frame is not None:
+        frame.failures = None
+        _insert(frame, 0)
+    _share_default(policy_)
+    return frame
 
 
 def _share_default(policy_: Policy | None) -> None:
@@ -282,12 +312,9 @@ def get_kernel_policy() -> KernelPolicy | None:
 
 
 def clear_kernel_policy() -> None:
-    """Forget the ``set_kernel_policy`` policy; torch's switches go back to what they were before it."""
-    global _persistent
+    """Forget the ``set_kernel_policy`` policy; the switches it set go back to what they were before it."""
     with _lock:
-        _persistent = None
-        _render()
-        _share_default(None)
+        _set_persistent(None, None)
 
 
 # -- autocast and violations noticed later --------------------------------------------------
@@ -342,10 +369,8 @@ def no_kernel_error(exc: BaseException, state: Active | None) -> PolicyViolation
     violation = Violation("kernel", "attention", wanted, "no kernel ran",
                           "torch could not run the requested SDPA backend for these inputs (see torch's warnings for "
                           "why; flash, for example, needs fp16/bf16 on a CUDA device)")
-    err = PolicyViolationError(f"attention: torch could run none of the requested SDPA backends ({wanted})",
-                               violations=[violation], expected=f"attention ran with {wanted}",
-                               received=text.strip().splitlines()[0],
-                               hint="cast the inputs (bf16/fp16) or use autocast, or allow more backends "
-                                    "(an ordered list, or fallback='warn')")
-    err.__cause__ = exc
-    return err
+    return PolicyViolationError(f"attention: torch could run none of the requested SDPA backends ({wanted})",
+                                violations=[violation], expected=f"attention ran with {wanted}",
+                                received=text.strip().splitlines()[0],
+                                hint="cast the inputs (bf16/fp16) or use autocast, or allow more backends "
+                                     "(an ordered list, or fallback='warn')")

@@ -1,16 +1,26 @@
 """The one table from an xpuruntime policy to PyTorch's own switches.
 
-| policy | PyTorch |
-| --- | --- |
-| ``attention`` flash / efficient / cudnn / math (a list keeps its order) | the SDPA backend flags that ``torch.nn.attention.sdpa_kernel`` sets, and its priority order (``set_priority=True``) |
-| ``attention`` auto | every SDPA backend on, torch's own order |
-| ``matmul`` cublas / cublaslt / auto | ``torch.backends.cuda.preferred_blas_library("cublas" / "cublaslt" / "default")`` |
-| ``conv`` cudnn_exhaustive / cudnn_heuristic / auto | ``torch.backends.cudnn.benchmark`` True (``benchmark_limit=0``: every algorithm) / False / True |
-| ``layernorm`` native / triton | torch's kernel / a Triton kernel registered in ``xpuruntime.kernels`` |
-| ``precision`` fp32 / tf32 | cuBLAS and cuDNN fp32 math IEEE / TF32 (legacy ``allow_tf32`` flags and, torch >= 2.9, ``fp32_precision``) |
-| ``precision`` fp16 / bf16 | ``torch.autocast`` with that dtype (entered by ``policy()`` and the torch engine) |
-| ``deterministic`` | ``torch.use_deterministic_algorithms(True)``, ``cudnn.deterministic=True``, ``cudnn.benchmark=False`` (unless ``conv`` says otherwise), ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` |
-| ``num_threads`` | ``torch.set_num_threads`` |
+================================================  ==========================================================
+policy                                            PyTorch
+================================================  ==========================================================
+attention flash / efficient / cudnn / math        the SDPA backend flags ``torch.nn.attention.sdpa_kernel``
+(a list keeps its order)                          sets, and its priority order (``set_priority=True``)
+attention auto                                    every SDPA backend on, in torch's own order
+matmul cublas / cublaslt / auto                   ``torch.backends.cuda.preferred_blas_library`` cublas /
+                                                  cublaslt / default
+conv cudnn_exhaustive / cudnn_heuristic / auto    ``torch.backends.cudnn.benchmark`` True (``benchmark_limit``
+                                                  0: every algorithm) / False / True
+layernorm native / triton; matmul triton          torch's kernel / the kernel registered in
+                                                  ``xpuruntime.kernels`` (routed by ``_kernels.routing``)
+precision fp32 / tf32                             cuBLAS and cuDNN fp32 math IEEE / TF32: the legacy flags
+                                                  (``set_float32_matmul_precision``, ``cudnn.allow_tf32``)
+                                                  and, torch >= 2.9, ``fp32_precision``, kept in step
+precision fp16 / bf16                             ``torch.autocast`` with that dtype (weight-cast cache off)
+deterministic                                     ``use_deterministic_algorithms(True)``, cuDNN deterministic,
+                                                  ``cudnn.benchmark`` False (unless conv is set),
+                                                  ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
+num_threads                                       ``torch.set_num_threads``
+================================================  ==========================================================
 
 ``default`` (or an op left out) leaves torch's switch as it is. What torch cannot do as asked becomes a
 :class:`~xpuruntime.inference.report.Violation` here, before anything is set; a switch torch refuses
@@ -30,7 +40,7 @@ import torch
 
 from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy, vocabulary
-from xpuruntime.pytorch import _flags
+from xpuruntime.pytorch import _flags, _kernels
 
 __all__ = ["TorchPlan", "translate", "ATTENTION", "MATMUL", "CONV", "SPECIAL"]
 
@@ -65,8 +75,10 @@ class TorchPlan:
         out: dict[str, Any] = {}
         if any(k.startswith("sdpa.") for k in self.settings):
             out["torch.nn.attention.sdpa_kernel"] = self.sdpa_backends()
-        names = {"blas": "torch.backends.cuda.preferred_blas_library", "fp32.matmul": "cuda.matmul fp32 precision",
-                 "fp32.cudnn": "cudnn fp32 precision", "cudnn.benchmark": "torch.backends.cudnn.benchmark",
+        names = {"blas": "torch.backends.cuda.preferred_blas_library",
+                 "fp32.matmul": "torch.backends.cuda.matmul.fp32_precision",
+                 "fp32.cudnn": "torch.backends.cudnn.conv.fp32_precision",
+                 "cudnn.benchmark": "torch.backends.cudnn.benchmark",
                  "cudnn.benchmark_limit": "torch.backends.cudnn.benchmark_limit",
                  "cudnn.deterministic": "torch.backends.cudnn.deterministic",
                  "deterministic": "torch.use_deterministic_algorithms", "num_threads": "torch.set_num_threads",
@@ -92,16 +104,18 @@ def _plain(value: Any) -> Any:
 def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = None) -> TorchPlan:
     """The plan for ``policy``; ``execution=False`` translates the kernel half only.
 
-    ``custom_kernels(op, kernel)`` says whether xpuruntime.kernels serves a kernel torch has no switch for.
+    ``custom_kernels(op, kernel)`` says whether a kernel torch has no switch for is served elsewhere
+    (default: registered in xpuruntime.kernels).
     """
     plan = TorchPlan()
     fallback = policy.execution.fallback
-    has = custom_kernels or (lambda op, kernel: False)
+    has = custom_kernels or _kernels.available
     for op in policy.kernels.ops:
         pref = policy.kernels.preference(op)
-        assert pref is not None
+        if pref is None:
+            continue
         _kernel(op, pref.prefer, fallback, plan, has)
-        if pref.rules:
+        if pref.rules and op not in plan.custom:  # xpuruntime.kernels resolves rules per call itself
             plan.notes.append(f"{op}: per-shape rules are judged in profiled receipts but not applied: torch's "
                               "switches are process-wide, one kernel choice per op")
     if execution:

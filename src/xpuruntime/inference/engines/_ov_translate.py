@@ -16,7 +16,8 @@ precision int8       needs a quantised model (QuantizeLinear/DequantizeLinear, F
                      on the CPU the rest is kept IEEE with ``INFERENCE_PRECISION_HINT=f32``
 num_threads          ``INFERENCE_NUM_THREADS``
 static/fixed_shapes  ``Model.reshape`` before compilation
-cache_dir            ``CACHE_DIR=<cache_dir>/openvino/<hash of openvino build, fingerprint, policy>``
+cache_dir            ``CACHE_DIR=<cache_dir>/openvino/<hash of openvino build, fingerprint, policy, model>``
+                     (private, one compile at a time, blobs checked against recorded checksums)
 performance          ``PERFORMANCE_HINT`` LATENCY, or ``engine_options["performance_hint"]``
 ===================  ==========================================================================
 """

@@ -29,17 +29,25 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from xpuruntime.errors import InputError, ModelLoadError, PolicyError, XpuRuntimeError, did_you_mean
+from xpuruntime.errors import (
+    InputError,
+    ModelLoadError,
+    OutOfMemoryError,
+    PolicyError,
+    XpuRuntimeError,
+    did_you_mean,
+)
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
 from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
@@ -48,11 +56,13 @@ __all__ = ["TorchEngine", "TorchModel"]
 
 _OPTION_KEYS = ("example_inputs", "compile", "copy", "input_names", "output_names")
 _RUN_LOCK = threading.RLock()  # torch's switches are process-global: one policy at a time
-_GRAPH_OPS = {"linear": "matmul", "mm": "matmul", "addmm": "matmul", "bmm": "matmul", "matmul": "matmul",
-              "baddbmm": "matmul", "scaled_dot_product_attention": "attention",
-              "_scaled_dot_product_flash_attention": "attention", "_scaled_dot_product_efficient_attention": "attention",
-              "_scaled_dot_product_cudnn_attention": "attention", "convolution": "conv", "conv1d": "conv",
-              "conv2d": "conv", "conv3d": "conv", "layer_norm": "layernorm", "native_layer_norm": "layernorm"}
+_GRAPH_OPS = {
+    **dict.fromkeys(("linear", "mm", "addmm", "bmm", "matmul", "baddbmm"), "matmul"),
+    **dict.fromkeys(("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"), "attention"),
+    **dict.fromkeys(("convolution", "conv1d", "conv2d", "conv3d"), "conv"),
+    **dict.fromkeys(("layer_norm", "native_layer_norm"), "layernorm"),
+}
 _MODULE_OPS = {"Linear": "matmul", "Bilinear": "matmul", "MultiheadAttention": "attention", "Conv1d": "conv",
                "Conv2d": "conv", "Conv3d": "conv", "ConvTranspose1d": "conv", "ConvTranspose2d": "conv",
                "ConvTranspose3d": "conv", "LayerNorm": "layernorm"}
@@ -288,7 +298,7 @@ class TorchEngine(Engine):
         as_tensors = any(isinstance(v, (torch.Tensor, DeviceArray)) for v in feeds.values())
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
         inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
-        with _RUN_LOCK, self._scope():
+        with _RUN_LOCK, _torch_errors(), self._scope():
             result = self._graph_forward(inputs) if self._use_graph() else self._forward(inputs)
             flat = dict(_flatten(result))
             picked = [flat[self._output_keys[self._output_list.index(n)]] for n in output_names]
@@ -374,6 +384,25 @@ class TorchEngine(Engine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _torch_errors() -> Iterator[None]:
+    """torch's own failures during a run, as xpuruntime errors (PolicyViolationError passes through)."""
+    torch = _torch()
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
+                               hint="use smaller inputs, precision='bf16', or free other sessions") from exc
+    except RuntimeError as exc:
+        raise XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
+                              hint="the session stays usable; check the inputs") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
 def _dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
