@@ -357,7 +357,8 @@ def note_violation(violation: Violation) -> None:
         _ACTIVE.set(replace(state, violations=(*state.violations, violation)))
 
 
-_NO_KERNEL = ("No available kernel", "No viable backend for scaled_dot_product_attention")
+# torch 2.13 says "No available kernel"; torch 2.11 on CUDA raised "Invalid backend" for flash-only on fp32 (H100)
+_NO_KERNEL = ("No available kernel", "No viable backend for scaled_dot_product_attention", "Invalid backend")
 
 
 def no_kernel_error(exc: BaseException, state: Active | None) -> PolicyViolationError | None:

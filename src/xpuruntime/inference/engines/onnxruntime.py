@@ -601,14 +601,17 @@ def _from_ortvalue(value: Any) -> Any:
     return value  # an OrtValue on the device; users read it through DLPack (torch.from_dlpack) or .numpy()
 
 
+_INPUT_WORDS = ("invalid", "shape", "dimension", "broadcast")  # a node refused these inputs' shapes or values
+
+
 def _run_error(exc: Exception, ro: Any) -> XpuRuntimeError:
     text = str(exc)
     if getattr(ro, "terminate", False):
         return ExecutionTimeoutError("the run was terminated by execution_timeout_ms",
                                      expected="a run that finishes in time", received="terminated")
-    if "INVALID_ARGUMENT" in text or "invalid" in text.lower():
+    if "INVALID_ARGUMENT" in text or any(word in text.lower() for word in _INPUT_WORDS):
         return InputError(f"ONNX Runtime refused the inputs: {_first_line(text)}", expected="inputs the model accepts",
-                          received="see the message")
+                          received="see the message", hint="the session stays usable")
     return XpuRuntimeError(f"ONNX Runtime failed during the run: {_first_line(text)}",
                            hint="the session stays usable; check the inputs' values and the device's memory")
 

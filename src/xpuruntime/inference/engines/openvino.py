@@ -100,6 +100,7 @@ class OpenVinoEngine(Engine):
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
         self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
         self._idle: list[Any] = []
+        self._draining: list[Any] = []  # requests past execution_timeout_ms, still finishing their run
         self._pool_lock = threading.Lock()
         self._queue: Any = None
         self._queue_lock = threading.Lock()
@@ -179,14 +180,17 @@ class OpenVinoEngine(Engine):
     # -- run -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _request(self) -> Iterator[Any]:
-        """Borrow an idle infer request (or make one): concurrent callers never share one."""
+        """Borrow an idle infer request (or make one): concurrent callers never share one. A request whose
+        run failed or was cancelled is dropped, not pooled: after a cancel OpenVINO can hand the previous
+        run's outputs to the next run on that request."""
         with self._pool_lock:
+            finished = [r for r in self._draining if r.wait_for(0)]
+            self._draining = [r for r in self._draining if r not in finished]
+            self._idle += finished  # a run that outlived its timeout has ended normally: the request is fine
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
-        try:
-            yield request
-        finally:
-            with self._pool_lock:
-                self._idle.append(request)
+        yield request
+        with self._pool_lock:
+            self._idle.append(request)
 
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
         _host_only(feeds)
@@ -200,18 +204,25 @@ class OpenVinoEngine(Engine):
             if not timeout:
                 results = request.infer(feeds, share_inputs=True, share_outputs=False)
                 return [results[i] for i in indices]
-            request.start_async(feeds, share_inputs=True)
+            request.start_async(feeds, share_inputs=False)  # the run may outlive this call: it owns its inputs
             if not request.wait_for(timeout):
-                request.cancel()
-                with contextlib.suppress(Exception):  # let the cancelled request settle before it is reused
-                    request.wait()
-                raise ExecutionTimeoutError("the run was cancelled by execution_timeout_ms",
-                                            expected=f"a run that finishes within {timeout} ms", received="cancelled")
+                self._abandon(request)
+                raise ExecutionTimeoutError("the run passed execution_timeout_ms",
+                                            expected=f"a run that finishes within {timeout} ms",
+                                            received="still running (it finishes in the background; OpenVINO's "
+                                                     "cancel is not used: it corrupts later runs)")
             return [request.get_output_tensor(i).data.copy() for i in indices]
         except XpuRuntimeError:
             raise
         except Exception as exc:
             raise _run_error(exc) from None
+
+    def _abandon(self, request: Any) -> None:
+        """Not InferRequest.cancel(): in OpenVINO 2026.4 a cancelled run can keep going and its outputs then
+        come back from a later run, even on another request. The request finishes its run in the background
+        and returns to the pool afterwards (see _request)."""
+        with self._pool_lock:
+            self._draining.append(request)
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
         """All feeds through OpenVINO's AsyncInferQueue; results in input order."""
@@ -241,8 +252,10 @@ class OpenVinoEngine(Engine):
                 self._queue.start_async(feeds, index, share_inputs=True)
             self._queue.wait_all()
         except Exception as exc:
+            self._queue = None  # its requests may hold a failed run: the next call builds a fresh queue
             raise _run_error(exc) from None
         if errors:
+            self._queue = None
             raise _run_error(errors[0])
         return results
 
