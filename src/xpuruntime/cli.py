@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: Modules that add commands to :data:`app`; each defines ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare")
+COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare", "xpuruntime.cli_kernels")
 
 
 class _Group(TyperGroup):

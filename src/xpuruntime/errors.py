@@ -20,6 +20,7 @@ __all__ = [
     "UnsupportedOperationError",
     "PolicyError",
     "PolicyViolationError",
+    "LockDriftError",
     "ModelLoadError",
     "InputError",
     "DeviceError",
@@ -102,6 +103,17 @@ class PolicyViolationError(XpuRuntimeError):
     def __init__(self, message: str, *, violations: Iterable[object] = (), **kwargs: str | None) -> None:
         self.violations = list(violations)
         super().__init__(message, **kwargs)
+
+
+class LockDriftError(PolicyViolationError):
+    """A lock file was tuned on another environment and ``fallback="error"`` refuses it.
+
+    ``changes`` lists the fields that differ (``FieldChange``: path, locked value, value here).
+    """
+
+    def __init__(self, message: str, *, changes: Iterable[object] = (), **kwargs: str | None) -> None:
+        self.changes = list(changes)
+        super().__init__(message, violations=self.changes, **kwargs)
 
 
 class ModelLoadError(XpuRuntimeError):

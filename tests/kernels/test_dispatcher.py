@@ -66,9 +66,10 @@ def test_importing_kernels_imports_neither_torch_nor_triton():
 # ----------------------------------------------------------------------------------------------- registry
 def test_builtin_kernels_are_listed_by_op():
     reg = xk.get_registry()
-    assert reg.ops()[:2] == ["layernorm", "matmul"]
+    assert reg.ops()[:3] == ["layernorm", "matmul", "attention"]
     assert reg.kernels("layernorm") == ["native", "triton"]
-    assert reg.kernels("matmul") == ["default", "cublas", "triton"]
+    assert reg.kernels("matmul") == ["default", "cublas", "cublaslt", "triton", "nvmath"]
+    assert reg.kernels("attention") == ["default", "flash", "efficient", "cudnn", "math"]
     assert reg.default("layer_norm").name == "native" and reg.default("gemm").name == "default"
     described = {k["name"]: k for k in reg.describe()["layernorm"]}
     assert described["triton"]["requires"] == ["torch", "triton"] and described["native"]["default"] is True
@@ -159,9 +160,11 @@ def test_rules_by_dtype_and_shape_pick_different_kernels(registry: KernelRegistr
 
 
 def test_a_vocabulary_kernel_without_an_implementation_is_skipped_with_a_reason():
-    sel = xk.select("matmul", _mm_ctx(), KernelPolicy(matmul=["cublaslt", "default"]))
+    ctx = DispatchContext("attention", device="cpu", dtype="fp32",
+                          dims={"batch": 1, "heads": 2, "seq_q": 8, "seq_k": 8, "head_dim": 16})
+    sel = xk.select("attention", ctx, KernelPolicy(attention=["triton", "default"]))
     assert sel.kernel == "default"
-    assert sel.skipped[0][0] == "cublaslt" and "no implementation is registered" in sel.skipped[0][1]
+    assert sel.skipped[0][0] == "triton" and "no implementation is registered" in sel.skipped[0][1]
 
 
 def test_fallback_error_names_the_skipped_kernels_and_reasons(registry: KernelRegistry):

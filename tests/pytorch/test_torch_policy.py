@@ -205,10 +205,14 @@ def test_what_torch_cannot_select_follows_the_fallback_rule(kernels, kind, reque
 
 
 def test_an_ordered_list_goes_on_to_what_torch_can_select():
-    with xrt_torch.policy(kernel_policy={"matmul": ["nvmath", "cublas"]}, exec_policy={"fallback": "error"}) as applied:
+    from xpuruntime.policies import vocabulary
+
+    vocabulary.register_kernel("matmul", "test_unserved")  # a name no library serves (nvmath may be installed)
+    with xrt_torch.policy(kernel_policy={"matmul": ["test_unserved", "cublas"]},
+                          exec_policy={"fallback": "error"}) as applied:
         assert applied.honored
         assert applied.requested["torch.backends.cuda.preferred_blas_library"] == "cublas"
-        assert any("nvmath cannot be selected" in n for n in applied.notes)
+        assert any("test_unserved cannot be selected" in n for n in applied.notes)
 
 
 def test_the_translation_table_for_execution_fields():
@@ -218,8 +222,11 @@ def test_the_translation_table_for_execution_fields():
     plan = xrt_torch.translate(xrt.Policy(execution={"precision": "int8"}))
     assert [(v.kind, v.requested) for v in plan.violations] == [("precision", "int8")]
     plan = xrt_torch.translate(xrt.Policy(kernels=xrt.KernelPolicy(matmul="cublas").set(
-        "matmul", "cublaslt", when={"dtype": "bf16"})))
-    assert plan.settings["blas"] == "cublas" and any("per-shape rules" in n for n in plan.notes)
+        "matmul", "cublaslt", when={"dtype": "bf16"})))  # xpuruntime.kernels serves both: it applies the rules
+    assert plan.settings["blas"] == "cublas" and plan.custom["matmul"] == "per-shape rules"
+    plan = xrt_torch.translate(xrt.Policy(kernels=xrt.KernelPolicy(conv="cudnn_heuristic").set(
+        "conv", "cudnn_exhaustive", when={"batch": 1})))
+    assert plan.settings["cudnn.benchmark"] is False and any("per-shape rules" in n for n in plan.notes)
     plan = xrt_torch.translate(xrt.Policy(kernels={"attention": "auto", "matmul": "auto", "conv": "auto"}))
     assert plan.settings["blas"] == "default" and plan.settings["cudnn.benchmark"] is True
     assert all(plan.settings[f"sdpa.{n}"] for n in ("flash", "efficient", "cudnn", "math"))

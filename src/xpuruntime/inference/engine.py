@@ -23,8 +23,9 @@ import importlib.metadata
 import importlib.util
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xpuruntime.errors import EngineUnavailableError, UnsupportedOperationError, did_you_mean
@@ -53,6 +54,9 @@ class Engine(ABC):
     module: ClassVar[str] = ""  # import name of that library
     extra: ClassVar[str] = ""  # xpuruntime extra that installs it
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # device kinds it can target
+    #: tuning results to replay, by engine name (from a lock file); InferenceSession sets it before load_impl,
+    #: and an engine that can replay its own tuning reads its entry there
+    tuning: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, model: ModelSource, device: DeviceSpec, policy: Policy, options: dict[str, Any],
                  fingerprint_hash: str) -> None:
@@ -133,6 +137,10 @@ class Engine(ABC):
     def providers(self) -> list[str]:
         """What was requested of the engine (providers or devices), in priority order."""
         return []
+
+    def tuning_results(self) -> Any:
+        """The engine's own tuning results, to store in a lock (None: this engine keeps none)."""
+        return None
 
     def close(self) -> None:
         """Release the engine's resources."""

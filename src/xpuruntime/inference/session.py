@@ -30,7 +30,9 @@ class InferenceSession:
 
     ``model`` is a path, bytes or an ``onnx.ModelProto`` (``engine="torch"``: an ``nn.Module`` or a
     ``torch.export`` ExportedProgram). ``policy`` is a Policy, a policy
-    file or a mapping; ``kernel_policy`` and ``exec_policy`` are merged over it. Under
+    file, a mapping, or a lock (a :class:`~xpuruntime.kernels.lock.Lock` or a lock file, checked against this
+    machine; the engine also replays the tuning results it holds, e.g. ONNX Runtime's TunableOp);
+    ``kernel_policy`` and ``exec_policy`` are merged over it. Under
     ``fallback="error"`` a session whose engine cannot honour the policy is not created:
     :class:`~xpuruntime.PolicyViolationError` lists what was not honoured and why.
     """
@@ -45,7 +47,8 @@ class InferenceSession:
         policy: PolicyLike = None,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.policy: Policy = coerce_policy(policy, kernel_policy, exec_policy)
+        lock = _lock_of(policy)
+        self.policy: Policy = coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy)
         engine_cls = get_engine_class(engine)
         engine_cls.require()
         self.device = parse_device(device)
@@ -56,6 +59,8 @@ class InferenceSession:
 
         self._engine: Engine = engine_cls(engine_cls.load_model(model), self.device, self.policy,
                                           dict(engine_options or {}), fingerprint().hash)
+        if lock is not None:
+            self._engine.tuning = dict(lock.engine_tuning)
         self._engine.load_impl()
         self._inputs = self._engine.inputs_impl()
         self._feeds = FeedChecker(self._inputs)
@@ -176,6 +181,13 @@ class InferenceSession:
     def __repr__(self) -> str:
         return (f"InferenceSession(engine={self.engine_name!r}, device={str(self.device)!r}, "
                 f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self._inputs]})")
+
+
+def _lock_of(policy: Any) -> Any:
+    """A checked Lock when ``policy`` is one or names a lock file, else None."""
+    from xpuruntime.kernels.lock import as_lock
+
+    return as_lock(policy)
 
 
 def _check_device(engine_cls: type[Engine], device: Any) -> None:

@@ -6,14 +6,19 @@ and logs what it chose and what it skipped, and why::
 
     >>> import xpuruntime.kernels as xk
     >>> xk.get_registry().kernels("matmul")
-    ['default', 'cublas', 'triton']
+    ['default', 'cublas', 'cublaslt', 'triton', 'nvmath']
     >>> ctx = xk.DispatchContext("matmul", device="cpu", dtype="fp32", dims={"m": 64, "n": 64, "k": 64})
     >>> xk.get_dispatcher().select("matmul", ctx, {"kernels": {"matmul": ["triton", "default"]}}).kernel
     'default'
 
-The ops users call, ``layer_norm`` and ``matmul``, live in :mod:`xpuruntime.kernels.torch_ops` and are
-loaded on first access (they import torch); importing this package imports neither torch nor triton.
-The active policy (``use_policy``, ``set_active_policy``) is shared with ``xpuruntime.pytorch``.
+The ops users call, ``layer_norm`` and ``matmul``, live in :mod:`xpuruntime.kernels.torch_ops`, and
+``attention`` in :mod:`xpuruntime.kernels.sdpa`; they are loaded on first access (they import torch); importing
+this package imports neither torch nor triton nor nvmath. The active policy (``use_policy``,
+``set_active_policy``) is shared with ``xpuruntime.pytorch``.
+
+Tuning (:mod:`~xpuruntime.kernels.tuner`) measures the kernels on real shapes and writes per-shape rules;
+a :class:`~xpuruntime.kernels.lock.Lock` keeps the tuned policy with the fingerprint it was measured on and the
+measurements, and reports drift field by field on another machine.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from xpuruntime.kernels import triton_layernorm as _triton_layernorm  # noqa: F401  (registers "triton")
+# registration order is the order candidates are listed and tried (triton before nvmath)
+from xpuruntime.kernels import triton_layernorm as _triton_layernorm  # noqa: F401, I001  (registers "triton")
 from xpuruntime.kernels import triton_matmul as _triton_matmul  # noqa: F401  (registers "triton")
+from xpuruntime.kernels import nvmath_matmul as _nvmath_matmul  # noqa: F401  (registers "nvmath")
+from xpuruntime.kernels import sdpa as _sdpa  # noqa: F401  (registers the attention kernels)
 from xpuruntime.kernels.active import active_policy, set_active_policy, use_policy
 from xpuruntime.kernels.dispatcher import (
     Dispatcher,
@@ -39,11 +47,18 @@ from xpuruntime.kernels.dispatcher import (
 )
 from xpuruntime.kernels.registry import DispatchContext, KernelImpl, KernelRegistry, get_registry
 
-_LAZY = {"layer_norm": "xpuruntime.kernels.torch_ops", "matmul": "xpuruntime.kernels.torch_ops"}
+_LAZY = {"layer_norm": "xpuruntime.kernels.torch_ops", "matmul": "xpuruntime.kernels.torch_ops",
+         "attention": "xpuruntime.kernels.sdpa", "Tuner": "xpuruntime.kernels.tuner",
+         "TuningRecord": "xpuruntime.kernels.records", "Lock": "xpuruntime.kernels.lock",
+         "recording": "xpuruntime.kernels.tuner", "verify_same_policy": "xpuruntime.kernels.lock"}
 
 __all__ = [
     "DispatchContext",
     "DispatchRecord",
+    "Lock",
+    "Tuner",
+    "TuningRecord",
+    "attention",
     "Dispatcher",
     "KernelImpl",
     "KernelRegistry",
@@ -59,9 +74,11 @@ __all__ = [
     "get_registry",
     "layer_norm",
     "matmul",
+    "recording",
     "select",
     "set_active_policy",
     "use_policy",
+    "verify_same_policy",
 ]
 
 

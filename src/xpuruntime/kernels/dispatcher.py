@@ -2,7 +2,8 @@
 
 ``Dispatcher.select(op, ctx, policy)`` takes ``policy.kernels.resolve(op, dtype, **dims)`` in order. ``auto`` and
 ``default`` mean the registry's default kernel for the op; a kernel whose ``supports(ctx)`` gives a reason is
-skipped with that reason. When nothing in the list applies, the policy's fallback rule decides: ``error`` raises
+skipped with that reason. Params the deciding entry gives a kernel (``params: {nvmath: {...}}``) are checked by
+the kernel (``supports(ctx, params)``) and travel with the :class:`Selection` to its forward. When nothing in the list applies, the policy's fallback rule decides: ``error`` raises
 :class:`~xpuruntime.errors.PolicyViolationError` naming every skipped kernel and why, ``warn`` emits a
 :class:`~xpuruntime.inference.report.PolicyViolationWarning` and uses the default, ``allow`` uses the default.
 
@@ -23,7 +24,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +67,14 @@ class Selection:
     requested: tuple[str, ...] = ()
     fallback: bool = False
     impl: KernelImpl | None = field(default=None, compare=False, repr=False)  # the registered kernel chosen
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the policy's params for the kernel
+
+    def forward(self) -> Any:
+        """The chosen kernel's forward with the policy's params bound."""
+        if self.impl is None:
+            raise UnsupportedOperationError("this selection carries no kernel", expected="a Selection from select()",
+                                            received=repr(self.kernel))
+        return self.impl.bind(self.params)
 
 
 @dataclass
@@ -87,6 +96,7 @@ class DispatchRecord:
     training: bool = False
     gpu_time_ms: float | None = None
     timestamp: float = field(default_factory=time.time)
+    params: dict[str, Any] = field(default_factory=dict)  # the policy's params the kernel ran with
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON receipts."""
@@ -117,8 +127,8 @@ class Dispatcher:
             raise PolicyError(f"unknown fallback {fallback!r}", expected="one of error, warn, allow",
                               received=repr(fallback))
         kernels, rule = _kernel_policy(policy)
-        requested, source = _resolve(kernels, op, ctx)
-        chosen, skipped = self._walk(op, ctx, requested, source)
+        requested, params, source = _resolve(kernels, op, ctx)
+        chosen, skipped = self._walk(op, ctx, requested, source, params)
         selection = chosen or self._fallback(op, ctx, requested, source, skipped, fallback or rule)
         if log:
             log_dispatch(ctx, selection)
@@ -130,15 +140,17 @@ class Dispatcher:
             return selection.impl
         return self.registry.get(op, selection.kernel if isinstance(selection, Selection) else selection)
 
-    def _walk(self, op: str, ctx: DispatchContext, requested: tuple[str, ...],
-              source: str) -> tuple[Selection | None, list[tuple[str, str]]]:
+    def _walk(self, op: str, ctx: DispatchContext, requested: tuple[str, ...], source: str,
+              params: Mapping[str, Mapping[str, Any]]) -> tuple[Selection | None, list[tuple[str, str]]]:
         skipped: list[tuple[str, str]] = []
         for name in requested:
             impl = self.registry.default(op) if name in _SPECIAL else self.registry.find(op, name)
-            reason = _unregistered(self.registry, op) if impl is None else impl.supports(ctx)
+            given = params.get(name) if name not in _SPECIAL else None
+            reason = _unregistered(self.registry, op) if impl is None else impl.supports(ctx, given)
             if impl is not None and reason is None:
-                why = f"{source}: " + _chosen(name, impl, skipped)
-                return Selection(impl.name, why, tuple(skipped), requested, impl=impl), skipped
+                why = f"{source}: " + _chosen(name, impl, skipped) + (" with the policy's params" if given else "")
+                return Selection(impl.name, why, tuple(skipped), requested, impl=impl,
+                                 params=dict(given) if given else {}), skipped
             skipped.append((name, reason or "unsupported"))
         return None, skipped
 
@@ -172,15 +184,14 @@ def _kernel_policy(policy: Any) -> tuple[KernelPolicy, str]:
     return coerced.kernels, coerced.execution.fallback
 
 
-def _resolve(kernels: KernelPolicy, op: str, ctx: DispatchContext) -> tuple[tuple[str, ...], str]:
-    dtype = _rule_dtype(ctx.dtype)
+def _resolve(kernels: KernelPolicy, op: str,
+             ctx: DispatchContext) -> tuple[tuple[str, ...], Mapping[str, Mapping[str, Any]], str]:
     pref = kernels.preference(op)
     if pref is None:
-        return (vocab.DEFAULT,), f"no {op} preference in the policy"
-    for i, rule in enumerate(pref.rules):
-        if rule.matches(dtype, ctx.dims):
-            return rule.use, f"kernels.{op}.rules[{i}] = {_fmt(rule.use)}"
-    return pref.prefer, f"kernels.{op} = {_fmt(pref.prefer)}"
+        return (vocab.DEFAULT,), {}, f"no {op} preference in the policy"
+    use, params, index = pref.match(_rule_dtype(ctx.dtype), ctx.dims)
+    where = f"kernels.{op}" if index is None else f"kernels.{op}.rules[{index}]"
+    return use, params, f"{where} = {_fmt(use)}"
 
 
 def _rule_dtype(dtype: str | None) -> str | None:
@@ -205,6 +216,12 @@ def _unregistered(registry: KernelRegistry, op: str) -> str:
 
 def _fmt(kernels: tuple[str, ...]) -> str:
     return kernels[0] if len(kernels) == 1 else "[" + ", ".join(kernels) + "]"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _warning_class() -> type[Warning]:
@@ -313,7 +330,8 @@ def log_dispatch(ctx: DispatchContext, selection: Selection, *, phase: str = "fo
         op=ctx.op, kernel=selection.kernel, reason=selection.reason, skipped=list(selection.skipped),
         shapes=[list(s) for s in ctx.shapes], dtype=ctx.dtype, device=ctx.device, dims=dict(ctx.dims),
         requested=list(selection.requested), fallback=selection.fallback, phase=phase,
-        requires_grad=ctx.requires_grad, training=ctx.training, gpu_time_ms=gpu_time_ms)
+        requires_grad=ctx.requires_grad, training=ctx.training, gpu_time_ms=gpu_time_ms,
+        params=_plain(selection.params))
     with _log_lock:
         _log.append(record)
         for listener in _listeners:

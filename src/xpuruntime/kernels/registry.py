@@ -15,6 +15,11 @@ to a call (``supports(ctx) -> None | reason``), so a receipt can name every skip
 Implementations (``forward``, ``backward``) are callables or ``"module:function"`` strings loaded on first
 use, so importing this module imports neither torch nor triton. Registering a new kernel name adds it to the
 policy vocabulary, so policies may name it.
+
+A kernel may take parameters from the policy (``params`` next to the kernel list, e.g. the cuBLASLt algorithm
+an ``nvmath`` matmul is pinned to): it registers ``check_params(ctx, params) -> None | reason`` and receives
+them as the ``params=`` keyword of its forward; ``variants(ctx) -> [params, ...]`` lists the parameter sets a
+tuner should measure (``xpuruntime.kernels.tuner``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from xpuruntime.policies import vocabulary as vocab
 __all__ = ["DispatchContext", "KernelImpl", "KernelRegistry", "SupportsFn", "get_registry", "module_available"]
 
 SupportsFn = Callable[["DispatchContext"], "str | None"]
+ParamsCheckFn = Callable[["DispatchContext", Mapping[str, Any]], "str | None"]
+VariantsFn = Callable[["DispatchContext"], "list[dict[str, Any]]"]
 ImplRef = Callable[..., Any] | str | None
 
 
@@ -42,7 +49,8 @@ class DispatchContext:
     """One call as the dispatcher sees it: op, device type, dtype, named dims and input shapes.
 
     ``dims`` are the names policy rules test (matmul: batch/m/n/k, layernorm: rows/hidden);
-    ``dtype`` is a canonical vocabulary name (``"bf16"``) or the framework's own name when it has none.
+    ``dtype`` is a canonical vocabulary name (``"bf16"``) or the framework's own name when it has none;
+    ``strides`` (optional, one tuple per input) let kernels whose choice depends on the memory layout check it.
 
     >>> DispatchContext("matmul", device="cuda", dtype="bf16", dims={"m": 64, "n": 4096, "k": 4096}).dim("k")
     4096
@@ -55,11 +63,13 @@ class DispatchContext:
     shapes: tuple[tuple[int, ...], ...] = ()
     requires_grad: bool = False
     training: bool = False
+    strides: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op", vocab.canonical_op(self.op))
         object.__setattr__(self, "dims", MappingProxyType(dict(self.dims)))
         object.__setattr__(self, "shapes", tuple(map(tuple, self.shapes)))
+        object.__setattr__(self, "strides", tuple(map(tuple, self.strides)))
 
     def dim(self, name: str, default: int | None = None) -> int | None:
         """One named dim, or ``default`` when the op did not report it."""
@@ -98,21 +108,45 @@ class KernelImpl:
     check: SupportsFn | None = None
     description: str = ""
     install_hint: str = ""
+    check_params: ParamsCheckFn | None = None  # None: the kernel takes no params
+    variants: VariantsFn | None = None  # parameter sets a tuner measures (None: just the kernel)
 
-    def supports(self, ctx: DispatchContext) -> str | None:
-        """None when this kernel can run ``ctx``, else the reason it cannot."""
+    def supports(self, ctx: DispatchContext, params: Mapping[str, Any] | None = None) -> str | None:
+        """None when this kernel can run ``ctx`` (with ``params``, when the policy gives some), else why not."""
         if self.devices is not None and ctx.device not in self.devices:
             return f"runs on {', '.join(self.devices)} tensors only; got a {ctx.device} tensor"
         if self.dtypes is not None and ctx.dtype not in self.dtypes:
             return f"dtype {ctx.dtype} is not supported (supported: {', '.join(self.dtypes)})"
+        reason = self.availability()
+        if reason is None and self.check is not None:
+            reason = self.check(ctx)
+        return reason if reason is not None or not params else self._params_reason(ctx, params)
+
+    def availability(self) -> str | None:
+        """None when the modules this kernel needs are importable (devices aside), else why not."""
         for module in self.requires:
             if not module_available(module):
                 return f"{module} is not installed" + (f" ({self.install_hint})" if self.install_hint else "")
-        return self.check(ctx) if self.check is not None else None
+        return None
+
+    def _params_reason(self, ctx: DispatchContext, params: Mapping[str, Any]) -> str | None:
+        if self.check_params is None:
+            return f"{self.op}/{self.name} takes no params (the policy gives {', '.join(sorted(params))})"
+        return self.check_params(ctx, params)
+
+    @property
+    def takes_params(self) -> bool:
+        """Whether the forward accepts ``params=`` from the policy."""
+        return self.check_params is not None
 
     def load_forward(self) -> Callable[..., Any]:
         """The forward callable, importing its module on first use."""
         return _load(self.forward, self, "forward")
+
+    def bind(self, params: Mapping[str, Any] | None) -> Callable[..., Any]:
+        """The forward with ``params`` bound (the plain forward when there are none)."""
+        forward = self.load_forward()
+        return functools.partial(forward, params=params) if params else forward
 
     def load_backward(self) -> Callable[..., Any] | None:
         """The backward callable, or None when the kernel has none (the op's default backward is used)."""
@@ -151,16 +185,18 @@ class KernelRegistry:
     def register(self, op: str, name: str, forward: ImplRef = None, *, backward: ImplRef = None,
                  devices: Iterable[str] | None = None, dtypes: Iterable[str] | None = None,
                  requires: Iterable[str] = (), supports: SupportsFn | None = None, description: str = "",
-                 install_hint: str = "", default: bool = False, replace: bool = False) -> KernelImpl:
+                 install_hint: str = "", default: bool = False, replace: bool = False,
+                 check_params: ParamsCheckFn | None = None, variants: VariantsFn | None = None) -> KernelImpl:
         """Add a kernel for ``op`` (registering its name in the policy vocabulary when new); never selects it.
 
         ``default=True`` makes it what ``auto``/``default`` and the fallback rule use for this op.
-        Registering a name twice raises unless ``replace=True``.
+        ``check_params`` makes it accept policy params (see the module notes); ``variants`` lists parameter
+        sets for tuning. Registering a name twice raises unless ``replace=True``.
         """
         op = vocab.canonical_op(op)
         name = _kernel_name(op, name, description)
         impl = KernelImpl(op, name, forward, backward, _tuple(devices), _dtypes(dtypes), tuple(requires),
-                          supports, description, install_hint)
+                          supports, description, install_hint, check_params, variants)
         with self._lock:
             kernels = self._impls.setdefault(op, {})
             if name in kernels and not replace:
@@ -225,7 +261,7 @@ class KernelRegistry:
         return self._impls[op][name]
 
     def describe(self) -> dict[str, list[dict[str, Any]]]:
-        """Op -> kernels as plain data (name, devices, dtypes, requires, description, default)."""
+        """Op -> kernels as plain data (name, devices, dtypes, requires, description, default, availability)."""
         with self._lock:
             return {op: [_describe(impl, self._defaults.get(op) == impl.name) for impl in kernels.values()]
                     for op, kernels in self._impls.items() if kernels}
@@ -253,7 +289,8 @@ def _dtypes(values: Iterable[str] | None) -> tuple[str, ...] | None:
 def _describe(impl: KernelImpl, is_default: bool) -> dict[str, Any]:
     return {"name": impl.name, "devices": list(impl.devices) if impl.devices else "any",
             "dtypes": list(impl.dtypes) if impl.dtypes else "any", "requires": list(impl.requires),
-            "description": impl.description, "default": is_default}
+            "description": impl.description, "default": is_default, "available": impl.availability() is None,
+            "reason": impl.availability(), "params": impl.takes_params, "tunable": impl.variants is not None}
 
 
 _REGISTRY = KernelRegistry()
@@ -271,8 +308,11 @@ def _builtin() -> None:
                        description="torch.nn.functional.layer_norm (PyTorch's own kernel)")
     _REGISTRY.register("matmul", "default", forward=f"{ops}:torch_matmul", requires=("torch",), default=True,
                        description="torch.matmul (PyTorch's preferred BLAS library)")
-    _REGISTRY.register("matmul", "cublas", forward=f"{ops}:torch_matmul", devices=("cuda",), requires=("torch",),
-                       description="torch.matmul on CUDA (cuBLAS unless preferred_blas_library says otherwise)")
+    _REGISTRY.register("matmul", "cublas", forward=f"{ops}:cublas_matmul", devices=("cuda",), requires=("torch",),
+                       description="torch.matmul with preferred_blas_library('cublas') for the call")
+    _REGISTRY.register("matmul", "cublaslt", forward=f"{ops}:cublaslt_matmul", devices=("cuda",),
+                       requires=("torch",), dtypes=("fp32", "fp16", "bf16", "fp64"),
+                       description="torch.matmul with preferred_blas_library('cublaslt') for the call")
 
 
 _builtin()

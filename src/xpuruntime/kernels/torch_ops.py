@@ -17,8 +17,9 @@ even when the policy scope has closed or autograd runs it on another thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from xpuruntime.kernels import dispatcher as _dispatch
 from xpuruntime.kernels.registry import DispatchContext, KernelImpl, get_registry
 
 __all__ = ["layer_norm", "matmul", "dtype_name", "native_layer_norm_forward", "native_layer_norm_backward",
-           "torch_matmul"]
+           "torch_matmul", "cublas_matmul", "cublaslt_matmul", "blas_library"]
 
 _DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
            torch.int8: "int8", torch.float8_e4m3fn: "fp8", torch.float8_e5m2: "fp8"}
@@ -114,6 +115,37 @@ def torch_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a, b)
 
 
+_blas_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def blas_library(name: str) -> Iterator[None]:
+    """``torch.backends.cuda.preferred_blas_library(name)`` for the block, then the previous one again.
+
+    The switch is process-global in torch: another thread's matmul launched inside the block sees it too
+    (xpuruntime's own blas kernels take a lock, so two of them never interleave).
+    """
+    with _blas_lock:
+        previous = torch.backends.cuda.preferred_blas_library()
+        torch.backends.cuda.preferred_blas_library(name)
+        try:
+            yield
+        finally:
+            torch.backends.cuda.preferred_blas_library(previous)
+
+
+def cublas_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul`` with cuBLAS as torch's BLAS library for this call."""
+    with blas_library("cublas"):
+        return torch.matmul(a, b)
+
+
+def cublaslt_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul`` with cuBLASLt as torch's BLAS library for this call."""
+    with blas_library("cublaslt"):
+        return torch.matmul(a, b)
+
+
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -143,7 +175,7 @@ def _ctx(op: str, tensors: Sequence[torch.Tensor], dims: dict[str, int], require
     first = tensors[0]
     return DispatchContext(op, device=first.device.type, dtype=dtype_name(first.dtype), dims=dims,
                            shapes=tuple(tuple(t.shape) for t in tensors), requires_grad=requires_grad,
-                           training=training)
+                           training=training, strides=tuple(tuple(t.stride()) for t in tensors))
 
 
 def _run(ctx: DispatchContext, selection: _dispatch.Selection, fn: Callable[..., Any], *args: Any,
@@ -181,7 +213,7 @@ def _layer_norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Ten
     ctx = _ctx("layernorm", [x], {"rows": x2.shape[0], "hidden": hidden}, requires_grad, training)
     selection = _dispatch.get_dispatcher().select("layernorm", ctx, log=False)
     impl = _dispatch.get_dispatcher().impl(ctx.op, selection)
-    y, mean, rstd = _run(ctx, selection, impl.load_forward(), x2, weight, bias, eps)
+    y, mean, rstd = _run(ctx, selection, impl.bind(selection.params), x2, weight, bias, eps)
     stats = x.shape[:-1]
     return y.reshape(x.shape), mean.reshape(stats), rstd.reshape(stats), _kernel_id("layernorm", impl.name)
 
@@ -238,6 +270,12 @@ def _(dy, x, weight, bias, mean, rstd, kernel_id):
 
 # -- xpuruntime::matmul ---------------------------------------------------------------------------------------
 def _mm_dims(a: torch.Tensor, b: torch.Tensor) -> dict[str, int]:
+    """GEMM dims: a 2-D ``b`` folds ``a``'s batch dims into ``m`` (one GEMM, as torch and the receipts count it)."""
+    if b.dim() == 2:
+        m = 1
+        for d in a.shape[:-1]:
+            m *= d
+        return {"batch": 1, "m": m, "n": b.shape[-1], "k": a.shape[-1]}
     batch = 1
     for d in torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]):
         batch *= d
@@ -250,7 +288,7 @@ def _matmul_op(a: torch.Tensor, b: torch.Tensor, requires_grad: bool,
     ctx = _ctx("matmul", [a, b], _mm_dims(a, b), requires_grad, training)
     selection = _dispatch.get_dispatcher().select("matmul", ctx, log=False)
     impl = _dispatch.get_dispatcher().impl(ctx.op, selection)
-    return _run(ctx, selection, impl.load_forward(), a, b), _kernel_id("matmul", impl.name)
+    return _run(ctx, selection, impl.bind(selection.params), a, b), _kernel_id("matmul", impl.name)
 
 
 @_matmul_op.register_fake

@@ -32,10 +32,12 @@ def _op_schema(op: str) -> dict[str, Any]:
     when = {"type": "object", "minProperties": 1, "additionalProperties": False,
             "properties": {"dtype": {"anyOf": [dtype, {"type": "array", "items": dtype, "minItems": 1}]},
                            **{d: _DIM_CONDITION for d in spec.dims}}}
+    params = {"type": "object", "description": "kernel -> its parameters (plain data), e.g. a pinned algorithm",
+              "propertyNames": kernel, "additionalProperties": {"type": "object"}}
     rule = {"type": "object", "required": ["when", "use"], "additionalProperties": False,
-            "properties": {"when": when, "use": kernels}}
+            "properties": {"when": when, "use": kernels, "params": params}}
     full = {"type": "object", "additionalProperties": False,
-            "properties": {"prefer": kernels, "rules": {"type": "array", "items": rule}}}
+            "properties": {"prefer": kernels, "rules": {"type": "array", "items": rule}, "params": params}}
     return {"anyOf": [kernels, full]}
 
 

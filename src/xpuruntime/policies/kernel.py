@@ -16,20 +16,37 @@ A preference is one kernel, an ordered list (first that applies wins), ``auto`` 
 Rules are tried in order; the first whose every condition holds decides. A dim condition
 is an integer (equal), a comparison string (``">=4096"``, ``"<64"``, ``"!=1"``), an
 inclusive range (``"128..1024"``) or a list of integers (any of).
+
+A preference or a rule may carry ``params``: per kernel it names, plain data the kernel is called with,
+for example the cuBLASLt algorithm an ``nvmath`` matmul is pinned to (written by ``xpuruntime tune``)::
+
+          - when: {dtype: bf16, m: 8192, n: 768, k: 768}
+            use: [nvmath, default]
+            params:
+              nvmath: {algorithm: {id: 66, tile: 18, stages: 20, ...}, layout: [row, col]}
+
+Params are checked here as data (JSON-like: strings, numbers, booleans, null, lists, string-keyed
+mappings) and keyed by a kernel the same entry uses; what they mean is the kernel's business (the
+registry checks them when it dispatches). A policy without params hashes exactly as before.
 """
 
 from __future__ import annotations
 
 import re
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Union
 
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, content_hash, diff_dicts
 
-__all__ = ["KernelPolicy", "Preference", "Rule", "DimCondition", "KernelSpecLike"]
+__all__ = ["KernelPolicy", "Preference", "Rule", "DimCondition", "KernelSpecLike", "Params"]
+
+Params = Mapping[str, Mapping[str, Any]]  # kernel -> its parameters (plain data)
+_NO_PARAMS: Params = MappingProxyType({})
 
 KernelSpecLike = Union[str, Iterable[str], Mapping[str, Any], "Preference"]
 
@@ -111,6 +128,7 @@ class Rule:
     use: tuple[str, ...]
     dtypes: tuple[str, ...] | None = None
     dims: tuple[tuple[str, DimCondition], ...] = ()
+    params: Params = field(default_factory=lambda: _NO_PARAMS, hash=False)
 
     def matches(self, dtype: str | None, dims: Mapping[str, int]) -> bool:
         if self.dtypes is not None and (dtype is None or vocab.canonical_dtype(dtype) not in self.dtypes):
@@ -122,7 +140,8 @@ class Rule:
         if self.dtypes is not None:
             when["dtype"] = self.dtypes[0] if len(self.dtypes) == 1 else list(self.dtypes)
         when.update({name: cond.to_data() for name, cond in self.dims})
-        return {"when": when, "use": _kernels_to_data(self.use)}
+        data = {"when": when, "use": _kernels_to_data(self.use)}
+        return {**data, "params": _params_to_data(self.params)} if self.params else data
 
 
 @dataclass(frozen=True)
@@ -132,18 +151,26 @@ class Preference:
     op: str
     prefer: tuple[str, ...] = (vocab.DEFAULT,)
     rules: tuple[Rule, ...] = ()
+    params: Params = field(default_factory=lambda: _NO_PARAMS, hash=False)
 
     def resolve(self, dtype: str | None = None, **dims: int) -> tuple[str, ...]:
         """Kernels in order of preference for one call: the first matching rule, else ``prefer``."""
-        for rule in self.rules:
+        return self.match(dtype, dims)[0]
+
+    def match(self, dtype: str | None, dims: Mapping[str, int]) -> tuple[tuple[str, ...], Params, int | None]:
+        """``(kernels, params, rule index)`` for one call; the index is None when ``prefer`` applies."""
+        for i, rule in enumerate(self.rules):
             if rule.matches(dtype, dims):
-                return rule.use
-        return self.prefer
+                return rule.use, rule.params, i
+        return self.prefer, self.params, None
 
     def to_data(self) -> str | list[str] | dict[str, Any]:
-        if not self.rules:
+        if not self.rules and not self.params:
             return _kernels_to_data(self.prefer)
-        return {"prefer": _kernels_to_data(self.prefer), "rules": [r.to_data() for r in self.rules]}
+        data: dict[str, Any] = {"prefer": _kernels_to_data(self.prefer)}
+        if self.params:
+            data["params"] = _params_to_data(self.params)
+        return {**data, "rules": [r.to_data() for r in self.rules]} if self.rules else data
 
     def describe(self) -> str:
         text = _kernels_to_data(self.prefer)
@@ -187,6 +214,64 @@ def _located(fn: Any, field: str) -> Any:
         raise exc.located(field_prefix=field) from None
 
 
+_PARAMS_HELP = "a mapping of kernel name -> mapping of plain values (strings, numbers, booleans, null, lists, mappings)"
+
+
+def _parse_params(op: str, raw: object, kernels: tuple[str, ...], field: str) -> Params:
+    """``{kernel: {name: value}}`` for kernels of ``kernels`` only, canonical names, JSON-like values."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError("invalid params", field=field, expected=_PARAMS_HELP, received=short_repr(raw))
+    out: dict[str, Mapping[str, Any]] = {}
+    for key, value in raw.items():
+        where = f"{field}.{_text(key)}"
+        if not isinstance(key, str):
+            raise PolicyError("invalid params key", field=where, expected="a kernel name", received=short_repr(key))
+        name = _located(lambda k=key: vocab.canonical_kernel(op, k), where)
+        if name not in kernels or name in (vocab.AUTO, vocab.DEFAULT):
+            raise PolicyError(f"params for {name!r}, which this entry does not use", field=where,
+                              expected=f"params of a named kernel of {list(kernels)}", received=short_repr(key),
+                              hint="params belong next to the kernel list that names the kernel")
+        if not isinstance(value, Mapping):
+            raise PolicyError("invalid kernel params", field=where, expected="a mapping of parameter -> value",
+                              received=short_repr(value))
+        out[name] = MappingProxyType(_plain_value(value, where))
+    return MappingProxyType(out)
+
+
+def _plain_value(value: Any, field: str) -> Any:
+    """A JSON-like copy of ``value`` (tuples become lists); anything else raises PolicyError."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise PolicyError("integer out of range", field=field, expected=f"within +-{MAX_INT}",
+                              received=short_repr(value))
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PolicyError("invalid number", field=field, expected="a finite number", received=short_repr(value))
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise PolicyError("invalid params key", field=f"{field}.{_text(bad)}", expected="a string",
+                              received=short_repr(bad))
+        return {k: _plain_value(v, f"{field}.{k}") for k, v in value.items()}
+    raise PolicyError("invalid params value", field=field, expected=_PARAMS_HELP, received=short_repr(value))
+
+
+def _params_to_data(params: Params) -> dict[str, Any]:
+    return {kernel: _thaw(values) for kernel, values in params.items()}
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    return [_thaw(v) for v in value] if isinstance(value, list) else value
+
+
 def _parse_when(op: str, raw: object, field: str) -> tuple[tuple[str, ...] | None, tuple]:
     spec = vocab.get_op(op)
     if not isinstance(raw, Mapping) or not raw:
@@ -213,13 +298,16 @@ def _parse_when(op: str, raw: object, field: str) -> tuple[tuple[str, ...] | Non
 
 
 def _parse_rule(op: str, raw: object, field: str) -> Rule:
-    if not isinstance(raw, Mapping) or set(raw) != {"when", "use"}:
-        extra = [k for k in raw if k not in ("when", "use")] if isinstance(raw, Mapping) else []
-        raise PolicyError("invalid rule", field=field, expected="a mapping with exactly 'when' and 'use'",
-                          received=short_repr(raw),
-                          hint=did_you_mean(_text(extra[0]), ("when", "use")) if extra else None)
+    keys = ("when", "use", "params")
+    if not isinstance(raw, Mapping) or not {"when", "use"} <= set(raw) or not set(raw) <= set(keys):
+        extra = [k for k in raw if k not in keys] if isinstance(raw, Mapping) else []
+        raise PolicyError("invalid rule", field=field, expected="a mapping with 'when' and 'use' (and optionally "
+                          "'params')", received=short_repr(raw),
+                          hint=did_you_mean(_text(extra[0]), keys) if extra else None)
     dtypes, dims = _parse_when(op, raw["when"], f"{field}.when")
-    return Rule(use=_parse_kernels(op, raw["use"], f"{field}.use"), dtypes=dtypes, dims=dims)
+    use = _parse_kernels(op, raw["use"], f"{field}.use")
+    params = _parse_params(op, raw["params"], use, f"{field}.params") if "params" in raw else _NO_PARAMS
+    return Rule(use=use, dtypes=dtypes, dims=dims, params=params)
 
 
 def parse_preference(op: str, raw: KernelSpecLike, field: str = "") -> Preference:
@@ -227,20 +315,22 @@ def parse_preference(op: str, raw: KernelSpecLike, field: str = "") -> Preferenc
     field = field or op
     op = _located(lambda: vocab.canonical_op(op), field)
     if isinstance(raw, Preference):
-        return Preference(op, raw.prefer, raw.rules)
+        return Preference(op, raw.prefer, raw.rules, raw.params)
     if not isinstance(raw, Mapping):
         return Preference(op, _parse_kernels(op, raw, field))
-    unknown = [k for k in raw if k not in ("prefer", "rules")]
+    unknown = [k for k in raw if k not in ("prefer", "rules", "params")]
     if unknown:
         raise PolicyError(f"unknown key {short_repr(unknown[0])}", field=f"{field}.{_text(unknown[0])}",
-                          expected="'prefer' and/or 'rules'", received=short_repr(unknown[0]),
-                          hint=did_you_mean(_text(unknown[0]), ("prefer", "rules")))
+                          expected="'prefer', 'rules' and/or 'params'", received=short_repr(unknown[0]),
+                          hint=did_you_mean(_text(unknown[0]), ("prefer", "rules", "params")))
     prefer = _parse_kernels(op, raw.get("prefer", vocab.DEFAULT), f"{field}.prefer")
+    params = _parse_params(op, raw["params"], prefer, f"{field}.params") if "params" in raw else _NO_PARAMS
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, (list, tuple)):
         raise PolicyError("rules must be a list", field=f"{field}.rules", expected="a list of {when, use}",
                           received=short_repr(rules_raw))
-    return Preference(op, prefer, tuple(_parse_rule(op, r, f"{field}.rules[{i}]") for i, r in enumerate(rules_raw)))
+    rules = tuple(_parse_rule(op, r, f"{field}.rules[{i}]") for i, r in enumerate(rules_raw))
+    return Preference(op, prefer, rules, params)
 
 
 class KernelPolicy:
@@ -270,15 +360,23 @@ class KernelPolicy:
         self._prefs[pref.op] = pref
 
     # -- editing -------------------------------------------------------------------------
-    def set(self, op: str, kernels: KernelSpecLike, *, when: Mapping[str, Any] | None = None) -> KernelPolicy:
-        """Set an op's preference; with ``when``, append a rule instead. Returns self (chainable)."""
+    def set(self, op: str, kernels: KernelSpecLike, *, when: Mapping[str, Any] | None = None,
+            params: Params | None = None) -> KernelPolicy:
+        """Set an op's preference; with ``when``, append a rule instead. Returns self (chainable).
+
+        ``params`` maps a kernel named in ``kernels`` to its parameters, e.g.
+        ``kp.set("matmul", ["nvmath", "default"], when={"m": 8192}, params={"nvmath": {"algorithm": {...}}})``.
+        """
+        extra = {} if params is None else {"params": params}
+        check_plain_data(extra, f"kernels.{op}")
         if when is None:
-            self._put(parse_preference(op, kernels, f"kernels.{op}"))
+            raw = {"prefer": kernels, **extra} if extra else kernels
+            self._put(parse_preference(op, raw, f"kernels.{op}"))
             return self
         current = self.preference(op) or Preference(vocab.canonical_op(op))
         index = len(current.rules)
-        rule = _parse_rule(current.op, {"when": when, "use": kernels}, f"kernels.{op}.rules[{index}]")
-        self._put(Preference(current.op, current.prefer, current.rules + (rule,)))
+        rule = _parse_rule(current.op, {"when": when, "use": kernels, **extra}, f"kernels.{op}.rules[{index}]")
+        self._put(Preference(current.op, current.prefer, current.rules + (rule,), current.params))
         return self
 
     def remove(self, op: str) -> KernelPolicy:
@@ -315,6 +413,16 @@ class KernelPolicy:
         """Kernels in order for one call of ``op``; ``("default",)`` when the op is unset."""
         pref = self.preference(op)
         return pref.resolve(dtype, **dims) if pref else (vocab.DEFAULT,)
+
+    def params(self, op: str, dtype: str | None = None, **dims: int) -> Params:
+        """Kernel -> params of the entry (rule or ``prefer``) that decides one call of ``op``.
+
+        >>> KernelPolicy().set("matmul", ["nvmath", "default"], when={"m": 64},
+        ...                    params={"nvmath": {"algorithm": {"id": 6}}}).params("matmul", m=64)["nvmath"]
+        mappingproxy({'algorithm': {'id': 6}})
+        """
+        pref = self.preference(op)
+        return pref.match(dtype, dims)[1] if pref else _NO_PARAMS
 
     @property
     def preferences(self) -> dict[str, str | list[str] | dict[str, Any]]:

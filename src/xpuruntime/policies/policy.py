@@ -119,10 +119,19 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Policy:
-        """Read and validate a policy file; every error is a PolicyError naming the file and field."""
+        """Read and validate a policy file; every error is a PolicyError naming the file and field.
+
+        A lock file (``xpuruntime tune --lock``) gives its policy after the drift check
+        (:class:`~xpuruntime.kernels.lock.Lock`: the fallback rule decides on drift).
+        """
         path = Path(path)
         try:
-            return cls.from_dict(parse_document(path))
+            data = parse_document(path)
+            if isinstance(data, Mapping) and data.get("format") == "xpuruntime-lock":
+                from xpuruntime.kernels.lock import Lock
+
+                return Lock.from_dict(data, file=str(path)).check(stacklevel=3).policy
+            return cls.from_dict(data)
         except PolicyError as exc:
             raise exc.located(file=str(path)) from None
 

@@ -33,14 +33,16 @@ def _module() -> Any:
 
 
 def available(op: str, kernel: str) -> bool:
-    """Whether xpuruntime.kernels has ``kernel`` registered for ``op`` (it may still skip a call, with a reason)."""
+    """Whether xpuruntime.kernels serves ``kernel`` for ``op``: registered, and the modules it needs importable
+    (it may still skip a call, with a reason)."""
     mod = _module()
     if mod is None or op not in ("layernorm", "matmul"):
         return False
     try:
-        return kernel in mod.get_registry().kernels(op)
+        impl = mod.get_registry().find(op, kernel)
     except Exception:  # a registry that does not know the op
         return False
+    return impl is not None and impl.availability() is None
 
 
 @contextlib.contextmanager

@@ -10,8 +10,11 @@ matmul cublas / cublaslt / auto                   ``torch.backends.cuda.preferre
                                                   cublaslt / default
 conv cudnn_exhaustive / cudnn_heuristic / auto    ``torch.backends.cudnn.benchmark`` True (``benchmark_limit``
                                                   0: every algorithm) / False / True
-layernorm native / triton; matmul triton          torch's kernel / the kernel registered in
+layernorm native / triton; matmul triton, nvmath  torch's kernel / the kernel registered in
                                                   ``xpuruntime.kernels`` (routed by ``_kernels.routing``)
+per-shape rules (matmul, layernorm)               routed to ``xpuruntime.kernels`` when it serves every
+                                                  kernel they name: it applies them (and their params) per
+                                                  call; otherwise noted as not applied
 precision fp32 / tf32                             cuBLAS and cuDNN fp32 math IEEE / TF32: the legacy flags
                                                   (``set_float32_matmul_precision``, ``cudnn.allow_tf32``)
                                                   and, torch >= 2.9, ``fp32_precision``, kept in step
@@ -115,12 +118,20 @@ def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = N
         if pref is None:
             continue
         _kernel(op, pref.prefer, fallback, plan, has)
-        if pref.rules and op not in plan.custom:  # xpuruntime.kernels resolves rules per call itself
+        if pref.rules and op not in plan.custom and _rules_served(op, pref, has):
+            plan.custom[op] = "per-shape rules"  # xpuruntime.kernels resolves rules (and params) per call
+        elif pref.rules and op not in plan.custom:
             plan.notes.append(f"{op}: per-shape rules are judged in profiled receipts but not applied: torch's "
                               "switches are process-wide, one kernel choice per op")
     if execution:
         _execution(policy, plan)
     return plan
+
+
+def _rules_served(op: str, pref: Any, has: Any) -> bool:
+    """Whether xpuruntime.kernels serves every kernel the op's rules and ``prefer`` name (then it applies them)."""
+    named = {k for k in (*pref.prefer, *(k for r in pref.rules for k in r.use)) if k not in SPECIAL}
+    return op in ("layernorm", "matmul") and all(has(op, k) for k in named)
 
 
 def _kernel(op: str, prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:

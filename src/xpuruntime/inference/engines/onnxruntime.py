@@ -39,7 +39,7 @@ from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
 
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError"]
 
-_OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level")
+_OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
 _SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -102,7 +102,33 @@ class OnnxRuntimeEngine(Engine):
         if self.plan.cached_model:
             self.model = load_model_source(Path(self.plan.cached_model))
         self.session = self._create(self._session_options())
+        self._replayed = self._replay_tuning(self.session)
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
+
+    def _replay_tuning(self, session: Any, *, note: bool = True) -> int:
+        """Apply stored TunableOp results (``engine_options["tuning_results"]``, else a lock's); returns how many
+        result sets ONNX Runtime accepted. Results it refuses (another device or version) are a note."""
+        results = self.options.get("tuning_results")
+        results = self.tuning.get("onnxruntime") if results is None else results
+        if not results:
+            return 0
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise PolicyError("invalid tuning_results", field="engine_options.tuning_results",
+                              expected="the list InferenceSession.get_tuning_results() returns",
+                              received=type(results).__name__)
+        try:
+            session.set_tuning_results(results, error_on_invalid=True)
+        except Exception as exc:  # ORT's own exception types
+            if note:
+                self.plan.notes.append(f"stored TunableOp results not applied: {_first_line(str(exc))}")
+            return 0
+        if note:
+            self.plan.notes.append(f"replayed {len(results)} stored TunableOp result set(s) (set_tuning_results)")
+        return len(results)
+
+    def tuning_results(self) -> list[dict[str, Any]]:
+        """``InferenceSession.get_tuning_results()``: what TunableOp chose (an empty list on the CPU provider)."""
+        return list(self.session.get_tuning_results())
 
     def _check_options(self) -> None:
         for name in self.options:
@@ -315,7 +341,8 @@ class OnnxRuntimeEngine(Engine):
                        "target": self.plan.target,
                        "provider_options": {n: dict(o) for n, o in self.plan.providers},
                        "graph_optimization_level": self.plan.graph_level, "model_variant": self.plan.model_variant,
-                       "precision": self.policy.execution.precision, "session_config": dict(self.plan.config)},
+                       "precision": self.policy.execution.precision, "session_config": dict(self.plan.config),
+                       "tuning_results_replayed": getattr(self, "_replayed", 0)},
             notes=[*self.model.notes, *self.plan.notes])
 
     def report_impl(self) -> ExecutionReport:
@@ -356,6 +383,7 @@ class OnnxRuntimeEngine(Engine):
         feeds = _host_feeds(feeds)
         with tempfile.TemporaryDirectory(prefix="xpuruntime-profile-") as folder:
             session = self._create(self._session_options(profile_dir=folder))
+            self._replay_tuning(session, note=False)
             self._guarded(lambda ro: session.run(list(output_names), feeds, ro))  # warm-up: allocate and tune
             self._guarded(lambda ro: session.run(list(output_names), feeds, ro))
             events = json.loads(Path(session.end_profiling()).read_text())

@@ -100,9 +100,15 @@ class OpenVinoEngine(Engine):
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
         self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
         self._idle: list[Any] = []
-        self._draining: list[Any] = []  # requests past execution_timeout_ms, still finishing their run
+        self._draining: list[tuple[int, Any]] = []  # requests past execution_timeout_ms, still finishing their run
         self._pool_lock = threading.Lock()
+        self._generation = 0  # bumped by each recompile: requests of an older compiled model are not pooled
+        self._stale = False  # a run failed: the next one recompiles first (see _recompile)
+        # INFERENCE_NUM_THREADS=1: OpenVINO 2026.4's synchronous infer() drops errors raised during the run and
+        # returns an empty or the previous run's output; start_async() + wait() reports them
+        self._sync_reports_errors = self.plan.config.get("INFERENCE_NUM_THREADS") != "1"
         self._queue: Any = None
+        self._queue_generation = -1
         self._queue_lock = threading.Lock()
 
     def _check_options(self) -> None:
@@ -181,16 +187,30 @@ class OpenVinoEngine(Engine):
     @contextlib.contextmanager
     def _request(self) -> Iterator[Any]:
         """Borrow an idle infer request (or make one): concurrent callers never share one. A request whose
-        run failed or was cancelled is dropped, not pooled: after a cancel OpenVINO can hand the previous
-        run's outputs to the next run on that request."""
+        run failed is dropped, not pooled, and the compiled model is rebuilt before the next run."""
         with self._pool_lock:
-            finished = [r for r in self._draining if r.wait_for(0)]
-            self._draining = [r for r in self._draining if r not in finished]
-            self._idle += finished  # a run that outlived its timeout has ended normally: the request is fine
+            self._reap()
+            generation = self._generation
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         yield request
         with self._pool_lock:
-            self._idle.append(request)
+            if generation == self._generation:
+                self._idle.append(request)
+
+    def _reap(self) -> None:
+        """Requests whose run outlived its timeout go back to the pool once that run has ended."""
+        finished = [(g, r) for g, r in self._draining if r.wait_for(0)]
+        self._draining = [item for item in self._draining if item not in finished]
+        self._idle += [r for g, r in finished if g == self._generation]
+
+    def _recompile(self) -> None:
+        """After a failed run. OpenVINO 2026.4's CPU plugin can keep a failed run's state in the compiled model
+        (a MatMul that once saw mismatched inputs refuses every later run, even on new requests): the next
+        run gets a freshly compiled model (from the cache when there is one). Call under _pool_lock."""
+        self.compiled, _ = self._compile(_core(), self.ov_model, self.plan.config)
+        self._generation += 1
+        self._idle = []
+        self._stale = False
 
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
         _host_only(feeds)
@@ -201,11 +221,13 @@ class OpenVinoEngine(Engine):
     def _infer(self, request: Any, feeds: dict[str, Any], indices: list[int]) -> list[Any]:
         timeout = self.policy.execution.execution_timeout_ms
         try:
-            if not timeout:
+            if not timeout and self._sync_reports_errors:
                 results = request.infer(feeds, share_inputs=True, share_outputs=False)
                 return [results[i] for i in indices]
-            request.start_async(feeds, share_inputs=False)  # the run may outlive this call: it owns its inputs
-            if not request.wait_for(timeout):
+            request.start_async(feeds, share_inputs=True)
+            if not timeout:
+                request.wait()
+            elif not request.wait_for(timeout):
                 self._abandon(request)
                 raise ExecutionTimeoutError("the run passed execution_timeout_ms",
                                             expected=f"a run that finishes within {timeout} ms",
@@ -215,6 +237,7 @@ class OpenVinoEngine(Engine):
         except XpuRuntimeError:
             raise
         except Exception as exc:
+            self._stale = True
             raise _run_error(exc) from None
 
     def _abandon(self, request: Any) -> None:
@@ -222,7 +245,7 @@ class OpenVinoEngine(Engine):
         come back from a later run, even on another request. The request finishes its run in the background
         and returns to the pool afterwards (see _request)."""
         with self._pool_lock:
-            self._draining.append(request)
+            self._draining.append((self._generation, request))
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
         """All feeds through OpenVINO's AsyncInferQueue; results in input order."""
@@ -232,11 +255,15 @@ class OpenVinoEngine(Engine):
             _host_only(feeds)
         indices = [self._out_index[n] for n in output_names]
         with self._queue_lock:
-            return self._run_queue(feeds_list, indices)
+            with self._pool_lock:
+                if self._stale:
+                    self._recompile()
+                if self._queue is None or self._queue_generation != self._generation:
+                    self._queue = _ov().AsyncInferQueue(self.compiled, self.plan.num_requests)
+                    self._queue_generation = self._generation
+            return self._run_queue(self._queue, feeds_list, indices)
 
-    def _run_queue(self, feeds_list: Sequence[dict[str, Any]], indices: list[int]) -> list[list[Any]]:
-        if self._queue is None:
-            self._queue = _ov().AsyncInferQueue(self.compiled, self.plan.num_requests)
+    def _run_queue(self, queue: Any, feeds_list: Sequence[dict[str, Any]], indices: list[int]) -> list[list[Any]]:
         results: list[Any] = [None] * len(feeds_list)
         errors: list[BaseException] = []
 
@@ -246,16 +273,16 @@ class OpenVinoEngine(Engine):
             except Exception as exc:  # a callback runs on OpenVINO's thread: keep the error for the caller
                 errors.append(exc)
 
-        self._queue.set_callback(done)
+        queue.set_callback(done)
         try:
             for index, feeds in enumerate(feeds_list):
-                self._queue.start_async(feeds, index, share_inputs=True)
-            self._queue.wait_all()
+                queue.start_async(feeds, index, share_inputs=True)
+            queue.wait_all()
         except Exception as exc:
-            self._queue = None  # its requests may hold a failed run: the next call builds a fresh queue
+            self._stale = True  # a fresh compiled model and queue for the next call
             raise _run_error(exc) from None
         if errors:
-            self._queue = None
+            self._stale = True
             raise _run_error(errors[0])
         return results
 
