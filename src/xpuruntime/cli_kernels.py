@@ -216,7 +216,10 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
 
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
-    lock = lock or output.with_name(output.name.split(".")[0] + ".lock.json")
+    lock = lock or output.with_name(output.stem + ".lock.json")
+    if output.suffix.lower() not in (".yaml", ".yml", ".json") or lock.suffix.lower() != ".json":
+        raise InputError("unsupported output file names", expected="--output *.yaml|*.yml|*.json and --lock *.json",
+                         received=f"{output} and {lock}")
     base = Policy.load(policy) if policy else Policy()
     notes: list[str] = []
     start = time.perf_counter()

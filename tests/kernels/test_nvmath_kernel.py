@@ -74,10 +74,10 @@ def fake_nvmath(monkeypatch):
     for name, mod in (("nvmath", root), ("nvmath.linalg", linalg), ("nvmath.linalg.advanced", advanced)):
         monkeypatch.setitem(sys.modules, name, mod)
     FakeMatmul.created.clear()
-    nm._plans.clear()
+    nm.clear_plans()
     nm.clear_executed_algorithms()
     yield FakeMatmul
-    nm._plans.clear()
+    nm.clear_plans()
 
 
 def _ctx(a, b) -> DispatchContext:
@@ -156,3 +156,32 @@ def test_the_dispatcher_passes_a_rules_params_to_the_kernel(fake_nvmath, monkeyp
     other = _ctx(a, torch.randn(8, 16).t())  # F.linear's layout: the pin does not apply, the default runs
     sel = xk.Dispatcher().select("matmul", other, kp, log=False)
     assert sel.kernel == "default" and "tuned for operands laid out row/row" in sel.skipped[0][1]
+
+
+def test_tuning_measures_each_algorithm_and_the_tuned_policy_runs_the_winner(fake_nvmath):
+    """The tuner's path through nvmath's variants, on the CPU: a registry whose nvmath kernel runs anywhere."""
+    from xpuruntime.kernels import tuner as T
+    from xpuruntime.kernels.registry import KernelRegistry
+
+    import time
+
+    def slow_default(a, b):
+        time.sleep(0.005)
+        return a @ b
+
+    reg = KernelRegistry()
+    reg.register("matmul", "default", forward=slow_default, default=True)
+    reg.register("matmul", "nvmath", forward=nm.matmul, supports=nm.supports, check_params=nm.check_params,
+                 variants=nm.variants)
+    target = T.parse_spec("matmul:fp32:64x32x48:nt")
+    record = T.Tuner(registry=reg, warmup=1, repeats=3).tune_one(target)
+    ranks = [c.params["rank"] for c in record.candidates if c.kernel == "nvmath"]
+    assert ranks == list(range(nm.DEFAULT_LIMIT)) and all(c.status == "ok" for c in record.candidates)
+    assert all(c.params["layout"] == ["row", "col"] for c in record.candidates if c.kernel == "nvmath")
+    winner = min(record.candidates, key=lambda c: c.time_ms)
+    assert record.kernel == "nvmath" and record.params == winner.params  # the default sleeps: an algorithm wins
+    a, b = T.make_inputs(target, 3)
+    sel = xk.Dispatcher(reg).select("matmul", target.context(), T.build_policy([record]), log=False)
+    assert sel.kernel == "nvmath" and sel.params == record.params
+    sel.forward()(a, b)
+    assert nm.executed_algorithms()[-1]["algorithm"] == record.params["algorithm"]

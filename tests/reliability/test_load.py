@@ -85,7 +85,8 @@ def test_run_many_from_threads_gets_the_serial_results(engine: str, mm: Any,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("execution", [{}, {"execution_timeout_ms": 60_000}], ids=["plain", "timeout path"])
+@pytest.mark.parametrize("execution", [{}, {"num_threads": 1}, {"execution_timeout_ms": 60_000}],
+                         ids=["engine threads", "one thread", "timeout path"])
 def test_failing_runs_among_good_ones_under_threads(engine: str, execution: dict[str, Any]) -> None:
     """Half the threads send feeds that fail inside the engine while the others run: every good run is
     exact, every bad one an InputError (OpenVINO recompiles after failures while other threads run)."""

@@ -27,8 +27,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-EXAMPLES = int(os.environ.get("XPURUNTIME_FUZZ_EXAMPLES", "100"))  # per engine; README "Reliability" quotes it
-GUARD_SEEDS = 150  # per engine, in a child process that a crash cannot take pytest down with
+EXAMPLES = int(os.environ.get("XPURUNTIME_FUZZ_EXAMPLES", "200"))  # per engine; README "Reliability" quotes it
+GUARD_SEEDS = 500  # per engine, in a child process that a crash cannot take pytest down with
 
 
 def _samples() -> list[bytes]:
@@ -214,7 +214,8 @@ def test_external_data_in_bytes_or_a_proto_is_refused(engine: str, tmp_path: Pat
             InferenceSession(model, engine=engine)
 
 
-def test_external_data_inside_the_folder_still_runs(engine: str, tmp_path: Path, mm: Any, mm_weight: np.ndarray) -> None:
+def test_external_data_inside_the_folder_still_runs(engine: str, tmp_path: Path, mm: Any,
+                                                    mm_weight: np.ndarray) -> None:
     (tmp_path / "sub").mkdir()
     path = external_model(tmp_path / "sub")
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)

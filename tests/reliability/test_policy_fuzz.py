@@ -29,9 +29,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 OPS = [*vocab.list_ops(), "gemm", "linear", "sdpa", "Matmul"]
 KERNELS = sorted({k for op in vocab.list_ops() for k in vocab.kernels_for(op)} | {"cublasLt", "flash_v2", "nope"})
 FIELDS = [*ExecutionPolicy.model_fields, "precison", "timeout"]
-WORDS = [*OPS, *KERNELS, *FIELDS, "prefer", "rules", "when", "use", "dtype", "m", "n", "k", "batch", "fp16", "bf16",
-         "float16", "error", "warn", "allow", "x", ">=4096", "1..64", "<64", "!=1", "64..1", "schema_version",
-         "kernels", "execution"]
+WORDS = [*OPS, *KERNELS, *FIELDS, "prefer", "rules", "when", "use", "params", "algorithm", "dtype", "m", "n", "k",
+         "batch", "fp16", "bf16", "float16", "error", "warn", "allow", "x", ">=4096", "1..64", "<64", "!=1", "64..1",
+         "schema_version", "kernels", "execution"]
 
 huge_ints = st.sampled_from([2**63 - 1, 2**63, -(2**63), 2**64 + 1, 10**30, 10**4000, -(10**4000)])  # repr-able
 scalars = (st.none() | st.booleans() | st.integers(-5, 5000) | huge_ints | st.floats(allow_nan=True)
@@ -42,13 +42,17 @@ plain = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dic
 
 dim_cond = st.integers(-2, 9000) | huge_ints | st.sampled_from([">=4096", "<64", "!=1", "1..64", "64..1", "==8",
                                                               "9" * 30, "0" * 40 + "7", "x", ""]) | plain
-rule = st.fixed_dictionaries({"when": st.dictionaries(st.sampled_from(["dtype", "m", "n", "k", "batch", "q", "K"]),
+rule = (st.fixed_dictionaries({"when": st.dictionaries(st.sampled_from(["dtype", "m", "n", "k", "batch", "q", "K"]),
                                                       dim_cond | st.sampled_from(["fp16", ["bf16", "fp16"], "f64"]),
                                                       max_size=3),
-                              "use": st.sampled_from(KERNELS) | st.lists(st.sampled_from(KERNELS), max_size=3)}) | plain
+                              "use": st.sampled_from(KERNELS) | st.lists(st.sampled_from(KERNELS), max_size=3)},
+                             optional={"params": st.dictionaries(st.sampled_from(KERNELS), plain, max_size=2) | plain})
+        | plain)
 preference = (st.sampled_from(KERNELS) | st.lists(st.sampled_from(KERNELS), max_size=3)
               | st.fixed_dictionaries({}, optional={"prefer": st.sampled_from(KERNELS) | plain,
-                                                    "rules": st.lists(rule, max_size=3) | plain}) | plain)
+                                                    "rules": st.lists(rule, max_size=3) | plain,
+                                                    "params": st.dictionaries(st.sampled_from(KERNELS), plain,
+                                                                              max_size=2) | plain}) | plain)
 kernels = st.dictionaries(st.sampled_from(OPS) | keys, preference, max_size=4) | plain
 shape = st.lists(st.integers(-1, 64) | huge_ints | st.floats(allow_nan=True) | st.text(max_size=2), max_size=4)
 field_value = {
@@ -111,9 +115,15 @@ def test_any_text_gives_a_policy_or_a_policy_error(text: str, fmt: str) -> None:
     outcome(lambda: Policy.loads(text, fmt))
 
 
+def _as_yaml_bytes(data: Any) -> bytes:
+    try:
+        return yaml.safe_dump(data, allow_unicode=True).encode("utf-8", "replace")
+    except (yaml.YAMLError, TypeError, ValueError):
+        return b"{"
+
+
 @FUZZ
-@given(st.binary(max_size=300) | documents.map(lambda d: yaml.safe_dump(d, allow_unicode=True).encode("utf-8", "replace")
-                                               if _dumpable(d) else b"{"),
+@given(st.binary(max_size=300) | documents.map(_as_yaml_bytes),
        st.sampled_from([".yaml", ".yml", ".json", ".txt", ""]))
 def test_any_file_gives_a_policy_or_a_policy_error(tmp_path_factory: Any, content: bytes, suffix: str) -> None:
     path = tmp_path_factory.mktemp("p") / f"policy{suffix}"
@@ -131,12 +141,6 @@ def test_the_halves_give_policies_or_policy_errors(kernel_data: Any, execution_d
         outcome(call)
 
 
-def _dumpable(data: Any) -> bool:
-    try:
-        yaml.safe_dump(data)
-    except (yaml.YAMLError, TypeError, ValueError):
-        return False
-    return True
 
 
 # -- what fuzzing found, pinned --------------------------------------------------------------

@@ -48,6 +48,17 @@ def test_set_with_params_and_round_trips_keep_the_hash(tmp_path: Path):
     assert [c.path for c in policy.diff(Policy(kernels=changed))] == ["kernels.matmul.rules"]
 
 
+def test_policies_with_params_pickle_and_copy():
+    import copy
+    import pickle
+
+    policy = Policy.loads(YAML)
+    policy.kernels.resolve("matmul", "bf16", m=8192, n=768, k=768)  # fills the resolution cache
+    for back in (pickle.loads(pickle.dumps(policy)), copy.deepcopy(policy)):
+        assert back == policy and back.hash == policy.hash
+        assert back.kernels.params("matmul", "bf16", m=8192, n=768, k=768)["nvmath"] == ALGO
+
+
 def test_policies_without_params_hash_as_before():
     plain = {"matmul": {"prefer": "cublas", "rules": [{"when": {"k": ">=4096"}, "use": "cublaslt"}]}}
     kp = KernelPolicy(plain)

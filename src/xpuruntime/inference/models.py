@@ -134,20 +134,26 @@ def _parse(data: bytes, where: str) -> Any:
 
 
 def _check_strings(proto: Any, where: str) -> None:
-    """Protobuf hands back a string field that is not UTF-8 as bytes; engines then fail on it in odd places."""
+    """Protobuf hands back a string field that is not UTF-8 as bytes; engines then fail on it in odd places.
+    Only string and message fields are read: weights (bytes and numbers) are never copied."""
     from google.protobuf.descriptor import FieldDescriptor
 
     stack: list[tuple[Any, str]] = [(proto, "model")]
     while stack:
         message, path = stack.pop()
-        for field_, value in message.ListFields():
-            items = [value] if isinstance(value, (str, bytes)) or hasattr(value, "ListFields") else value
-            if field_.type == FieldDescriptor.TYPE_STRING and not all(isinstance(v, str) for v in items):
+        for field_ in message.DESCRIPTOR.fields:
+            if field_.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+                continue
+            value = getattr(message, field_.name)
+            if field_.type == FieldDescriptor.TYPE_MESSAGE:
+                if hasattr(value, "ListFields"):  # a single message: only when set
+                    stack += [(value, f"{path}.{field_.name}")] if message.HasField(field_.name) else []
+                else:
+                    stack += [(v, f"{path}.{field_.name}[{i}]") for i, v in enumerate(value)]
+            elif not all(isinstance(v, str) for v in ([value] if isinstance(value, (str, bytes)) else value)):
                 raise ModelLoadError(f"not a valid ONNX model: {where}", expected="UTF-8 names and strings",
                                      received=f"bytes that are not UTF-8 in {path}.{field_.name}",
                                      hint="the file is damaged, or was written by a broken exporter; re-export it")
-            if field_.type == FieldDescriptor.TYPE_MESSAGE:
-                stack += [(v, f"{path}.{field_.name}[{i}]") for i, v in enumerate(items)]
 
 
 # -- external data ------------------------------------------------------------------------

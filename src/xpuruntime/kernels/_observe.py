@@ -19,7 +19,7 @@ _LOW_PRECISION = {"linear", "matmul", "mm", "bmm", "attention"}  # ops autocast 
 class Observer(torch.overrides.TorchFunctionMode):
     """Calls ``sink(target)`` for each F.linear / matmul / @ / mm / bmm / SDPA / layer_norm call, then runs it."""
 
-    def __init__(self, sink: Callable[[Any], None], _torch: Any = None) -> None:
+    def __init__(self, sink: Callable[[Any], None]) -> None:
         super().__init__()
         self.sink = sink
         self.table: dict[Any, Callable[..., Any]] = {

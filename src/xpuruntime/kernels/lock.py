@@ -237,11 +237,11 @@ class Lock:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, check: bool = True, fallback: str | None = None,
-             current: Fingerprint | None = None) -> Lock:
+             current: Fingerprint | None = None, stacklevel: int = 2) -> Lock:
         """Read a lock file; with ``check`` (default), compare it with this machine and apply the fallback rule."""
         path = Path(path)
         lock = cls.from_dict(_read(path), file=str(path))
-        return lock.check(fallback=fallback, current=current, stacklevel=3) if check else lock
+        return lock.check(fallback=fallback, current=current, stacklevel=stacklevel + 1) if check else lock
 
     def __repr__(self) -> str:
         return (f"Lock(policy={self.tuned_policy.short_hash}, records={len(self.records)}, "
@@ -332,15 +332,11 @@ def as_lock(obj: Any, *, fallback: str | None = None) -> Lock | None:
     """``obj`` as a checked :class:`Lock` when it is one (or a path to a lock file), else None."""
     if isinstance(obj, Lock):
         return obj if obj.status != "unchecked" else obj.check(fallback=fallback, stacklevel=3)
-    if not isinstance(obj, (str, os.PathLike)) or Path(obj).suffix.lower() != ".json" or not Path(obj).is_file():
+    from xpuruntime.policies.policy import is_lock_file
+
+    if not isinstance(obj, (str, os.PathLike)) or not is_lock_file(Path(obj)):
         return None
-    try:
-        head = read_bounded(Path(obj), MAX_LOCK_BYTES)
-    except (OSError, ValueError):
-        return None
-    if b'"format"' not in head[:4096] or LOCK_FORMAT.encode() not in head[:4096]:
-        return None
-    return Lock.load(obj, fallback=fallback)
+    return Lock.load(obj, fallback=fallback, stacklevel=3)
 
 
 # -- several ranks or machines ---------------------------------------------------------------------------------------

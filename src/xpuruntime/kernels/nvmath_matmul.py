@@ -42,7 +42,7 @@ from xpuruntime.errors import UnsupportedOperationError
 from xpuruntime.kernels.registry import DispatchContext, get_registry
 
 __all__ = ["matmul", "supports", "check_params", "variants", "variants_for", "describe_algorithm",
-           "executed_algorithms", "clear_executed_algorithms", "ALGORITHM_FIELDS", "DEFAULT_LIMIT"]
+           "executed_algorithms", "clear_executed_algorithms", "clear_plans", "ALGORITHM_FIELDS", "DEFAULT_LIMIT"]
 
 #: nvmath ``Algorithm`` attribute -> the key it is stored under in policy params
 ALGORITHM_FIELDS: dict[str, str] = {
@@ -235,6 +235,15 @@ def _plan(a: Any, b: Any, limit: int) -> _Plan:
         while len(_plans) > _MAX_PLANS:
             _plans.popitem(last=False)[1].mm.free()
     return plan
+
+
+def clear_plans() -> None:
+    """Free every cached plan (its workspace, and its reference to the last operands)."""
+    with _plans_lock:
+        plans = list(_plans.values())
+        _plans.clear()
+    for plan in plans:
+        plan.mm.free()
 
 
 def _new_plan(a: Any, b: Any, limit: int) -> _Plan:

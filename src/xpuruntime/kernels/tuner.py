@@ -50,7 +50,7 @@ from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import canonical_json
 
 __all__ = ["Tuner", "Target", "Recording", "recording", "targets_from_specs", "parse_spec", "targets_from_onnx",
-           "build_policy", "capture_onnxruntime_tuning", "with_tunable_op", "TUNABLE_OPS"]
+           "build_policy", "capture_onnxruntime_tuning", "with_tunable_op", "make_inputs", "TUNABLE_OPS"]
 
 TUNABLE_OPS = ("matmul", "attention", "layernorm")
 _TOLERANCE = {"fp32": 2e-3, "tf32": 5e-3, "fp16": 1e-2, "bf16": 3e-2, "fp64": 1e-9}  # relative Frobenius error
@@ -223,12 +223,11 @@ def recording(*, torch_calls: bool = True) -> Iterator[Recording]:
 
 def _torch_observer(rec: Recording) -> Any:
     try:
-        import torch
-    except ImportError:
+        from xpuruntime.kernels import _observe
+    except ImportError:  # no torch: only xpuruntime.kernels ops are recorded
         return contextlib.nullcontext()
-    from xpuruntime.kernels import _observe
 
-    return _observe.Observer(rec.add, torch)
+    return _observe.Observer(rec.add)
 
 
 # ============================================================================================== the tuner
@@ -377,6 +376,7 @@ class Tuner:
             times = _time(lambda: bench.call(fn, args), target.device, warmup, repeats)
         except Exception as exc:  # noqa: BLE001 - any kernel failure is a recorded outcome
             return _Run(Candidate(impl.name, "failed", reason=_short(exc), params=params))
+        times = [round(t, 6) for t in times]
         return _Run(Candidate(impl.name, "ok", statistics.median(times), tuple(times), params=params), output)
 
     def _choose(self, runs: list[_Run], default: str) -> Candidate | None:
@@ -522,6 +522,16 @@ _BENCHES = {
     "layernorm": _Bench(_make_layernorm, lambda fn, args: fn(*args)[0]),
     "attention": _Bench(_make_attention, lambda fn, args: fn(*args)),
 }
+
+
+def make_inputs(target: Target, seed: int = 0) -> tuple:
+    """Seeded random inputs of the target's shape and layout, as the kernels take them (the tuner's own).
+
+    >>> a, b = make_inputs(parse_spec("matmul:fp32:64x32x16:nt"))
+    >>> a.shape, b.shape, b.stride()
+    (torch.Size([64, 16]), torch.Size([16, 32]), (1, 16))
+    """
+    return _BENCHES[target.op].make(target, seed)
 
 
 # ============================================================================================== policies

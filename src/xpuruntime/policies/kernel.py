@@ -36,7 +36,6 @@ import re
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Union
 
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
@@ -45,8 +44,7 @@ from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, conte
 
 __all__ = ["KernelPolicy", "Preference", "Rule", "DimCondition", "KernelSpecLike", "Params"]
 
-Params = Mapping[str, Mapping[str, Any]]  # kernel -> its parameters (plain data)
-_NO_PARAMS: Params = MappingProxyType({})
+Params = Mapping[str, Mapping[str, Any]]  # kernel -> its parameters (plain data; read-only by convention)
 
 KernelSpecLike = Union[str, Iterable[str], Mapping[str, Any], "Preference"]
 
@@ -128,7 +126,7 @@ class Rule:
     use: tuple[str, ...]
     dtypes: tuple[str, ...] | None = None
     dims: tuple[tuple[str, DimCondition], ...] = ()
-    params: Params = field(default_factory=lambda: _NO_PARAMS, hash=False)
+    params: Params = field(default_factory=dict, hash=False)
 
     def matches(self, dtype: str | None, dims: Mapping[str, int]) -> bool:
         if self.dtypes is not None and (dtype is None or vocab.canonical_dtype(dtype) not in self.dtypes):
@@ -151,18 +149,29 @@ class Preference:
     op: str
     prefer: tuple[str, ...] = (vocab.DEFAULT,)
     rules: tuple[Rule, ...] = ()
-    params: Params = field(default_factory=lambda: _NO_PARAMS, hash=False)
+    params: Params = field(default_factory=dict, hash=False)
 
     def resolve(self, dtype: str | None = None, **dims: int) -> tuple[str, ...]:
         """Kernels in order of preference for one call: the first matching rule, else ``prefer``."""
         return self.match(dtype, dims)[0]
 
     def match(self, dtype: str | None, dims: Mapping[str, int]) -> tuple[tuple[str, ...], Params, int | None]:
-        """``(kernels, params, rule index)`` for one call; the index is None when ``prefer`` applies."""
-        for i, rule in enumerate(self.rules):
-            if rule.matches(dtype, dims):
-                return rule.use, rule.params, i
-        return self.prefer, self.params, None
+        """``(kernels, params, rule index)`` for one call; the index is None when ``prefer`` applies.
+
+        Answers are cached per (dtype, dims): a tuned policy has a rule per shape and is asked on every call.
+        """
+        if not self.rules:
+            return self.prefer, self.params, None
+        key = (dtype, tuple(dims.items()))
+        cache: dict[Any, Any] = self.__dict__.setdefault("_cache", {})
+        found = cache.get(key)
+        if found is None:
+            found = next(((r.use, r.params, i) for i, r in enumerate(self.rules) if r.matches(dtype, dims)),
+                         (self.prefer, self.params, None))
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = found
+        return found
 
     def to_data(self) -> str | list[str] | dict[str, Any]:
         if not self.rules and not self.params:
@@ -234,8 +243,8 @@ def _parse_params(op: str, raw: object, kernels: tuple[str, ...], field: str) ->
         if not isinstance(value, Mapping):
             raise PolicyError("invalid kernel params", field=where, expected="a mapping of parameter -> value",
                               received=short_repr(value))
-        out[name] = MappingProxyType(_plain_value(value, where))
-    return MappingProxyType(out)
+        out[name] = _plain_value(value, where)
+    return out
 
 
 def _plain_value(value: Any, field: str) -> Any:
@@ -306,7 +315,7 @@ def _parse_rule(op: str, raw: object, field: str) -> Rule:
                           hint=did_you_mean(_text(extra[0]), keys) if extra else None)
     dtypes, dims = _parse_when(op, raw["when"], f"{field}.when")
     use = _parse_kernels(op, raw["use"], f"{field}.use")
-    params = _parse_params(op, raw["params"], use, f"{field}.params") if "params" in raw else _NO_PARAMS
+    params = _parse_params(op, raw["params"], use, f"{field}.params") if "params" in raw else {}
     return Rule(use=use, dtypes=dtypes, dims=dims, params=params)
 
 
@@ -324,7 +333,7 @@ def parse_preference(op: str, raw: KernelSpecLike, field: str = "") -> Preferenc
                           expected="'prefer', 'rules' and/or 'params'", received=short_repr(unknown[0]),
                           hint=did_you_mean(_text(unknown[0]), ("prefer", "rules", "params")))
     prefer = _parse_kernels(op, raw.get("prefer", vocab.DEFAULT), f"{field}.prefer")
-    params = _parse_params(op, raw["params"], prefer, f"{field}.params") if "params" in raw else _NO_PARAMS
+    params = _parse_params(op, raw["params"], prefer, f"{field}.params") if "params" in raw else {}
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, (list, tuple)):
         raise PolicyError("rules must be a list", field=f"{field}.rules", expected="a list of {when, use}",
@@ -419,10 +428,10 @@ class KernelPolicy:
 
         >>> KernelPolicy().set("matmul", ["nvmath", "default"], when={"m": 64},
         ...                    params={"nvmath": {"algorithm": {"id": 6}}}).params("matmul", m=64)["nvmath"]
-        mappingproxy({'algorithm': {'id': 6}})
+        {'algorithm': {'id': 6}}
         """
         pref = self.preference(op)
-        return pref.match(dtype, dims)[1] if pref else _NO_PARAMS
+        return pref.match(dtype, dims)[1] if pref else {}
 
     @property
     def preferences(self) -> dict[str, str | list[str] | dict[str, Any]]:

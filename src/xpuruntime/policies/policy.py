@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from xpuruntime.policies._common import Change, check_plain_data, content_hash, 
 from xpuruntime.policies.execution import ExecutionPolicy
 from xpuruntime.policies.kernel import KernelPolicy
 
-__all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce_policy"]
+__all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce_policy", "is_lock_file"]
 
 SCHEMA_VERSION = 1
 MAX_POLICY_BYTES = 1 << 20  # a policy is a page of settings; 1 MiB is generous
@@ -125,13 +127,12 @@ class Policy:
         (:class:`~xpuruntime.kernels.lock.Lock`: the fallback rule decides on drift).
         """
         path = Path(path)
-        try:
-            data = parse_document(path)
-            if isinstance(data, Mapping) and data.get("format") == "xpuruntime-lock":
-                from xpuruntime.kernels.lock import Lock
+        if is_lock_file(path):
+            from xpuruntime.kernels.lock import Lock
 
-                return Lock.from_dict(data, file=str(path)).check(stacklevel=3).policy
-            return cls.from_dict(data)
+            return Lock.load(path, stacklevel=3).policy
+        try:
+            return cls.from_dict(parse_document(path))
         except PolicyError as exc:
             raise exc.located(file=str(path)) from None
 
@@ -240,6 +241,20 @@ def parse_document(path: Path) -> Any:
         raise PolicyError("policy file is not UTF-8 text", file=str(path), expected="UTF-8 YAML or JSON",
                           received=f"undecodable byte at offset {exc.start}") from None
     return _parse_text(text, fmt)
+
+
+_LOCK_HEAD = re.compile(rb'"format"\s*:\s*"xpuruntime-lock"')
+
+
+def is_lock_file(path: Path) -> bool:
+    """Whether ``path`` is a JSON lock file (``xpuruntime tune --lock``), judged from its first 4 KiB."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:  # opened without blocking and checked before reading: a FIFO named *.json never hangs us
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+            return stat.S_ISREG(os.fstat(fh.fileno()).st_mode) and _LOCK_HEAD.search(fh.read(4096)) is not None
+    except OSError:
+        return False
 
 
 def _describe(path: Path) -> str:

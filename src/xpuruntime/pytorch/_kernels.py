@@ -85,16 +85,26 @@ def _layer_norm(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping
                           _arg(args, kwargs, 3, "bias"), float(_arg(args, kwargs, 4, "eps", 1e-5)))
 
 
+def _autocast(*tensors: Any) -> list[Any]:
+    """What autocast does to a matmul's operands (custom ops are not on its lists): its dtype, when it is on."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return list(tensors)
+    dtype = torch.get_autocast_dtype(device)
+    return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+
+
 def _linear(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> Any:
-    weight, bias = _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
-    out = mod.matmul(_arg(args, kwargs, 0, "input"), weight.t())
+    x, weight, bias = _autocast(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight"),
+                                _arg(args, kwargs, 2, "bias"))
+    out = mod.matmul(x, weight.t())
     return out if bias is None else out + bias
 
 
 def _matmul(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> Any:
     if kwargs.get("out") is not None:
         return func(*args, **kwargs)
-    return mod.matmul(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other"))
+    return mod.matmul(*_autocast(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other")))
 
 
 _ROUTES: dict[str, dict[Any, Callable[..., Any]]] = {

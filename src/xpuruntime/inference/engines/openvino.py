@@ -100,15 +100,14 @@ class OpenVinoEngine(Engine):
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
         self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
         self._idle: list[Any] = []
-        self._draining: list[tuple[int, Any]] = []  # requests past execution_timeout_ms, still finishing their run
+        self._draining: list[tuple[Any, Any]] = []  # (request, its inputs): runs past execution_timeout_ms
         self._pool_lock = threading.Lock()
-        self._generation = 0  # bumped by each recompile: requests of an older compiled model are not pooled
+        self._gate = _RunGate()  # runs share it; a recompile has it alone
         self._stale = False  # a run failed: the next one recompiles first (see _recompile)
         # INFERENCE_NUM_THREADS=1: OpenVINO 2026.4's synchronous infer() drops errors raised during the run and
         # returns an empty or the previous run's output; start_async() + wait() reports them
         self._sync_reports_errors = self.plan.config.get("INFERENCE_NUM_THREADS") != "1"
         self._queue: Any = None
-        self._queue_generation = -1
         self._queue_lock = threading.Lock()
 
     def _check_options(self) -> None:
@@ -187,30 +186,37 @@ class OpenVinoEngine(Engine):
     @contextlib.contextmanager
     def _request(self) -> Iterator[Any]:
         """Borrow an idle infer request (or make one): concurrent callers never share one. A request whose
-        run failed is dropped, not pooled, and the compiled model is rebuilt before the next run."""
-        with self._pool_lock:
-            self._reap()
-            generation = self._generation
-            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
-        yield request
-        with self._pool_lock:
-            if generation == self._generation:
+        run failed is dropped, not pooled (and the compiled model is rebuilt before the next run)."""
+        if self._stale:
+            self._recompile()
+        with self._gate.shared():
+            with self._pool_lock:
+                self._reap()
+                request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+            yield request
+            with self._pool_lock:
                 self._idle.append(request)
 
     def _reap(self) -> None:
         """Requests whose run outlived its timeout go back to the pool once that run has ended."""
-        finished = [(g, r) for g, r in self._draining if r.wait_for(0)]
-        self._draining = [item for item in self._draining if item not in finished]
-        self._idle += [r for g, r in finished if g == self._generation]
+        finished = [item for item in self._draining if item[0].wait_for(0)]
+        self._draining = [item for item in self._draining if not any(item is f for f in finished)]
+        self._idle += [request for request, _ in finished]
 
     def _recompile(self) -> None:
         """After a failed run. OpenVINO 2026.4's CPU plugin can keep a failed run's state in the compiled model
-        (a MatMul that once saw mismatched inputs refuses every later run, even on new requests): the next
-        run gets a freshly compiled model (from the cache when there is one). Call under _pool_lock."""
-        self.compiled, _ = self._compile(_core(), self.ov_model, self.plan.config)
-        self._generation += 1
-        self._idle = []
-        self._stale = False
+        (later runs then fail, or return wrong values): the next run gets a freshly compiled model (from the
+        cache when there is one). Alone: no run is in flight on the old model meanwhile (replacing it under
+        running requests crashed the process), and runs abandoned by a timeout are waited for first."""
+        with self._gate.alone():
+            if not self._stale:
+                return  # another thread has just done it
+            for request, _ in self._draining:
+                with contextlib.suppress(Exception):
+                    request.wait()
+            self._draining, self._idle, self._queue = [], [], None
+            self.compiled, _ = self._compile(_core(), self.ov_model, self.plan.config)
+            self._stale = False
 
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
         _host_only(feeds)
@@ -224,11 +230,11 @@ class OpenVinoEngine(Engine):
             if not timeout and self._sync_reports_errors:
                 results = request.infer(feeds, share_inputs=True, share_outputs=False)
                 return [results[i] for i in indices]
-            request.start_async(feeds, share_inputs=True)
-            if not timeout:
+            request.start_async(feeds, share_inputs=True)  # not False: copied inputs make a failed run
+            if not timeout:                                 # corrupt later runs on the same compiled model
                 request.wait()
             elif not request.wait_for(timeout):
-                self._abandon(request)
+                self._abandon(request, feeds)
                 raise ExecutionTimeoutError("the run passed execution_timeout_ms",
                                             expected=f"a run that finishes within {timeout} ms",
                                             received="still running (it finishes in the background; OpenVINO's "
@@ -240,12 +246,13 @@ class OpenVinoEngine(Engine):
             self._stale = True
             raise _run_error(exc) from None
 
-    def _abandon(self, request: Any) -> None:
+    def _abandon(self, request: Any, feeds: dict[str, Any]) -> None:
         """Not InferRequest.cancel(): in OpenVINO 2026.4 a cancelled run can keep going and its outputs then
         come back from a later run, even on another request. The request finishes its run in the background
-        and returns to the pool afterwards (see _request)."""
+        and returns to the pool afterwards (see _request); its inputs, which it reads in place, stay alive
+        with it."""
         with self._pool_lock:
-            self._draining.append((self._generation, request))
+            self._draining.append((request, feeds))
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
         """All feeds through OpenVINO's AsyncInferQueue; results in input order."""
@@ -255,13 +262,12 @@ class OpenVinoEngine(Engine):
             _host_only(feeds)
         indices = [self._out_index[n] for n in output_names]
         with self._queue_lock:
-            with self._pool_lock:
-                if self._stale:
-                    self._recompile()
-                if self._queue is None or self._queue_generation != self._generation:
+            if self._stale:
+                self._recompile()
+            with self._gate.shared():
+                if self._queue is None:
                     self._queue = _ov().AsyncInferQueue(self.compiled, self.plan.num_requests)
-                    self._queue_generation = self._generation
-            return self._run_queue(self._queue, feeds_list, indices)
+                return self._run_queue(self._queue, feeds_list, indices)
 
     def _run_queue(self, queue: Any, feeds_list: Sequence[dict[str, Any]], indices: list[int]) -> list[list[Any]]:
         results: list[Any] = [None] * len(feeds_list)
@@ -374,6 +380,45 @@ class OpenVinoEngine(Engine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+class _RunGate:
+    """Many runs at once, or one recompile alone; a waiting recompile holds new runs back (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._runs = 0
+        self._waiting = 0
+        self._alone = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._alone or self._waiting:
+                self._cond.wait()
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._runs -= 1
+                if not self._runs:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._alone or self._runs:
+                self._cond.wait()
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
+
+
 def _message(exc: BaseException) -> str:
     """OpenVINO's message without its 'Exception from src/...' and 'Check ... failed at' lines."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
