@@ -133,7 +133,7 @@ def _kernels(interpret: bool) -> Any:  # one build per mode: TRITON_INTERPRET is
     import triton
     import triton.language as tl
 
-    @triton.jit(do_not_specialize=["N"])
+    @triton.jit
     def fwd(X, Y, W, B, Mean, Rstd, stride_x, stride_y, M, N, eps,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -143,10 +143,9 @@ def _kernels(interpret: bool) -> Any:  # one build per mode: TRITON_INTERPRET is
         mask = row_ok[:, None] & col_ok[None, :]
         r64 = rows.to(tl.int64)[:, None]
         x = tl.load(X + r64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        n = N.to(tl.float32)  # N is never specialised to a constant (do_not_specialize)
-        mean = tl.div_rn(tl.sum(x, axis=1), n)  # IEEE division: x / 1 is x (the fast one is 2 ulp off)
+        mean = tl.sum(x, axis=1) / N
         xc = tl.where(mask, x - mean[:, None], 0.0)
-        rstd = tl.rsqrt(tl.div_rn(tl.sum(xc * xc, axis=1), n) + eps)
+        rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / N + eps)
         y = xc * rstd[:, None]
         if HAS_W:
             y = y * tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -156,12 +155,11 @@ def _kernels(interpret: bool) -> Any:  # one build per mode: TRITON_INTERPRET is
         tl.store(Mean + rows, mean, mask=row_ok)
         tl.store(Rstd + rows, rstd, mask=row_ok)
 
-    @triton.jit(do_not_specialize=["N"])
+    @triton.jit
     def bwd(DY, X, W, Mean, Rstd, DX, Partial, stride_dy, stride_x, stride_dx, M, N, rows_per_program,
             part_stride, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_W: tl.constexpr,
             DW: tl.constexpr, DB: tl.constexpr):
         pid = tl.program_id(0)
-        n = N.to(tl.float32)
         cols = tl.arange(0, BLOCK_N)
         col_ok = cols < N
         if HAS_W:
@@ -183,8 +181,8 @@ def _kernels(interpret: bool) -> Any:  # one build per mode: TRITON_INTERPRET is
             wdy = dy
             if HAS_W:
                 wdy = dy * w[None, :]
-            c1 = tl.div_rn(tl.sum(xhat * wdy, axis=1), n)
-            c2 = tl.div_rn(tl.sum(wdy, axis=1), n)
+            c1 = tl.sum(xhat * wdy, axis=1) / N
+            c2 = tl.sum(wdy, axis=1) / N
             dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
             tl.store(DX + r64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
             if DW:
