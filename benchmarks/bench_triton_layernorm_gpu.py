@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_json  # noqa: E402
 
 SHAPES = [(8192, 768), (4096, 4096), (16384, 1024), (8192, 8192)]
 GOAL = 0.8
@@ -168,10 +170,7 @@ def main() -> int:
            "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "python": platform.python_version(),
            "results": rows, "sweeps": sweeps}
     path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    write_json(path, out)
     print(f"wrote {path} ({out['seconds']} s)")
     return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy
