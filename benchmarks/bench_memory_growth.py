@@ -119,9 +119,9 @@ def main() -> int:
             print(f"{engine:<12}{variant:<34}{r['runs']:>7} runs  RSS {r['rss_after_warmup_mib']:8.1f} MiB -> "
                   f"{r['rss_end_mib']:8.1f} MiB  growth {r['growth_mib']:+7.3f} MiB "
                   f"({r['growth_bytes_per_run']:+.1f} B/run, max {r['max_above_start_mib']:+.3f})", flush=True)
-    from xpuruntime.runtime.devices import get_device
-
     import onnxruntime
+
+    from xpuruntime.runtime.devices import get_device
 
     versions = {"onnxruntime": onnxruntime.__version__}
     if "openvino" in engines():

@@ -78,10 +78,10 @@ def main() -> int:
     for res in results:
         for name, q in res["inferences_per_s"].items():
             print(f"{res['model']:<36}{name:<40}{q['p10']:>11.1f}{q['median']:>9.1f}{q['p90']:>9.1f}")
-    from xpuruntime.runtime.devices import get_device
-
     import onnxruntime
     import openvino
+
+    from xpuruntime.runtime.devices import get_device
 
     write_json(Path(args.json), {
         "benchmark": "openvino_cpu", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     xrt = _import_xpuruntime()
     import onnxruntime as ort
+
     from xpuruntime.inference.samples import matmul_relu, tiny_transformer
 
     iters = ITERS["quick" if args.quick else "full"]

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
-
 import numpy as np
+from _common import write_json  # noqa: E402
 
 
 def _time(fn, repeats: int = 20) -> float:

@@ -45,7 +45,7 @@ import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import Policy  # noqa: E402
 from xpuruntime.kernels import nvmath_matmul as nm  # noqa: E402
 from xpuruntime.kernels import tuner as T  # noqa: E402
-from xpuruntime.kernels.lock import Lock  # noqa: E402
+from xpuruntime.policies.lock import Lock  # noqa: E402
 
 BUDGET_S = 225
 MODELS = {"gpt2-small": {"d": 768, "ffn": 3072, "layers": 12}, "gpt2-medium": {"d": 1024, "ffn": 4096, "layers": 24}}
@@ -177,8 +177,11 @@ def bench_peak(tuner: T.Tuner, rounds: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- 4: training step
 def bench_training(tuner: T.Tuner, quick: bool) -> dict[str, Any]:
+    from bench_torch_train_gpu import BATCH, GPT, _step_fn
+    from bench_torch_train_gpu import SEQ as TSEQ
+    from bench_torch_train_gpu import VOCAB as TVOCAB
+
     import xpuruntime.pytorch as xrt_torch
-    from bench_torch_train_gpu import BATCH, GPT, SEQ as TSEQ, VOCAB as TVOCAB, _step_fn
 
     torch.manual_seed(0)
     model = GPT().cuda()
@@ -233,7 +236,8 @@ def bench_onnxruntime(quick: bool) -> dict[str, Any]:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (install onnxruntime-gpu)"}
     import xpuruntime as xrt
-    from xpuruntime.kernels.tuner import capture_onnxruntime_tuning, with_tunable_op
+    from xpuruntime.inference.engines.onnxruntime import OnnxRuntimeEngine
+    from xpuruntime.kernels.tuner import with_tunable_op
 
     rows, d, f, layers = 8192, 1024, 4096, 4
     with tempfile.TemporaryDirectory() as folder:
@@ -241,7 +245,7 @@ def bench_onnxruntime(quick: bool) -> dict[str, Any]:
         x = torch.randn(rows, d, device="cuda", dtype=torch.float16)
         base = Policy(execution={"fallback": "warn"})
         t0 = time.perf_counter()
-        results = capture_onnxruntime_tuning(model, device="cuda", policy=base, dims={"rows": rows})
+        results = OnnxRuntimeEngine.capture_tuning(model, device="cuda", policy=base, dims={"rows": rows})
         tuning_s = time.perf_counter() - t0
         lock = Lock.create(with_tunable_op(base), [], base_policy=base, engine_tuning={"onnxruntime": results})
         lock_path = lock.save(Path(folder) / "mlp.lock.json")

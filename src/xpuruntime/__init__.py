@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from xpuruntime._version import __version__
 from xpuruntime.errors import (
     CudaError,
     DeviceError,
@@ -31,8 +32,6 @@ from xpuruntime.errors import (
 )
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy
 
-__version__ = "0.1.0"
-
 # name -> module that defines it; loaded on first attribute access (PEP 562)
 _LAZY = {
     "Device": "xpuruntime.runtime.devices",
@@ -45,7 +44,7 @@ _LAZY = {
     "fingerprint": "xpuruntime.runtime.fingerprint",
     "Fingerprint": "xpuruntime.runtime.fingerprint",
     "InferenceSession": "xpuruntime.inference.session",
-    "ExecutionReport": "xpuruntime.inference.report",
+    "ExecutionReport": "xpuruntime.receipts",
     "list_engines": "xpuruntime.inference.engine",
     "compare": "xpuruntime.inference.compare",
     "ComparisonResult": "xpuruntime.inference.compare",

@@ -259,3 +259,12 @@ def _remove(*paths: Path) -> None:
 
 def _warn(message: str, stacklevel: int) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+def cache_key(*parts: str) -> str:
+    """Folder name for a cache entry: a hash of what the entry depends on (never a user path).
+
+    >>> len(cache_key("model-hash", "policy-hash", "fingerprint-hash"))
+    24
+    """
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]

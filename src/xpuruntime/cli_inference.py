@@ -155,8 +155,8 @@ def _demo(engine: str, as_json: bool) -> None:
                      "policy": r.case.policy.to_dict(),
                      "report": r.report.to_dict()} for r in results])
         return
-    from xpuruntime.inference._render import report_rich
     from xpuruntime.policies import _yaml
+    from xpuruntime.receipts._render import report_rich
 
     console = stdout_console()
     for r in results:

@@ -210,9 +210,11 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
           repeats: int | None, dims: list[str], dtype: str | None, bucket: Bucket, ort: bool | None,
           as_json: bool) -> None:
     from xpuruntime.cli import print_json
-    from xpuruntime.kernels.lock import Lock
-    from xpuruntime.kernels.tuner import Tuner, build_policy, capture_onnxruntime_tuning, with_tunable_op
+    from xpuruntime.inference.engine import get_engine_class
+    from xpuruntime.kernels.tuner import Tuner, build_policy, with_tunable_op
     from xpuruntime.policies import Policy
+    from xpuruntime.policies.lock import Lock
+    from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
 
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
@@ -231,9 +233,12 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
         warnings.simplefilter("ignore")  # a candidate's own warnings: its outcome is in the record
         records = _progress_tune(tuner, targets) if targets else []
     engine_tuning = {}
-    if model is not None and (ort if ort is not None else True):
-        engine_tuning["onnxruntime"] = capture_onnxruntime_tuning(model, device=device, policy=base, dims=dim_values)
-    tuned = build_policy(records, with_tunable_op(base) if "onnxruntime" in engine_tuning else base)
+    if model is not None and (ort if ort is not None else True):  # the engine's own tuner (ORT: TunableOp)
+        engine_cls = get_engine_class(DEFAULT_ENGINE)
+        captured = engine_cls.capture_tuning(model, device=device, policy=base, dims=dim_values)
+        if captured is not None:
+            engine_tuning[engine_cls.name] = captured
+    tuned = build_policy(records, with_tunable_op(base) if engine_tuning else base)
     tuned.save(output)
     the_lock = Lock.create(tuned, records, base_policy=base, engine_tuning=engine_tuning)
     the_lock.save(lock)
@@ -253,7 +258,7 @@ _DECISION = {"error": "loading refuses this lock (LockDriftError)",
 
 def _verify(file: Path, fallback: Fallback | None, as_json: bool) -> None:
     from xpuruntime.cli import print_json, stdout_console
-    from xpuruntime.kernels.lock import Lock
+    from xpuruntime.policies.lock import Lock
 
     lock = Lock.load(file, check=False)
     drift = lock.drift()
@@ -351,7 +356,7 @@ def register(app: typer.Typer) -> None:
     def lock_hash(file: _LockFile, policy_only: Annotated[bool, typer.Option(
             "--policy", help="Print the tuned policy's hash instead of the lock's.")] = False) -> None:
         """Print the lock's content hash (ranks and machines compare it), or its policy's with --policy."""
-        from xpuruntime.kernels.lock import Lock
+        from xpuruntime.policies.lock import Lock
 
         lock = Lock.load(file, check=False)
         typer.echo(lock.tuned_policy.hash if policy_only else lock.hash)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from xpuruntime.inference.report import ExecutionReport
 from xpuruntime.policies import Policy
+from xpuruntime.receipts import ExecutionReport
 
 __all__ = ["DemoCase", "DemoResult", "demo_cases", "run_demo"]
 

@@ -14,6 +14,7 @@ import reprlib
 from collections.abc import Iterable
 
 __all__ = [
+    "PolicyViolationWarning",
     "XpuRuntimeError",
     "CudaError",
     "OutOfMemoryError",
@@ -130,6 +131,10 @@ class DeviceError(XpuRuntimeError):
 
 class EngineUnavailableError(XpuRuntimeError, ImportError):
     """An engine or provider is not installed or cannot start; the message names the extra."""
+
+
+class PolicyViolationWarning(UserWarning):
+    """Emitted under ``fallback="warn"`` when an engine, the dispatcher or a lock did not honour the policy."""
 
 
 class ExecutionTimeoutError(XpuRuntimeError, TimeoutError):

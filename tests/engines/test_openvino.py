@@ -20,7 +20,7 @@ from xpuruntime.errors import (
     PolicyViolationError,
 )
 from xpuruntime.inference import InferenceSession, PolicyViolationWarning, list_engines
-from xpuruntime.inference.engines._ov_translate import COMPUTE_LAYERS
+from xpuruntime.inference.engines._openvino import COMPUTE_LAYERS
 from xpuruntime.inference.samples import matmul_relu, tiny_convnet, tiny_transformer
 
 ov = pytest.importorskip("openvino")

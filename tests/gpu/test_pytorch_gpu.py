@@ -14,8 +14,8 @@ F = torch.nn.functional
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
-from xpuruntime.inference.report import PolicyViolationWarning  # noqa: E402
 from xpuruntime.pytorch._receipt import BLAS_NOTE, INDISTINGUISHABLE  # noqa: E402
+from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

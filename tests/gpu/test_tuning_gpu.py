@@ -18,7 +18,7 @@ import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import KernelPolicy, Policy  # noqa: E402
 from xpuruntime.kernels import nvmath_matmul as nm  # noqa: E402
 from xpuruntime.kernels import tuner as T  # noqa: E402
-from xpuruntime.kernels.lock import Lock  # noqa: E402
+from xpuruntime.policies.lock import Lock  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 HAS_NVMATH = importlib.util.find_spec("nvmath") is not None

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import Policy  # noqa: E402
 from xpuruntime.cli import app  # noqa: E402
-from xpuruntime.kernels.lock import Lock  # noqa: E402
+from xpuruntime.policies.lock import Lock  # noqa: E402
 from xpuruntime.runtime.fingerprint import fingerprint  # noqa: E402
 
 WORKLOAD = '''

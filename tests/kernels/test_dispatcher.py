@@ -17,9 +17,9 @@ import pytest
 
 import xpuruntime.kernels as xk
 from xpuruntime import KernelPolicy, Policy, PolicyError, PolicyViolationError, UnsupportedOperationError
-from xpuruntime.inference.report import PolicyViolationWarning
 from xpuruntime.kernels import DispatchContext, Dispatcher, KernelRegistry
 from xpuruntime.policies import vocabulary
+from xpuruntime.receipts import PolicyViolationWarning
 
 TRITON_ON_CPU = "Triton kernels run on CUDA tensors; got a cpu tensor"
 

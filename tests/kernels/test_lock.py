@@ -13,9 +13,9 @@ import pytest
 
 import xpuruntime as xrt
 from xpuruntime import LockDriftError, Policy, PolicyError, PolicyViolationError
-from xpuruntime.inference.report import PolicyViolationWarning
-from xpuruntime.kernels.lock import Lock, as_lock, gather_policy_hashes, verify_same_policy
-from xpuruntime.kernels.records import Candidate, TuningRecord
+from xpuruntime.policies.lock import Lock, as_lock, gather_policy_hashes, verify_same_policy
+from xpuruntime.policies.records import Candidate, TuningRecord
+from xpuruntime.receipts import PolicyViolationWarning
 from xpuruntime.runtime.fingerprint import fingerprint
 
 BASE = Policy(kernels={"attention": "default"}, execution={"fallback": "warn"})
@@ -155,9 +155,9 @@ def model(tmp_path: Path) -> Path:
 
 
 def test_onnxruntime_tuning_results_are_captured_stored_and_replayed(model: Path, tmp_path: Path):
-    from xpuruntime.kernels.tuner import capture_onnxruntime_tuning
+    from xpuruntime.inference.engines.onnxruntime import OnnxRuntimeEngine
 
-    results = capture_onnxruntime_tuning(model, device="cpu", dims={"n": 4})
+    results = OnnxRuntimeEngine.capture_tuning(model, device="cpu", dims={"n": 4})
     assert results == []  # the CPU provider has no TunableOp: the plumbing, not the content, is tested here
     path = _lock(engine_tuning={"onnxruntime": results}).save(tmp_path / "t.lock.json")
     sess = xrt.InferenceSession(model, policy=path)

@@ -160,10 +160,10 @@ def test_the_dispatcher_passes_a_rules_params_to_the_kernel(fake_nvmath, monkeyp
 
 def test_tuning_measures_each_algorithm_and_the_tuned_policy_runs_the_winner(fake_nvmath):
     """The tuner's path through nvmath's variants, on the CPU: a registry whose nvmath kernel runs anywhere."""
+    import time
+
     from xpuruntime.kernels import tuner as T
     from xpuruntime.kernels.registry import KernelRegistry
-
-    import time
 
     def slow_default(a, b):
         time.sleep(0.005)

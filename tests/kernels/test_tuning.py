@@ -17,9 +17,9 @@ import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import KernelPolicy, Policy, PolicyError  # noqa: E402
 from xpuruntime.errors import InputError  # noqa: E402
 from xpuruntime.kernels import tuner as T  # noqa: E402
-from xpuruntime.kernels.records import Candidate, TuningRecord, records_from_data, records_hash  # noqa: E402
 from xpuruntime.kernels.registry import KernelRegistry  # noqa: E402
 from xpuruntime.policies import vocabulary  # noqa: E402
+from xpuruntime.policies.records import Candidate, TuningRecord, records_from_data, records_hash  # noqa: E402
 
 SHAPE = "matmul:fp32:64x32x48"
 

@@ -13,7 +13,7 @@ F = torch.nn.functional
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
-from xpuruntime.inference.report import PolicyViolationWarning  # noqa: E402
+from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
 NO_CUDA = not torch.cuda.is_available()
 

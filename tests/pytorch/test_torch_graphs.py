@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
-from xpuruntime.inference.report import PolicyViolationWarning  # noqa: E402
+from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 

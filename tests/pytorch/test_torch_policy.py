@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
-from xpuruntime.inference.report import PolicyViolationWarning  # noqa: E402
+from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
 SDP = torch.nn.attention.SDPBackend
 HAS_PRIORITY = hasattr(torch._C, "_get_sdp_priority_order")

@@ -11,8 +11,8 @@ F = torch.nn.functional
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
-from xpuruntime.inference.report import PolicyViolationWarning  # noqa: E402
 from xpuruntime.pytorch._receipt import BLAS_NOTE, INDISTINGUISHABLE, classify_kernel  # noqa: E402
+from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
 
 def _attention(dtype: torch.dtype = torch.float32, grad: bool = False) -> torch.Tensor:

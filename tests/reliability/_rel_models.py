@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from xpuruntime._models import ModelSource
 from xpuruntime.errors import XpuRuntimeError
 from xpuruntime.inference.engine import get_engine_class, list_engines
-from xpuruntime.inference.models import ModelSource
 from xpuruntime.inference.samples import IR_VERSION, OPSET, matmul_relu
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from _rel_models import ONNX_ENGINES, select_model
 
 from xpuruntime.errors import InputError

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from xpuruntime.inference.engines._ort_translate import (
+from xpuruntime._cache import cache_key
+from xpuruntime.inference.engines._onnxruntime import (
     CPU,
     CUDA,
     OPENVINO,
     TRT,
     OrtPlan,
-    cache_key,
     translate,
 )
 from xpuruntime.policies import Policy
@@ -63,7 +63,7 @@ def test_graph_assignment_evidence_is_always_recorded() -> None:
 def test_plain_cpu_plan_is_honoured_and_targets_cpu() -> None:
     plan = plan_for()
     assert plan.target == CPU
-    assert plan.provider_names() == [CPU] == plan.requested
+    assert plan.provider_names() == [CPU] == plan.asked
     assert plan.violations == []
     assert plan.model_variant == "original"
 
@@ -187,7 +187,7 @@ def test_per_shape_rules_are_noted_as_unapplied() -> None:
 def test_unavailable_cuda_is_refused_by_name_and_cpu_kept_last() -> None:
     plan = plan_for("cuda", available=[CPU])
     assert plan.provider_names() == [CPU]
-    assert plan.requested == [CUDA, CPU]
+    assert plan.asked == [CUDA, CPU]
     assert plan.target == CUDA  # still what every node is requested on: the receipt shows the fallback
     (violation,) = plan.violations
     assert (violation.kind, violation.subject) == ("provider_unavailable", CUDA)
@@ -197,7 +197,7 @@ def test_unavailable_cuda_is_refused_by_name_and_cpu_kept_last() -> None:
 def test_tensorrt_chain_without_tensorrt_keeps_cuda_then_cpu() -> None:
     plan = plan_for("cuda", tensorrt=True, available=[CUDA, CPU])
     assert plan.provider_names() == [CUDA, CPU]
-    assert plan.requested == [TRT, CUDA, CPU]
+    assert plan.asked == [TRT, CUDA, CPU]
     assert plan.target == TRT
     assert [(v.kind, v.subject) for v in plan.violations] == [("provider_unavailable", TRT)]
 

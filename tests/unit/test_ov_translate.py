@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from xpuruntime._cache import cache_key
 from xpuruntime.errors import DeviceError, PolicyError
-from xpuruntime.inference.engines._ov_translate import (
+from xpuruntime.inference.engines._openvino import (
     OvPlan,
-    cache_key,
     device_present,
     finish,
     is_quantized,
@@ -184,7 +184,7 @@ def test_absent_device_under_error_is_a_device_error_naming_what_is_present() ->
 @pytest.mark.parametrize("fallback", ["warn", "allow"])
 def test_absent_device_otherwise_runs_on_the_cpu_with_a_violation(fallback: str) -> None:
     plan = plan_for("npu", fallback=fallback)
-    assert (plan.device, plan.requested, plan.target) == ("CPU", "NPU", "NPU")
+    assert (plan.device, plan.asked, plan.target) == ("CPU", "NPU", "NPU")
     (v,) = plan.violations
     assert (v.kind, v.subject, v.actual) == ("device_unavailable", "NPU", "CPU") and "lists only CPU" in v.reason
 
@@ -280,7 +280,7 @@ def test_int8_layers_are_judged_only_on_a_quantised_model() -> None:
 
 
 def test_the_table_imports_no_openvino() -> None:
-    code = "import sys, xpuruntime.inference.engines._ov_translate; print('openvino' in sys.modules)"
+    code = "import sys, xpuruntime.inference.engines._openvino; print('openvino' in sys.modules)"
     src = str(Path(__file__).resolve().parents[2] / "src")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": src})

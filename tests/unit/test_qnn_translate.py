@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from xpuruntime.inference.engines._ort_translate import (
+from xpuruntime._cache import cache_key
+from xpuruntime.inference.engines._onnxruntime import (
     CPU,
     OPENVINO,
     QNN,
     QNN_PERFORMANCE_MODE,
     OrtPlan,
-    cache_key,
     translate,
 )
 from xpuruntime.policies import Policy

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from xpuruntime.inference.engine import Engine, EngineInfo, list_engines, register_engine
 from xpuruntime.inference.feeds import TensorInfo
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, PolicyViolationWarning, Violation
 from xpuruntime.inference.session import InferenceSession
+from xpuruntime.receipts import ExecutionReport, NodeRecord, PolicyViolationWarning, Violation
 
 __all__ = [
     "Engine",

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from xpuruntime._models import ModelSource, load_model_source
 from xpuruntime.errors import PolicyError, did_you_mean
 from xpuruntime.inference.engine import get_engine_class
 from xpuruntime.inference.feeds import TensorInfo, random_feeds
-from xpuruntime.inference.models import ModelSource, load_model_source
-from xpuruntime.inference.report import ExecutionReport
 from xpuruntime.policies import Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
+from xpuruntime.receipts import ExecutionReport
 
 __all__ = ["compare", "ComparisonResult", "OutputComparison", "EngineRun", "EngineSpec", "parse_engine_spec"]
 

@@ -1,9 +1,14 @@
-"""The engine base class and registry.
+"""The engine base class (the public contract) and the engine registry.
 
-An engine is one module under ``inference/engines/`` that subclasses :class:`Engine`,
-implements the ``*_impl`` hooks and decorates itself with :func:`register_engine`. The
-public behaviour (feed checks, fallback rule, receipts, error wrapping) lives in
-:class:`~xpuruntime.inference.session.InferenceSession`, never in an engine.
+An engine is one module ``inference/engines/<name>.py`` that subclasses :class:`Engine`, implements
+``translate()`` and the small ``*_impl`` hooks, and decorates its class with :func:`register_engine`. The
+built-in engines are found by listing that folder (no central list, as tinygrad's ``ops_<name>.py``).
+
+The base class owns every public method (``load``, ``run``, ``run_many``, ``explain``, ``close``): it checks
+options and feeds, wraps engine exceptions into :class:`~xpuruntime.errors.XpuRuntimeError` subclasses, builds
+the receipt header from the :class:`~xpuruntime.inference.plan.Plan` and enforces the fallback rule. An engine
+never edits its plan after ``translate()``; what happens while loading (a model converted, tuning replayed) is a
+load note.
 
 Other distributions add engines without any change here, through the entry point group
 ``xpuruntime.engines`` (``name = "module:EngineSubclass"``)::
@@ -18,35 +23,48 @@ that fails to import, is not an :class:`Engine`, or takes a built-in name is ski
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import pkgutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xpuruntime.errors import EngineUnavailableError, UnsupportedOperationError, did_you_mean
+from xpuruntime.errors import (
+    DeviceError,
+    EngineUnavailableError,
+    InputError,
+    ModelLoadError,
+    PolicyError,
+    UnsupportedOperationError,
+    XpuRuntimeError,
+    did_you_mean,
+)
+from xpuruntime.receipts import ExecutionReport, enforce_fallback
 
 if TYPE_CHECKING:
     from xpuruntime.inference.feeds import TensorInfo
-    from xpuruntime.inference.models import ModelSource
-    from xpuruntime.inference.report import ExecutionReport
+    from xpuruntime.inference.plan import Plan
     from xpuruntime.policies import Policy
     from xpuruntime.runtime.devices import DeviceSpec
 
-__all__ = ["Engine", "EngineInfo", "register_engine", "get_engine_class", "engine_names", "list_engines"]
+__all__ = ["Engine", "EngineInfo", "register_engine", "registered_engine", "get_engine_class", "engine_names",
+           "list_engines"]
 
-# Built-in engines: canonical name -> module. Modules are light (they import their library lazily).
-_BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime", "xpuruntime.inference.engines.openvino",
-                    "xpuruntime.inference.engines.torch")
+ENGINES_PACKAGE = "xpuruntime.inference.engines"
 ENTRY_POINT_GROUP = "xpuruntime.engines"
 
 
 class Engine(ABC):
-    """One session's worth of an engine. Subclasses set the class attributes and the hooks."""
+    """One session's worth of an engine: the public contract here, the engine's work in the hooks.
+
+    Subclasses set the class attributes, implement :meth:`translate` and the ``*_impl`` hooks, and are
+    created through :meth:`create` (``InferenceSession`` does that).
+    """
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
@@ -54,20 +72,134 @@ class Engine(ABC):
     module: ClassVar[str] = ""  # import name of that library
     extra: ClassVar[str] = ""  # xpuruntime extra that installs it
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # device kinds it can target
-    #: tuning results to replay, by engine name (from a lock file); InferenceSession sets it before load_impl,
-    #: and an engine that can replay its own tuning reads its entry there
-    tuning: Mapping[str, Any] = MappingProxyType({})
+    option_keys: ClassVar[tuple[str, ...]] = ()  # accepted ``engine_options`` keys
 
-    def __init__(self, model: ModelSource, device: DeviceSpec, policy: Policy, options: dict[str, Any],
-                 fingerprint_hash: str) -> None:
+    def __init__(self, model: Any, device: DeviceSpec, policy: Policy, options: Mapping[str, Any],
+                 fingerprint_hash: str, tuning: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.device = device
         self.policy = policy
         self.options = dict(options)
         self.fingerprint_hash = fingerprint_hash
+        #: tuning results to replay, by engine name (from a lock file); an engine that can replay its own
+        #: tuning reads its entry in load_impl
+        self.tuning: dict[str, Any] = dict(tuning or {})
         self.lock = threading.Lock()
+        self.load_notes: list[str] = []  # what happened while loading: conversions, replayed tuning
+        self._closed = False
 
-    # -- availability --------------------------------------------------------------------
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def create(cls, model: Any, device: Any, policy: Policy, options: Mapping[str, Any] | None = None, *,
+               tuning: Mapping[str, Any] | None = None) -> Engine:
+        """Check the device and options, translate the policy, load the model and judge the receipt.
+
+        Under ``fallback="error"`` an engine that cannot honour ``policy`` raises
+        :class:`~xpuruntime.PolicyViolationError` here, after releasing what it built.
+        """
+        from xpuruntime.runtime.devices import parse_device
+        from xpuruntime.runtime.fingerprint import fingerprint
+
+        cls.require()
+        spec = parse_device(device)
+        _check_device(cls, spec)
+        if options is not None and not isinstance(options, Mapping):
+            raise PolicyError("engine_options must be a mapping", expected="a dict of engine-specific options",
+                              received=type(options).__name__)
+        engine = cls(cls.load_model(model), spec, policy, options or {}, fingerprint().hash, tuning)
+        try:
+            engine.load()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def load(self) -> ExecutionReport:
+        """Translate the policy into a :class:`Plan`, build the engine session, and judge the receipt."""
+        from xpuruntime.inference.feeds import FeedChecker
+
+        self._check_option_keys()
+        self.plan: Plan = self.translate(self.policy, self.device, self.options)
+        with self._wrapped(self.load_error):
+            self.load_impl()
+            self._inputs = self.inputs_impl()
+            self._outputs = self.outputs_impl()
+        self._feeds = FeedChecker(self._inputs)
+        self._output_list = [o.name for o in self._outputs]
+        report = self.new_report()
+        self.report_impl(report)
+        self.report = self.judge(report, stacklevel=5)
+        return self.report
+
+    # -- the public contract ---------------------------------------------------------------
+    @property
+    def input_info(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    @property
+    def output_info(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    @property
+    def providers(self) -> list[str]:
+        """What was requested of the engine (providers or devices), in priority order."""
+        return list(self.plan.targets)
+
+    def run(self, feeds: Any, output_names: Sequence[str] | None = None, *,
+            outputs: Mapping[str, Any] | None = None) -> Any:
+        """Run once: a dict of feeds gives a dict of outputs, a list gives a list."""
+        self._check_open()
+        names = self._resolve_outputs(output_names)
+        checked = self.check_feeds(feeds, self._feeds)
+        if outputs:
+            self._check_outputs(outputs, names)
+        with self._wrapped(self.run_error):
+            results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+        return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
+
+    def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:
+        """Run many feed sets, in input order; each result has the form of its feeds."""
+        self._check_open()
+        if isinstance(feeds_list, Mapping) or not isinstance(feeds_list, Sequence):
+            raise InputError("run_many takes a list of feed sets", expected="a list of dicts (or lists) of arrays",
+                             received=type(feeds_list).__name__, hint="for one feed set use run()")
+        names = self._resolve_outputs(output_names)
+        checked = [self.check_feeds(feeds, self._feeds) for feeds in feeds_list]
+        with self._wrapped(self.run_error):
+            results = self.run_many_impl(checked, names)
+        return [dict(zip(names, r)) if isinstance(f, Mapping) else list(r) for f, r in zip(feeds_list, results)]
+
+    def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
+        """One profiled run: the receipt with per-node times, judged by the fallback rule."""
+        self._check_open()
+        names = self._resolve_outputs(output_names)
+        checked = self.check_feeds(feeds, self._feeds)
+        report = self.new_report()
+        report.profiled = True
+        with self._wrapped(self.run_error):
+            self.profile_impl(report, checked, names)
+        return self.judge(report, stacklevel=4)
+
+    def close(self) -> None:
+        """Release the engine's resources; later runs raise."""
+        self._closed = True
+        self.close_impl()
+
+    # -- receipts --------------------------------------------------------------------------
+    def new_report(self) -> ExecutionReport:
+        """The receipt header: engine, device, hashes, what was requested, the plan's violations and notes."""
+        return ExecutionReport(
+            engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
+            fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
+            requested=dict(self.plan.requested), violations=list(self.plan.violations),
+            notes=[*getattr(self.model, "notes", ()), *self.plan.notes, *self.load_notes])
+
+    def judge(self, report: ExecutionReport, *, stacklevel: int = 3) -> ExecutionReport:
+        """Apply the policy's fallback rule to ``report``: raise, warn or record."""
+        enforce_fallback(report, self.policy.execution.fallback, stacklevel=stacklevel)
+        return report
+
+    # -- availability ----------------------------------------------------------------------
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when the engine's library can be imported, else why not."""
@@ -80,7 +212,7 @@ class Engine(ABC):
         for dist in (cls.package, f"{cls.package}-gpu"):
             try:
                 return importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
+            except (importlib.metadata.PackageNotFoundError, ValueError):
                 continue
         return None
 
@@ -92,23 +224,43 @@ class Engine(ABC):
                 f"engine {cls.name!r} is not available: {reason}", expected=f"{cls.package or cls.module} installed",
                 received="not installed", hint=f"pip install 'xpuruntime[{cls.extra}]'" if cls.extra else None)
 
-    # -- hooks ---------------------------------------------------------------------------
+    # -- what only one engine knows --------------------------------------------------------
+    def cache_parts(self) -> tuple[str, ...]:
+        """What a cache entry of this engine depends on; :meth:`cache_key` hashes it into a folder name."""
+        return (self.name, self.version() or "", getattr(self.model, "hash", ""), self.policy.hash,
+                self.fingerprint_hash)
+
+    def cache_key(self) -> str:
+        from xpuruntime._cache import cache_key
+
+        return cache_key(*self.cache_parts())
+
+    @classmethod
+    def capture_tuning(cls, model: Any, *, device: str = "cpu", policy: Any = None,
+                       dims: Mapping[str, int] | None = None) -> Any:
+        """Run ``model`` with the engine's own tuner on and return its results for a lock (None: it has none)."""
+        return None
+
+    def tuning_results(self) -> Any:
+        """The engine's own tuning results, to store in a lock (None: this engine keeps none)."""
+        return None
+
+    # -- hooks -----------------------------------------------------------------------------
     @classmethod
     def load_model(cls, model: Any) -> Any:
         """Check and wrap the user's ``model`` argument; ONNX engines take a path, bytes or a ModelProto.
         Engines that serve Python objects (an ``nn.Module``) override this."""
-        from xpuruntime.inference.models import load_model_source
+        from xpuruntime._models import load_model_source
 
         return load_model_source(model)
 
-    def check_feeds(self, feeds: Any, checker: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """Feeds checked against the inputs (``checker`` is the shared numpy path); engines with their own
-        tensor type override this to keep it."""
-        return checker(feeds)
+    @abstractmethod
+    def translate(self, policy: Policy, device: DeviceSpec, options: Mapping[str, Any]) -> Plan:
+        """Policy + device + engine options -> the :class:`Plan` (native settings, violations, notes)."""
 
     @abstractmethod
     def load_impl(self) -> None:
-        """Build the engine session; raise XpuRuntimeError subclasses for bad models or options."""
+        """Build the engine session from ``self.plan``; raise XpuRuntimeError subclasses for bad models."""
 
     @abstractmethod
     def inputs_impl(self) -> list[TensorInfo]: ...
@@ -121,29 +273,91 @@ class Engine(ABC):
         """Run once; ``outputs`` maps names to caller-owned buffers to write into, where supported."""
 
     @abstractmethod
-    def report_impl(self) -> ExecutionReport:
-        """The receipt after construction: where every node was placed, from the engine's evidence."""
+    def report_impl(self, report: ExecutionReport) -> None:
+        """Fill the receipt after construction: where every node was placed, from the engine's evidence."""
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
         """Run every feed set; engines with an asynchronous queue override this. Results in input order."""
         return [self.run_impl(feeds, output_names, None) for feeds in feeds_list]
 
-    def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
-        """One profiled run and its receipt (per-node times). Engines without a profiler refuse."""
+    def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
+        """One profiled run, filling ``report`` with per-node times. Engines without a profiler refuse."""
         raise UnsupportedOperationError(f"engine {self.name!r} cannot profile a run",
                                         hint="use session.report for placement without times")
 
-    @property
-    def providers(self) -> list[str]:
-        """What was requested of the engine (providers or devices), in priority order."""
-        return []
+    def check_feeds(self, feeds: Any, checker: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+        """Feeds checked against the inputs (``checker`` is the shared numpy path); engines with their own
+        tensor type override this to keep it."""
+        return checker(feeds)
 
-    def tuning_results(self) -> Any:
-        """The engine's own tuning results, to store in a lock (None: this engine keeps none)."""
-        return None
+    def load_error(self, exc: Exception) -> XpuRuntimeError:
+        """An exception of the engine's library while loading, as an XpuRuntimeError."""
+        return ModelLoadError(f"{self.name} could not load the model: {_first_line(exc)}",
+                              expected="a model this engine supports", received=type(exc).__name__)
 
-    def close(self) -> None:
+    def run_error(self, exc: Exception) -> XpuRuntimeError:
+        """An exception of the engine's library during a run, as an XpuRuntimeError."""
+        return XpuRuntimeError(f"{self.name} failed during the run: {_first_line(exc)}",
+                               hint="the session stays usable; check the inputs' values and the device's memory")
+
+    def close_impl(self) -> None:
         """Release the engine's resources."""
+
+    # -- checks ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _wrapped(self, wrap: Callable[[Exception], XpuRuntimeError]) -> Iterator[None]:
+        try:
+            yield
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # the engine library's own exception types
+            raise wrap(exc) from None
+
+    def _check_option_keys(self) -> None:
+        for name in self.options:
+            if name not in self.option_keys:
+                raise PolicyError(f"unknown engine option {name!r} for {self.name}", field=f"engine_options.{name}",
+                                  expected=", ".join(self.option_keys) or "no engine options",
+                                  received=repr(name), hint=did_you_mean(str(name), self.option_keys))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise XpuRuntimeError("the session is closed", expected="an open session", received="closed",
+                                  hint="create a new InferenceSession")
+
+    def _resolve_outputs(self, output_names: Sequence[str] | None) -> list[str]:
+        known = self._output_list
+        if output_names is None:
+            return known
+        if isinstance(output_names, str):
+            output_names = [output_names]
+        for name in output_names:
+            if name not in known:
+                raise InputError(f"unknown output name {name!r}", expected=f"outputs {', '.join(known)}",
+                                 received=repr(name), hint=did_you_mean(name, known))
+        return list(output_names)
+
+    def _check_outputs(self, outputs: Mapping[str, Any], names: list[str]) -> None:
+        from xpuruntime.inference.feeds import check_output_buffer
+
+        infos = {o.name: o for o in self._outputs}
+        for name, buffer in outputs.items():
+            if name not in names:
+                raise InputError(f"preallocated output {name!r} is not among the requested outputs",
+                                 expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
+            check_output_buffer(name, buffer, infos[name])
+
+
+def _check_device(engine_cls: type[Engine], device: Any) -> None:
+    if device.kind != "auto" and device.kind not in engine_cls.devices:
+        raise DeviceError(f"engine {engine_cls.name!r} cannot target {device}",
+                          expected=f"a device of kind {', '.join(engine_cls.devices)} (or 'auto')",
+                          received=str(device), hint="pick another device, or engine='onnxruntime' for the CPU")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 @dataclass(frozen=True)
@@ -179,6 +393,12 @@ def register_engine(cls: type[Engine]) -> type[Engine]:
     return cls
 
 
+def builtin_engine_modules() -> list[str]:
+    """Every public module of ``inference/engines/``: one module, one engine (``_name`` modules are helpers)."""
+    package = importlib.import_module(ENGINES_PACKAGE)
+    return [f"{ENGINES_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+
+
 def _load_all() -> None:
     global _loaded
     with _load_lock:
@@ -186,7 +406,7 @@ def _load_all() -> None:
             return
         _loaded = True  # set first: a plugin that lists engines while imported must not load plugins again
         try:
-            for module in _BUILTIN_MODULES:
+            for module in builtin_engine_modules():
                 importlib.import_module(module)
             _load_entry_points()
         except BaseException:
@@ -279,3 +499,21 @@ def list_engines() -> list[EngineInfo]:
         out.append(EngineInfo(name, aliases, reason is None, cls.version() if reason is None else None,
                               cls.devices, reason, cls.extra, _sources.get(name, cls.__module__)))
     return out
+
+
+@contextlib.contextmanager
+def registered_engine(cls: type[Engine]) -> Iterator[type[Engine]]:
+    """Register ``cls`` for the duration of a ``with`` block (tests, notebooks), then restore the registry.
+
+    >>> with registered_engine(MyEngine):                       # doctest: +SKIP
+    ...     xrt.InferenceSession(model, engine="my-engine")
+    """
+    _load_all()
+    saved = dict(_registry), dict(_aliases), dict(_sources)
+    try:
+        register_engine(cls)
+        yield cls
+    finally:
+        for table, before in zip((_registry, _aliases, _sources), saved):
+            table.clear()
+            table.update(before)

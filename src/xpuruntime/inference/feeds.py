@@ -10,7 +10,7 @@ import numpy as np
 
 from xpuruntime.errors import InputError, did_you_mean
 
-__all__ = ["TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
+__all__ = ["check_output_buffer", "TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
            "shared_dims"]
 
 Dim = int | str | None
@@ -237,3 +237,20 @@ class FeedChecker:
             if len({feeds[name].shape[axis] for name, axis in where}) > 1:
                 return False
         return True
+
+
+def check_output_buffer(name: str, buffer: Any, info: TensorInfo) -> None:
+    """A caller-owned output must have the output's dtype, rank and static dims."""
+    shape, dtype = getattr(buffer, "shape", None), getattr(buffer, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"preallocated output {name!r} is not an array", expected=info.describe(),
+                         received=type(buffer).__name__, hint="pass a numpy array (or a CUDA tensor)")
+    try:
+        same_dtype = np.dtype(dtype) == np.dtype(info.dtype)
+    except TypeError:  # torch dtypes: checked by the engine when it binds the buffer
+        same_dtype = True
+    fits = info.shape is None or len(shape) == len(info.shape) and all(
+        not isinstance(want, int) or want < 0 or got == want for got, want in zip(shape, info.shape))
+    if not same_dtype or not fits:
+        raise InputError(f"preallocated output {name!r} does not fit the output", expected=info.describe(),
+                         received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")

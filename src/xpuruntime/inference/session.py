@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from xpuruntime.errors import DeviceError, InputError, PolicyError, XpuRuntimeError, did_you_mean
 from xpuruntime.inference.engine import Engine, get_engine_class
-from xpuruntime.inference.feeds import FeedChecker, TensorInfo
-from xpuruntime.inference.report import ExecutionReport, enforce_fallback
+from xpuruntime.inference.feeds import TensorInfo
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
-from xpuruntime.runtime.devices import parse_device
+from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
+from xpuruntime.receipts import ExecutionReport
 
 __all__ = ["InferenceSession"]
 
@@ -30,18 +27,21 @@ class InferenceSession:
 
     ``model`` is a path, bytes or an ``onnx.ModelProto`` (``engine="torch"``: an ``nn.Module`` or a
     ``torch.export`` ExportedProgram). ``policy`` is a Policy, a policy
-    file, a mapping, or a lock (a :class:`~xpuruntime.kernels.lock.Lock` or a lock file, checked against this
+    file, a mapping, or a lock (a :class:`~xpuruntime.policies.lock.Lock` or a lock file, checked against this
     machine; the engine also replays the tuning results it holds, e.g. ONNX Runtime's TunableOp);
     ``kernel_policy`` and ``exec_policy`` are merged over it. Under
     ``fallback="error"`` a session whose engine cannot honour the policy is not created:
     :class:`~xpuruntime.PolicyViolationError` lists what was not honoured and why.
+
+    The session is a thin handle: checks, timing, error wrapping, receipts and the fallback rule live in the
+    engine base class (:class:`~xpuruntime.inference.engine.Engine`), the same for every engine.
     """
 
     def __init__(
         self,
         model: Any,
         device: str | int | None = "cpu",
-        engine: str = "onnxruntime",
+        engine: str = DEFAULT_ENGINE,
         kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
         exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None,
         policy: PolicyLike = None,
@@ -49,27 +49,16 @@ class InferenceSession:
     ) -> None:
         lock = _lock_of(policy)
         self.policy: Policy = coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy)
-        engine_cls = get_engine_class(engine)
-        engine_cls.require()
-        self.device = parse_device(device)
-        _check_device(engine_cls, self.device)
-        _check_options(engine_options)
-        self._closed = False
-        from xpuruntime.runtime.fingerprint import fingerprint
-
-        self._engine: Engine = engine_cls(engine_cls.load_model(model), self.device, self.policy,
-                                          dict(engine_options or {}), fingerprint().hash)
-        if lock is not None:
-            self._engine.tuning = dict(lock.engine_tuning)
-        self._engine.load_impl()
-        self._inputs = self._engine.inputs_impl()
-        self._feeds = FeedChecker(self._inputs)
-        self._outputs = self._engine.outputs_impl()
-        self._output_list = [o.name for o in self._outputs]
-        self.report: ExecutionReport = self._engine.report_impl()
-        enforce_fallback(self.report, self.policy.execution.fallback)
+        self._engine: Engine = get_engine_class(engine).create(
+            model, device, self.policy, engine_options, tuning=lock.engine_tuning if lock else None)
+        self.device = self._engine.device
 
     # -- introspection -------------------------------------------------------------------
+    @property
+    def report(self) -> ExecutionReport:
+        """The receipt after construction: where every node was placed, from the engine's evidence."""
+        return self._engine.report
+
     @property
     def engine_name(self) -> str:
         return self._engine.name
@@ -77,11 +66,11 @@ class InferenceSession:
     @property
     def input_info(self) -> list[TensorInfo]:
         """Model inputs: name, shape (symbolic dims as strings), numpy dtype name."""
-        return list(self._inputs)
+        return self._engine.input_info
 
     @property
     def output_info(self) -> list[TensorInfo]:
-        return list(self._outputs)
+        return self._engine.output_info
 
     @property
     def providers(self) -> list[str]:
@@ -107,13 +96,7 @@ class InferenceSession:
         ``outputs={"name": preallocated_tensor}`` results are written into caller-owned buffers
         (zero-copy on a GPU, through IO binding).
         """
-        self._check_open()
-        names = self._output_names(output_names)
-        checked = self._engine.check_feeds(feeds, self._feeds)
-        if outputs:
-            self._check_outputs(outputs, names)
-        results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
-        return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
+        return self._engine.run(feeds, output_names, outputs=outputs)
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:
         """Run many feed sets, in input order; engines with an asynchronous queue overlap them.
@@ -124,52 +107,15 @@ class InferenceSession:
         Each result has the form of its feeds (a dict for a dict, a list for a list). OpenVINO runs
         them through its ``AsyncInferQueue``; other engines run them one after another.
         """
-        self._check_open()
-        if isinstance(feeds_list, Mapping) or not isinstance(feeds_list, Sequence):
-            raise InputError("run_many takes a list of feed sets", expected="a list of dicts (or lists) of arrays",
-                             received=type(feeds_list).__name__, hint="for one feed set use run()")
-        names = self._output_names(output_names)
-        checked = [self._engine.check_feeds(feeds, self._feeds) for feeds in feeds_list]
-        results = self._engine.run_many_impl(checked, names)
-        return [dict(zip(names, r)) if isinstance(f, Mapping) else list(r) for f, r in zip(feeds_list, results)]
+        return self._engine.run_many(feeds_list, output_names)
 
     def explain(self, feeds: Any, output_names: Sequence[str] | None = None) -> ExecutionReport:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
-        self._check_open()
-        names = self._output_names(output_names)
-        report = self._engine.profile_impl(self._engine.check_feeds(feeds, self._feeds), names)
-        enforce_fallback(report, self.policy.execution.fallback)
-        return report
-
-    def _output_names(self, output_names: Sequence[str] | None) -> list[str]:
-        known = self._output_list
-        if output_names is None:
-            return known
-        if isinstance(output_names, str):
-            output_names = [output_names]
-        for name in output_names:
-            if name not in known:
-                raise InputError(f"unknown output name {name!r}", expected=f"outputs {', '.join(known)}",
-                                 received=repr(name), hint=did_you_mean(name, known))
-        return list(output_names)
-
-    def _check_outputs(self, outputs: Mapping[str, Any], names: list[str]) -> None:
-        infos = {o.name: o for o in self._outputs}
-        for name, buffer in outputs.items():
-            if name not in names:
-                raise InputError(f"preallocated output {name!r} is not among the requested outputs",
-                                 expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
-            _check_buffer(name, buffer, infos[name])
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise XpuRuntimeError("the session is closed", expected="an open session", received="closed",
-                                  hint="create a new InferenceSession")
+        return self._engine.explain(feeds, output_names)
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""
-        self._closed = True
         self._engine.close()
 
     def __enter__(self) -> InferenceSession:
@@ -180,41 +126,11 @@ class InferenceSession:
 
     def __repr__(self) -> str:
         return (f"InferenceSession(engine={self.engine_name!r}, device={str(self.device)!r}, "
-                f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self._inputs]})")
+                f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self.input_info]})")
 
 
 def _lock_of(policy: Any) -> Any:
     """A checked Lock when ``policy`` is one or names a lock file, else None."""
-    from xpuruntime.kernels.lock import as_lock
+    from xpuruntime.policies.lock import as_lock
 
     return as_lock(policy)
-
-
-def _check_device(engine_cls: type[Engine], device: Any) -> None:
-    if device.kind != "auto" and device.kind not in engine_cls.devices:
-        raise DeviceError(f"engine {engine_cls.name!r} cannot target {device}",
-                          expected=f"a device of kind {', '.join(engine_cls.devices)} (or 'auto')",
-                          received=str(device), hint="pick another device, or engine='onnxruntime' for the CPU")
-
-
-def _check_buffer(name: str, buffer: Any, info: TensorInfo) -> None:
-    """A caller-owned output must have the output's dtype, rank and static dims."""
-    shape, dtype = getattr(buffer, "shape", None), getattr(buffer, "dtype", None)
-    if shape is None or dtype is None:
-        raise InputError(f"preallocated output {name!r} is not an array", expected=info.describe(),
-                         received=type(buffer).__name__, hint="pass a numpy array (or a CUDA tensor)")
-    try:
-        same_dtype = np.dtype(dtype) == np.dtype(info.dtype)
-    except TypeError:  # torch dtypes: checked by the engine when it binds the buffer
-        same_dtype = True
-    fits = info.shape is None or len(shape) == len(info.shape) and all(
-        not isinstance(want, int) or want < 0 or got == want for got, want in zip(shape, info.shape))
-    if not same_dtype or not fits:
-        raise InputError(f"preallocated output {name!r} does not fit the output", expected=info.describe(),
-                         received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")
-
-
-def _check_options(options: Any) -> None:
-    if options is not None and not isinstance(options, Mapping):
-        raise PolicyError("engine_options must be a mapping", expected="a dict of engine-specific options",
-                          received=type(options).__name__)

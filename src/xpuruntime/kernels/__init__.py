@@ -17,7 +17,7 @@ this package imports neither torch nor triton nor nvmath. The active policy (``u
 ``set_active_policy``) is shared with ``xpuruntime.pytorch``.
 
 Tuning (:mod:`~xpuruntime.kernels.tuner`) measures the kernels on real shapes and writes per-shape rules;
-a :class:`~xpuruntime.kernels.lock.Lock` keeps the tuned policy with the fingerprint it was measured on and the
+a :class:`~xpuruntime.policies.lock.Lock` keeps the tuned policy with the fingerprint it was measured on and the
 measurements, and reports drift field by field on another machine.
 """
 
@@ -27,10 +27,12 @@ import importlib
 from typing import Any
 
 # registration order is the order candidates are listed and tried (triton before nvmath)
-from xpuruntime.kernels import triton_layernorm as _triton_layernorm  # noqa: F401, I001  (registers "triton")
+# isort: off
+from xpuruntime.kernels import triton_layernorm as _triton_layernorm  # noqa: F401  (registers "triton")
 from xpuruntime.kernels import triton_matmul as _triton_matmul  # noqa: F401  (registers "triton")
 from xpuruntime.kernels import nvmath_matmul as _nvmath_matmul  # noqa: F401  (registers "nvmath")
 from xpuruntime.kernels import sdpa as _sdpa  # noqa: F401  (registers the attention kernels)
+# isort: on
 from xpuruntime.kernels.active import active_policy, set_active_policy, use_policy
 from xpuruntime.kernels.dispatcher import (
     Dispatcher,
@@ -49,8 +51,8 @@ from xpuruntime.kernels.registry import DispatchContext, KernelImpl, KernelRegis
 
 _LAZY = {"layer_norm": "xpuruntime.kernels.torch_ops", "matmul": "xpuruntime.kernels.torch_ops",
          "attention": "xpuruntime.kernels.sdpa", "Tuner": "xpuruntime.kernels.tuner",
-         "TuningRecord": "xpuruntime.kernels.records", "Lock": "xpuruntime.kernels.lock",
-         "recording": "xpuruntime.kernels.tuner", "verify_same_policy": "xpuruntime.kernels.lock"}
+         "TuningRecord": "xpuruntime.policies.records", "Lock": "xpuruntime.policies.lock",
+         "recording": "xpuruntime.kernels.tuner", "verify_same_policy": "xpuruntime.policies.lock"}
 
 __all__ = [
     "DispatchContext",

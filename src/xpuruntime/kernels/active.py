@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from xpuruntime.policies import KernelPolicy, Policy, coerce_policy
+from xpuruntime.policies import Policy
+from xpuruntime.policies.policy import as_policy
 
 __all__ = ["active_policy", "use_policy", "set_active_policy", "as_policy"]
 
@@ -32,13 +33,6 @@ _scoped: ContextVar[Policy | None] = ContextVar("xpuruntime_active_policy", defa
 _lock = threading.Lock()
 _process_default: Policy | None = None
 _EMPTY = Policy()  # shared and read-only by convention: change policies through use_policy / set_active_policy
-
-
-def as_policy(policy: Any) -> Policy:
-    """A :class:`Policy` from a Policy, a KernelPolicy, a mapping, a policy file path or None."""
-    if isinstance(policy, KernelPolicy):
-        return Policy(kernels=policy)
-    return coerce_policy(policy)
 
 
 def active_policy() -> Policy:

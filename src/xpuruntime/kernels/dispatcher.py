@@ -5,7 +5,7 @@
 skipped with that reason. Params the deciding entry gives a kernel (``params: {nvmath: {...}}``) are checked by
 the kernel (``supports(ctx, params)``) and travel with the :class:`Selection` to its forward. When nothing in the list applies, the policy's fallback rule decides: ``error`` raises
 :class:`~xpuruntime.errors.PolicyViolationError` naming every skipped kernel and why, ``warn`` emits a
-:class:`~xpuruntime.inference.report.PolicyViolationWarning` and uses the default, ``allow`` uses the default.
+:class:`~xpuruntime.receipts.PolicyViolationWarning` and uses the default, ``allow`` uses the default.
 
 >>> from xpuruntime.kernels import DispatchContext, get_dispatcher
 >>> ctx = DispatchContext("layernorm", device="cpu", dtype="bf16", dims={"rows": 8, "hidden": 768})
@@ -123,8 +123,8 @@ class Dispatcher:
         op = vocab.canonical_op(op)
         if ctx.op != op:
             raise UnsupportedOperationError("the dispatch context is for another op", expected=op, received=ctx.op)
-        if fallback not in (None, "error", "warn", "allow"):
-            raise PolicyError(f"unknown fallback {fallback!r}", expected="one of error, warn, allow",
+        if fallback is not None and fallback not in vocab.FALLBACKS:
+            raise PolicyError(f"unknown fallback {fallback!r}", expected=f"one of {', '.join(vocab.FALLBACKS)}",
                               received=repr(fallback))
         kernels, rule = _kernel_policy(policy)
         requested, params, source = _resolve(kernels, op, ctx)
@@ -225,7 +225,7 @@ def _plain(value: Any) -> Any:
 
 
 def _warning_class() -> type[Warning]:
-    from xpuruntime.inference.report import PolicyViolationWarning
+    from xpuruntime.errors import PolicyViolationWarning
 
     return PolicyViolationWarning
 

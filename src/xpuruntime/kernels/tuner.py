@@ -20,7 +20,7 @@ How ``auto`` is resolved is the tuner's ``strategy``:
 Candidates are the base policy's list for the op when it names kernels (``matmul: [nvmath, cublaslt]``), else
 every kernel registered for the op, always with the default; kernels with variants (``nvmath``: one per
 cuBLASLt algorithm of the plan) are expanded. The result is a list of
-:class:`~xpuruntime.kernels.records.TuningRecord` and, through :func:`build_policy`, a policy whose rules pin
+:class:`~xpuruntime.policies.records.TuningRecord` and, through :func:`build_policy`, a policy whose rules pin
 each shape's winner (params included)::
 
     >>> import xpuruntime.kernels as xk
@@ -43,14 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xpuruntime.errors import InputError, PolicyError, UnsupportedOperationError
-from xpuruntime.kernels.records import STRATEGIES, Candidate, TuningRecord
 from xpuruntime.kernels.registry import DispatchContext, KernelImpl, KernelRegistry, get_registry
 from xpuruntime.policies import Policy
 from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import canonical_json
+from xpuruntime.policies.records import STRATEGIES, Candidate, TuningRecord
 
 __all__ = ["Tuner", "Target", "Recording", "recording", "targets_from_specs", "parse_spec", "targets_from_onnx",
-           "build_policy", "capture_onnxruntime_tuning", "with_tunable_op", "make_inputs", "TUNABLE_OPS"]
+           "build_policy", "with_tunable_op", "make_inputs", "TUNABLE_OPS"]
 
 TUNABLE_OPS = ("matmul", "attention", "layernorm")
 _TOLERANCE = {"fp32": 2e-3, "tf32": 5e-3, "fp16": 1e-2, "bf16": 3e-2, "fp64": 1e-9}  # relative Frobenius error
@@ -611,7 +611,7 @@ def targets_from_onnx(model: Any, *, dims: Mapping[str, int] | None = None, devi
 def _onnx_model(model: Any) -> Any:
     import onnx
 
-    from xpuruntime.inference.models import load_model_source
+    from xpuruntime._models import load_model_source
 
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
@@ -694,28 +694,3 @@ def with_tunable_op(policy: Any) -> Policy:
     data = dict(data) if isinstance(data, dict) else {}
     data["prefer"] = vocab.AUTO
     return Policy(policy.kernels.copy().set("matmul", data), policy.execution)
-
-
-def capture_onnxruntime_tuning(model: Any, *, device: str = "cpu", policy: Any = None,
-                               dims: Mapping[str, int] | None = None, runs: int = 2,
-                               seed: int = 0) -> list[dict[str, Any]]:
-    """Run ``model`` on ONNX Runtime with TunableOp on (``matmul: auto``) and return its tuning results.
-
-    ``InferenceSession.get_tuning_results()`` on the CUDA provider lists what TunableOp chose per GEMM; the CPU
-    provider has no TunableOp and returns an empty list. Feeds are seeded random data shaped by ``dims``.
-    """
-    from xpuruntime.inference.feeds import random_feeds
-    from xpuruntime.inference.session import InferenceSession
-    from xpuruntime.kernels.active import as_policy
-
-    base = with_tunable_op(as_policy(policy))
-    tuned = Policy(base.kernels, base.execution.with_fallback("allow"))
-    with InferenceSession(model, device=device, engine="onnxruntime", policy=tuned) as sess:
-        values = dict(dims or {})
-        shapes = {i.name: tuple(values.get(d, 1) if isinstance(d, str) else (d if d and d > 0 else 1)
-                                for d in (i.shape or ())) for i in sess.input_info}
-        feeds = random_feeds(sess.input_info, shapes, seed=seed)
-        for _ in range(max(1, runs)):
-            sess.run(feeds)
-        return list(sess.engine.tuning_results() or [])
-

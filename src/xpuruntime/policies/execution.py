@@ -23,8 +23,8 @@ from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, conte
 
 __all__ = ["ExecutionPolicy", "Fallback", "Precision", "policy_error_from_validation"]
 
-Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8"]
-Fallback = Literal["error", "warn", "allow"]
+Precision = Literal[tuple(vocab.PRECISIONS)]  # type: ignore[valid-type]  # fp32, tf32, fp16, bf16, int8
+Fallback = Literal[vocab.FALLBACKS]  # type: ignore[valid-type]  # error, warn, allow
 _DAY_MS = 24 * 3600 * 1000
 
 
@@ -44,7 +44,7 @@ class ExecutionPolicy(BaseModel):
     precision: Precision = Field("fp32", description="fp32 (IEEE, no TF32), tf32, fp16, bf16 or int8")
     static_shape: StrictBool = Field(False, description="compile for fixed shapes (from fixed_shapes or the model)")
     fixed_shapes: dict[str, tuple[StrictInt, ...]] | None = Field(None, description="input name -> static shape")
-    fallback: Fallback = Field("warn", description="what to do when the engine cannot honour the policy")
+    fallback: Fallback = Field(vocab.DEFAULT_FALLBACK, description="what to do when the engine cannot honour the policy")
     deterministic: StrictBool = Field(False, description="ask for deterministic kernels")
     cuda_graphs: StrictBool = Field(False, description="capture and replay CUDA graphs (needs static shapes)")
     optimize_level: StrictInt = Field(3, ge=0, le=3, description="graph optimisation level, 0 (none) .. 3 (all)")
@@ -69,10 +69,10 @@ class ExecutionPolicy(BaseModel):
     @field_validator("fallback", mode="before")
     @classmethod
     def _fallback(cls, v: object) -> object:
-        choices = ("error", "warn", "allow")
+        choices = vocab.FALLBACKS
         if isinstance(v, str) and v.strip().lower() in choices:
             return v.strip().lower()
-        raise PolicyError(f"unknown fallback {short_repr(v)}", expected="one of error, warn, allow",
+        raise PolicyError(f"unknown fallback {short_repr(v)}", expected=f"one of {', '.join(choices)}",
                           received=short_repr(v), hint=did_you_mean(str(v), choices))
 
     @field_validator("cache_dir", mode="before")

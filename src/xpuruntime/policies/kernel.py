@@ -32,8 +32,8 @@ registry checks them when it dispatches). A policy without params hashes exactly
 
 from __future__ import annotations
 
-import re
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union

@@ -23,7 +23,7 @@ from xpuruntime.policies._common import Change, check_plain_data, content_hash, 
 from xpuruntime.policies.execution import ExecutionPolicy
 from xpuruntime.policies.kernel import KernelPolicy
 
-__all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce_policy", "is_lock_file"]
+__all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce_policy", "as_policy", "is_lock_file"]
 
 SCHEMA_VERSION = 1
 MAX_POLICY_BYTES = 1 << 20  # a policy is a page of settings; 1 MiB is generous
@@ -124,11 +124,11 @@ class Policy:
         """Read and validate a policy file; every error is a PolicyError naming the file and field.
 
         A lock file (``xpuruntime tune --lock``) gives its policy after the drift check
-        (:class:`~xpuruntime.kernels.lock.Lock`: the fallback rule decides on drift).
+        (:class:`~xpuruntime.policies.lock.Lock`: the fallback rule decides on drift).
         """
         path = Path(path)
         if is_lock_file(path):
-            from xpuruntime.kernels.lock import Lock
+            from xpuruntime.policies.lock import Lock
 
             return Lock.load(path, stacklevel=3).policy
         try:
@@ -179,6 +179,17 @@ def coerce_policy(policy: PolicyLike = None, kernel_policy: Any = None, exec_pol
                           received=type(policy).__name__)
     overlay = Policy(_as_kernels(kernel_policy), _as_execution(exec_policy))
     return base.merge(overlay)
+
+
+def as_policy(policy: Any) -> Policy:
+    """A :class:`Policy` from a Policy, a KernelPolicy, a mapping, a policy file path or None.
+
+    >>> as_policy(KernelPolicy(matmul="cublas")).kernels.get("matmul")
+    'cublas'
+    """
+    if isinstance(policy, KernelPolicy):
+        return Policy(kernels=policy)
+    return coerce_policy(policy)
 
 
 def _as_kernels(value: Any) -> KernelPolicy | None:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 
 __all__ = [
+    "FALLBACKS",
+    "DEFAULT_FALLBACK",
+    "DEFAULT_ENGINE",
     "AUTO",
     "DEFAULT",
     "PRECISIONS",
@@ -33,6 +36,12 @@ __all__ = [
     "canonical_precision",
     "canonical_dtype",
 ]
+
+#: what to do when an engine cannot honour the policy: raise, warn and record, or record only
+FALLBACKS: tuple[str, ...] = ("error", "warn", "allow")
+DEFAULT_FALLBACK = "warn"
+#: the engine used when none is named (API, CLI and tuner alike)
+DEFAULT_ENGINE = "onnxruntime"
 
 AUTO = "auto"
 DEFAULT = "default"

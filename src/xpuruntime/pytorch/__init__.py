@@ -15,7 +15,7 @@ install when torch is missing::
   the translation table is in :mod:`xpuruntime.pytorch._translate`.
 - :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
 - :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included.
-- :func:`profile`: a receipt (:class:`~xpuruntime.inference.report.ExecutionReport`) read from ``torch.profiler``.
+- :func:`profile`: a receipt (:class:`~xpuruntime.receipts.ExecutionReport`) read from ``torch.profiler``.
 
 torch's switches are process-global; what each thread or task asked for is kept in a ContextVar.
 """
@@ -32,7 +32,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from xpuruntime.pytorch._autocast import autocast
 from xpuruntime.pytorch._graphs import CapturedGraph, capture_graph
-from xpuruntime.pytorch._profile import profile
+from xpuruntime.pytorch._kernels import available as kernel_available
+from xpuruntime.pytorch._profile import profile, profile_run
+from xpuruntime.pytorch._state import applied as applied_policy
 from xpuruntime.pytorch._state import clear_kernel_policy, get_kernel_policy, policy, set_kernel_policy
 from xpuruntime.pytorch._translate import TorchPlan, translate
 
@@ -47,4 +49,8 @@ __all__ = [
     "profile",
     "translate",
     "TorchPlan",
+    # what the torch inference engine builds on (engine="torch"): the same translation, application and receipts
+    "applied_policy",
+    "kernel_available",
+    "profile_run",
 ]

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from xpuruntime.errors import InputError, PolicyError, PolicyViolationError
-from xpuruntime.inference.report import PolicyViolationWarning, Violation
+from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.pytorch import _state
+from xpuruntime.receipts import PolicyViolationWarning, Violation
 
 __all__ = ["capture_graph", "CapturedGraph"]
 
-_FALLBACKS = ("error", "warn", "allow")
+_FALLBACKS = vocab.FALLBACKS
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from xpuruntime.inference.report import ExecutionReport, enforce_fallback
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy
 from xpuruntime.pytorch import _kernels, _receipt, _state
+from xpuruntime.receipts import ExecutionReport, enforce_fallback
 
-__all__ = ["profile", "requested_precision", "new_report"]
+__all__ = ["profile", "profile_run", "requested_precision", "new_report"]
 
 
 def requested_precision(state: _state.Active | None) -> str | None:
@@ -69,3 +69,23 @@ def profile(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, An
             report.add(v)
         _receipt.fill_report(report, prof, state.policy if state else Policy(), precision, switches, dispatched)
         enforce_fallback(report, (state.policy if state else Policy()).execution.fallback, stacklevel=4)
+
+
+def profile_run(report: ExecutionReport, run: Any, policy: Policy, precision: str | None,
+                device: torch.device) -> ExecutionReport:
+    """Run ``run()`` twice (a warm-up, then under ``torch.profiler``) and fill ``report`` from what ran.
+
+    What the torch engine's ``explain()`` uses; the caller applies the policy around it (:func:`applied_policy`).
+    """
+    run()  # warm-up: lazy init, cuDNN and cuBLAS workspaces, compilation
+    switches = _receipt.read_switches()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    activities += [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    with _kernels.dispatch_records() as dispatched, \
+            torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    _receipt.fill_report(report, prof, policy, precision, switches, dispatched)
+    report.evidence.append("last of two runs")
+    return report

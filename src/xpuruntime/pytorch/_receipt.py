@@ -24,11 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
 from xpuruntime.policies import Policy
 from xpuruntime.pytorch import _flags
 from xpuruntime.pytorch._kernels import CUSTOM_OPS
 from xpuruntime.pytorch._translate import SPECIAL
+from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
 
 __all__ = ["Switches", "read_switches", "fill_report", "classify_kernel", "INDISTINGUISHABLE", "BLAS_NOTE"]
 

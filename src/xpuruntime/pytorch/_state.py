@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from xpuruntime.errors import PolicyViolationError
-from xpuruntime.inference.report import ExecutionReport, Violation, enforce_fallback
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.pytorch import _flags, _kernels
 from xpuruntime.pytorch._translate import TorchPlan, translate
+from xpuruntime.receipts import ExecutionReport, Violation, enforce_fallback
 
 __all__ = ["Active", "active", "policy", "set_kernel_policy", "get_kernel_policy", "clear_kernel_policy",
            "push_autocast", "reset", "applied", "note_violation", "apply_report", "no_kernel_error", "sink", "Sink"]
@@ -166,7 +166,7 @@ def apply_report(policy_: Policy, plan: TorchPlan, failures: list[Violation]) ->
 
     report = ExecutionReport(engine="torch", device="cuda" if torch.cuda.is_available() else "cpu",
                              policy_hash=policy_.hash, fingerprint_hash=fingerprint().hash,
-                             requested=plan.requested(), notes=list(plan.notes), engine_version=torch.__version__,
+                             requested=plan.requested, notes=list(plan.notes), engine_version=torch.__version__,
                              evidence=["xpuruntime.pytorch translation table (switches as set)"])
     for v in [*plan.violations, *failures]:
         report.add(v)

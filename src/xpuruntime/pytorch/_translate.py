@@ -26,7 +26,7 @@ num_threads                                       ``torch.set_num_threads``
 ================================================  ==========================================================
 
 ``default`` (or an op left out) leaves torch's switch as it is. What torch cannot do as asked becomes a
-:class:`~xpuruntime.inference.report.Violation` here, before anything is set; a switch torch refuses
+:class:`~xpuruntime.receipts.Violation` here, before anything is set; a switch torch refuses
 while it is being set (``cublaslt`` on a build without cuBLASLt) becomes one as well.
 
 Under ``fallback="error"`` only the listed SDPA backends are switched on, so torch raises instead of
@@ -41,9 +41,9 @@ from typing import Any
 
 import torch
 
-from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy, vocabulary
 from xpuruntime.pytorch import _flags, _kernels
+from xpuruntime.receipts import Violation
 
 __all__ = ["TorchPlan", "translate", "ATTENTION", "MATMUL", "CONV", "SPECIAL"]
 
@@ -73,8 +73,9 @@ class TorchPlan:
     def refuse(self, kind: str, subject: str, requested: str, actual: str, reason: str) -> None:
         self.violations.append(Violation(kind, subject, requested, actual, reason))
 
+    @property
     def requested(self) -> dict[str, Any]:
-        """The native settings as a user would write them (for ``report.requested``)."""
+        """The native settings as a user would write them (``report.requested``: what was asked of torch)."""
         out: dict[str, Any] = {}
         if any(k.startswith("sdpa.") for k in self.settings):
             out["torch.nn.attention.sdpa_kernel"] = self.sdpa_backends()

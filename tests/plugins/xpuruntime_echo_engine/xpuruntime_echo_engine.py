@@ -11,7 +11,8 @@ from typing import Any
 
 from xpuruntime.inference.engine import Engine
 from xpuruntime.inference.feeds import TensorInfo
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
+from xpuruntime.inference.plan import Plan
+from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
 
 __all__ = ["EchoEngine"]
 
@@ -40,6 +41,14 @@ class EchoEngine(Engine):
     def version(cls) -> str | None:
         return "0.1"
 
+    def translate(self, policy: Any, device: Any, options: Any) -> Plan:
+        violations = []
+        if policy.execution.precision != "fp32":
+            violations.append(Violation("precision", "model", policy.execution.precision, "fp32",
+                                        "the echo engine computes in the model's own types"))
+        return Plan(None, requested={"evaluator": "onnx.reference.ReferenceEvaluator"}, targets=("echo",),
+                    violations=violations)
+
     def load_impl(self) -> None:
         from onnx.reference import ReferenceEvaluator
 
@@ -55,19 +64,8 @@ class EchoEngine(Engine):
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
         return list(self.evaluator.run(list(output_names), feeds))
 
-    def report_impl(self) -> ExecutionReport:
-        report = ExecutionReport(engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
-                                 fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
-                                 requested={"evaluator": "onnx.reference.ReferenceEvaluator"},
-                                 evidence=["onnx.reference.ReferenceEvaluator (runs every node itself)"])
+    def report_impl(self, report: ExecutionReport) -> None:
+        report.evidence.append("onnx.reference.ReferenceEvaluator (runs every node itself)")
         for node in self.model.proto.graph.node:
             report.nodes.append(NodeRecord(node.name, node.op_type, provider="echo", requested="echo",
                                            precision="fp32"))
-        if self.policy.execution.precision != "fp32":
-            report.add(Violation("precision", "model", self.policy.execution.precision, "fp32",
-                                 "the echo engine computes in the model's own types"))
-        return report
-
-    @property
-    def providers(self) -> list[str]:
-        return ["echo"]

@@ -15,13 +15,14 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xpuruntime._models import ModelSource, load_model_source
 from xpuruntime.errors import (
     ExecutionTimeoutError,
     InputError,
@@ -32,21 +33,17 @@ from xpuruntime.errors import (
     did_you_mean,
 )
 from xpuruntime.inference.engine import Engine, register_engine
-from xpuruntime.inference.engines import _ort_translate as tr
+from xpuruntime.inference.engines import _onnxruntime as tr
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
-from xpuruntime.inference.models import ModelSource, load_model_source
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
+from xpuruntime.inference.plan import Plan
+from xpuruntime.policies import Policy
+from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
+from xpuruntime.runtime.devices import DeviceSpec
 
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError"]
 
 _OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
 _SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
-_ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
-    "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16", "tensor(string)": "object",
-}
 
 
 @functools.cache
@@ -69,6 +66,7 @@ class OnnxRuntimeEngine(Engine):
     module = "onnxruntime"
     extra = "gpu"
     devices = ("cpu", "cuda", "gpu", "npu")
+    option_keys = _OPTION_KEYS
     tensorrt = False
 
     @classmethod
@@ -89,16 +87,23 @@ class OnnxRuntimeEngine(Engine):
         return None
 
     # -- build ---------------------------------------------------------------------------
-    def load_impl(self) -> None:
+    def cache_parts(self) -> tuple[str, ...]:
+        return (self.model.hash, self.policy.hash, self.fingerprint_hash)
+
+    def translate(self, policy: Policy, device: DeviceSpec, options: Mapping[str, Any]) -> Plan:
+        """The translation table (:func:`._onnxruntime.translate`), the user's engine options over it, private
+        cache folders and the static-shape check: everything decided before the session is built."""
         ort = _ort()
-        self._check_options()
-        key = tr.cache_key(self.model.hash, self.policy.hash, self.fingerprint_hash)
-        self.plan = tr.translate(self.policy, self.device.kind, self.device.index, tensorrt=self.tensorrt,
-                                 available=ort.get_available_providers(), key=key)
-        self._apply_engine_options(ort)
-        self._private_caches()
-        self._check_shapes()
-        self.model = self._model_variant(self.model, key)
+        native = tr.translate(policy, device.kind, device.index, tensorrt=self.tensorrt,
+                              available=ort.get_available_providers(), key=self.cache_key())
+        _apply_engine_options(native, ort, options)
+        _private_caches(native, policy.execution.cache_dir)
+        _check_shapes(native, policy, self._graph_inputs())
+        return Plan(native, requested=_requested(native, policy), targets=tuple(native.asked),
+                    violations=native.violations, notes=native.notes)
+
+    def load_impl(self) -> None:
+        self.model = self._model_variant(self.model)
         if self.plan.cached_model:
             self.model = load_model_source(Path(self.plan.cached_model))
         self.session = self._create(self._session_options())
@@ -120,67 +125,41 @@ class OnnxRuntimeEngine(Engine):
             session.set_tuning_results(results, error_on_invalid=True)
         except Exception as exc:  # ORT's own exception types
             if note:
-                self.plan.notes.append(f"stored TunableOp results not applied: {_first_line(str(exc))}")
+                self.load_notes.append(f"stored TunableOp results not applied: {_first_line(str(exc))}")
             return 0
         if note:
-            self.plan.notes.append(f"replayed {len(results)} stored TunableOp result set(s) (set_tuning_results)")
+            self.load_notes.append(f"replayed {len(results)} stored TunableOp result set(s) (set_tuning_results)")
         return len(results)
+
+    @classmethod
+    def capture_tuning(cls, model: Any, *, device: str = "cpu", policy: Any = None,
+                       dims: Mapping[str, int] | None = None, runs: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+        """Run ``model`` with TunableOp on (``matmul: auto``) and return ONNX Runtime's tuning results.
+
+        ``InferenceSession.get_tuning_results()`` on the CUDA provider lists what TunableOp chose per GEMM; the CPU
+        provider has no TunableOp and returns an empty list. Feeds are seeded random data shaped by ``dims``.
+        """
+        from xpuruntime.inference.feeds import random_feeds
+        from xpuruntime.kernels.tuner import with_tunable_op
+        from xpuruntime.policies.policy import as_policy
+
+        base = with_tunable_op(as_policy(policy))
+        tuned = Policy(base.kernels, base.execution.with_fallback("allow"))
+        engine = cls.create(model, device, tuned)
+        try:
+            values = dict(dims or {})
+            shapes = {i.name: tuple(values.get(d, 1) if isinstance(d, str) else (d if d and d > 0 else 1)
+                                    for d in (i.shape or ())) for i in engine.input_info}
+            feeds = random_feeds(engine.input_info, shapes, seed=seed)
+            for _ in range(max(1, runs)):
+                engine.run(feeds)
+            return list(engine.tuning_results() or [])
+        finally:
+            engine.close()
 
     def tuning_results(self) -> list[dict[str, Any]]:
         """``InferenceSession.get_tuning_results()``: what TunableOp chose (an empty list on the CPU provider)."""
         return list(self.session.get_tuning_results())
-
-    def _check_options(self) -> None:
-        for name in self.options:
-            if name not in _OPTION_KEYS:
-                raise PolicyError(f"unknown engine option {name!r} for onnxruntime", field=f"engine_options.{name}",
-                                  expected=", ".join(_OPTION_KEYS), received=repr(name),
-                                  hint=did_you_mean(name, _OPTION_KEYS))
-
-    def _apply_engine_options(self, ort: Any) -> None:
-        """User overrides win, and are recorded in the receipt's ``requested``."""
-        if self.options.get("providers"):
-            self._override_providers(ort, self.options["providers"])
-        for name, extra in (self.options.get("provider_options") or {}).items():
-            _check_provider_name(ort, name, "provider_options")
-            if not self.plan.in_use(name):
-                self.plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
-            self.plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
-                                   for n, o in self.plan.providers]
-        self.plan.config.update({k: str(v) for k, v in (self.options.get("session_config") or {}).items()})
-
-    def _private_caches(self) -> None:
-        """Folders the providers fill themselves (TensorRT engines, OpenVINO-provider blobs, QNN contexts) are
-        created private to the user; one that cannot be (a symlink, another owner, read-only) is not used."""
-        root = self.policy.execution.cache_dir
-        if not root:
-            return
-        for _, opts in self.plan.providers:
-            for path_key, keys in _CACHE_OPTIONS.items():
-                if path_key in opts and not _private_folder(root, opts[path_key]):
-                    for key in keys:
-                        opts.pop(key, None)
-        context = self.plan.config.get("ep.context_file_path")
-        if context and not _private_folder(root, os.path.dirname(context)):
-            for key in ("ep.context_enable", "ep.context_file_path", "ep.context_embed_mode"):
-                self.plan.config.pop(key, None)
-        if self.plan.cached_model and (os.path.islink(self.plan.cached_model) or
-                                       not _private_folder(root, os.path.dirname(self.plan.cached_model))):
-            self.plan.notes.append(f"cached QNN context {self.plan.cached_model} not loaded (not a private file)")
-            self.plan.cached_model = None
-
-    def _override_providers(self, ort: Any, wanted: Any) -> None:
-        if isinstance(wanted, str) or not all(isinstance(n, str) for n in wanted):
-            raise PolicyError("engine_options.providers must be a list of provider names",
-                              expected="e.g. ['CUDAExecutionProvider', 'CPUExecutionProvider']",
-                              received=repr(wanted), hint="put per-provider options in engine_options.provider_options")
-        for name in wanted:
-            _check_provider_name(ort, name, "providers")
-        opts = dict(self.plan.providers)
-        plan = tr.provider_plan([(n, opts.get(n, {})) for n in wanted], ort.get_available_providers())
-        kept = [v for v in self.plan.violations if v.kind != "provider_unavailable"]
-        self.plan.providers, self.plan.target, self.plan.requested = plan.providers, plan.target, plan.requested
-        self.plan.violations = [*plan.violations, *kept]
 
     def _session_options(self, profile_dir: str | None = None) -> Any:
         ort = _ort()
@@ -202,20 +181,6 @@ class OnnxRuntimeEngine(Engine):
     def _graph_inputs(self) -> dict[str, list[Any]]:
         inits = {i.name for i in self.model.proto.graph.initializer}
         return {i.name: list(i.type.tensor_type.shape.dim) for i in self.model.proto.graph.input if i.name not in inits}
-
-    def _check_shapes(self) -> None:
-        """fixed_shapes must name real inputs with the right rank; symbolic dims left free break static_shape."""
-        ex, inputs = self.policy.execution, self._graph_inputs()
-        for name, shape in (ex.fixed_shapes or {}).items():
-            _check_fixed(name, shape, inputs)
-            if any(not d.dim_param and not d.HasField("dim_value") for d in inputs[name]):
-                self.plan.refuse("static_shape", name, f"fixed shape {list(shape)}", "a dynamic dim left free",
-                                 "ONNX Runtime fixes only named (dim_param) dims; name the dim in the model")
-        for name, dims in inputs.items() if ex.static_shape else ():
-            free = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
-            if free and name not in (ex.fixed_shapes or {}):
-                self.plan.refuse("static_shape", name, "static shapes", f"symbolic dim {free[0]!r}",
-                                 f"set execution.fixed_shapes[{name!r}] to fix it")
 
     def _fix_shapes(self, so: Any) -> None:
         inputs = self._graph_inputs()
@@ -254,13 +219,11 @@ class OnnxRuntimeEngine(Engine):
                              expected="a valid ONNX model that this onnxruntime supports",
                              received=self.model.description, hint=_load_hint(text)) from None
 
-    def _model_variant(self, model: ModelSource, key: str) -> ModelSource:
+    def _model_variant(self, model: ModelSource) -> ModelSource:
         variant = self.plan.model_variant
         if variant == "original":
             return model
-        from xpuruntime.inference.engines import _ort_convert
-
-        return _ort_convert.convert(model, variant, self.policy.execution.cache_dir, key)
+        return tr.convert(model, variant, self.policy.execution.cache_dir, self.cache_key())
 
     # -- introspection -------------------------------------------------------------------
     def inputs_impl(self) -> list[TensorInfo]:
@@ -268,10 +231,6 @@ class OnnxRuntimeEngine(Engine):
 
     def outputs_impl(self) -> list[TensorInfo]:
         return [_info(a) for a in self.session.get_outputs()]
-
-    @property
-    def providers(self) -> list[str]:
-        return list(self.plan.requested)
 
     # -- run -----------------------------------------------------------------------------
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
@@ -319,12 +278,11 @@ class OnnxRuntimeEngine(Engine):
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
 
     def _run_graph(self, feeds: dict[str, Any], names: Sequence[str]) -> list[Any]:
-        """CUDA graphs: one persistent binding, buffers that never move (see _ort_graphs)."""
-        from xpuruntime.inference.engines._ort_graphs import GraphBinding
+        """CUDA graphs: one persistent binding, buffers that never move (see _onnxruntime.GraphBinding)."""
 
         with self._run_lock:
             if getattr(self, "_graph", None) is None:
-                self._graph = GraphBinding(_ort(), self.session, self.model.proto, self.device.index or 0)
+                self._graph = tr.GraphBinding(_ort(), self.session, self.model.proto, self.device.index or 0)
             return self._graph.run(feeds, names, lambda b: self._guarded(
                 lambda ro: self.session.run_with_iobinding(b, ro)))
 
@@ -333,20 +291,8 @@ class OnnxRuntimeEngine(Engine):
         return "cuda" if on_gpu else "cpu"
 
     # -- receipts ------------------------------------------------------------------------
-    def _base_report(self) -> ExecutionReport:
-        return ExecutionReport(
-            engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
-            fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
-            requested={"providers": list(self.plan.requested), "passed_to_onnxruntime": self.plan.provider_names(),
-                       "target": self.plan.target,
-                       "provider_options": {n: dict(o) for n, o in self.plan.providers},
-                       "graph_optimization_level": self.plan.graph_level, "model_variant": self.plan.model_variant,
-                       "precision": self.policy.execution.precision, "session_config": dict(self.plan.config),
-                       "tuning_results_replayed": getattr(self, "_replayed", 0)},
-            notes=[*self.model.notes, *self.plan.notes])
-
-    def report_impl(self) -> ExecutionReport:
-        report = self._base_report()
+    def report_impl(self, report: ExecutionReport) -> None:
+        report.requested["tuning_results_replayed"] = self._replayed
         report.evidence.append("onnxruntime.InferenceSession.get_provider_graph_assignment_info")
         for sub in self.session.get_provider_graph_assignment_info():
             for node in sub.get_nodes():
@@ -354,7 +300,6 @@ class OnnxRuntimeEngine(Engine):
         if self.plan.graph_level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
             report.notes.append("nodes as assigned to providers; fusions made after the assignment show in explain()")
         self._judge(report)
-        return report
 
     def _node(self, name: str, op_type: str, provider: str, precision: str | None) -> NodeRecord:
         kernel = _requested_kernel(self.policy, op_type)
@@ -362,8 +307,6 @@ class OnnxRuntimeEngine(Engine):
                           requested=self.plan.target, requested_kernel=kernel, precision=precision)
 
     def _judge(self, report: ExecutionReport) -> None:
-        for v in self.plan.violations:
-            report.add(v)
         for node in report.nodes:
             if node.provider != self.plan.target and node.op_type in _SHAPE_OPS:
                 node.requested = node.provider  # a deliberate ORT placement, not a fallback
@@ -379,7 +322,7 @@ class OnnxRuntimeEngine(Engine):
             return missing[0].reason
         return f"{self.plan.target} has no kernel for {node.op_type} in this model (ONNX Runtime assigned it elsewhere)"
 
-    def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
+    def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
         feeds = _host_feeds(feeds)
         with tempfile.TemporaryDirectory(prefix="xpuruntime-profile-") as folder:
             session = self._create(self._session_options(profile_dir=folder))
@@ -387,8 +330,7 @@ class OnnxRuntimeEngine(Engine):
             self._guarded(lambda ro: session.run(list(output_names), feeds, ro))  # warm-up: allocate and tune
             self._guarded(lambda ro: session.run(list(output_names), feeds, ro))
             events = json.loads(Path(session.end_profiling()).read_text())
-        report = self._base_report()
-        report.profiled = True
+        report.requested["tuning_results_replayed"] = self._replayed
         report.evidence.append("onnxruntime profiling JSON (enable_profiling), last of two runs")
         for name, ev in _node_events(events).items():
             node = self._node(name, ev.op, ev.provider, ev.precision)
@@ -396,7 +338,6 @@ class OnnxRuntimeEngine(Engine):
             report.nodes.append(node)
         self._judge(report)
         self._judge_precision(report)
-        return report
 
     def _judge_precision(self, report: ExecutionReport) -> None:
         """fp16 asked: a matrix product or conv that ran in float32 (ONNX Runtime cast around it) is a violation."""
@@ -408,7 +349,7 @@ class OnnxRuntimeEngine(Engine):
                                      f"ONNX Runtime ran it in float32 behind Casts it inserted ({node.provider} "
                                      "lacks float16 kernels for this op or its neighbours)"))
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self.session = None
 
 
@@ -423,6 +364,74 @@ class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any]) -> None:
+    """User overrides win, and are recorded in the receipt's ``requested``."""
+    if options.get("providers"):
+        _override_providers(plan, ort, options["providers"])
+    for name, extra in (options.get("provider_options") or {}).items():
+        _check_provider_name(ort, name, "provider_options")
+        if not plan.in_use(name):
+            plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
+        plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
+                               for n, o in plan.providers]
+    plan.config.update({k: str(v) for k, v in (options.get("session_config") or {}).items()})
+
+def _private_caches(plan: tr.OrtPlan, root: str | None) -> None:
+    """Folders the providers fill themselves (TensorRT engines, OpenVINO-provider blobs, QNN contexts) are
+    created private to the user; one that cannot be (a symlink, another owner, read-only) is not used."""
+    if not root:
+        return
+    for _, opts in plan.providers:
+        for path_key, keys in _CACHE_OPTIONS.items():
+            if path_key in opts and not _private_folder(root, opts[path_key]):
+                for key in keys:
+                    opts.pop(key, None)
+    context = plan.config.get("ep.context_file_path")
+    if context and not _private_folder(root, os.path.dirname(context)):
+        for key in ("ep.context_enable", "ep.context_file_path", "ep.context_embed_mode"):
+            plan.config.pop(key, None)
+    if plan.cached_model and (os.path.islink(plan.cached_model) or
+                                   not _private_folder(root, os.path.dirname(plan.cached_model))):
+        plan.notes.append(f"cached QNN context {plan.cached_model} not loaded (not a private file)")
+        plan.cached_model = None
+
+
+def _override_providers(plan: tr.OrtPlan, ort: Any, wanted: Any) -> None:
+    if isinstance(wanted, str) or not all(isinstance(n, str) for n in wanted):
+        raise PolicyError("engine_options.providers must be a list of provider names",
+                          expected="e.g. ['CUDAExecutionProvider', 'CPUExecutionProvider']",
+                          received=repr(wanted), hint="put per-provider options in engine_options.provider_options")
+    for name in wanted:
+        _check_provider_name(ort, name, "providers")
+    opts = dict(plan.providers)
+    chosen = tr.provider_plan([(n, opts.get(n, {})) for n in wanted], ort.get_available_providers())
+    kept = [v for v in plan.violations if v.kind != "provider_unavailable"]
+    plan.providers, plan.target, plan.asked = chosen.providers, chosen.target, chosen.asked
+    plan.violations = [*chosen.violations, *kept]
+
+
+def _check_shapes(plan: tr.OrtPlan, policy: Policy, inputs: dict[str, list[Any]]) -> None:
+    """fixed_shapes must name real inputs with the right rank; symbolic dims left free break static_shape."""
+    ex = policy.execution
+    for name, shape in (ex.fixed_shapes or {}).items():
+        _check_fixed(name, shape, inputs)
+        if any(not d.dim_param and not d.HasField("dim_value") for d in inputs[name]):
+            plan.refuse("static_shape", name, f"fixed shape {list(shape)}", "a dynamic dim left free",
+                             "ONNX Runtime fixes only named (dim_param) dims; name the dim in the model")
+    for name, dims in inputs.items() if ex.static_shape else ():
+        free = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
+        if free and name not in (ex.fixed_shapes or {}):
+            plan.refuse("static_shape", name, "static shapes", f"symbolic dim {free[0]!r}",
+                             f"set execution.fixed_shapes[{name!r}] to fix it")
+
+
+def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
+    """What was asked of ONNX Runtime, as the receipt shows it."""
+    return {"providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(), "target": plan.target,
+            "provider_options": {n: dict(o) for n, o in plan.providers}, "graph_optimization_level": plan.graph_level,
+            "model_variant": plan.model_variant, "precision": policy.execution.precision,
+            "session_config": dict(plan.config)}
+
 # provider option naming a cache folder -> the options to drop when that folder cannot be made private
 _CACHE_OPTIONS = {"trt_engine_cache_path": ("trt_engine_cache_enable", "trt_engine_cache_path",
                                             "trt_timing_cache_enable", "trt_timing_cache_path"),
@@ -455,7 +464,7 @@ def _merge_provider_options(ours: dict[str, str], theirs: dict[str, Any]) -> dic
 
 def _info(arg: Any) -> TensorInfo:
     shape = None if arg.shape is None else tuple(d if isinstance(d, int) else (d or None) for d in arg.shape)
-    return TensorInfo(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+    return TensorInfo(arg.name, shape, tr.ORT_TYPES.get(arg.type, arg.type))
 
 
 # "[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/...cc:256 void ns::Fn(args) " before the actual message

@@ -1,7 +1,7 @@
 """OpenVINO through its own Python API: CPU, GPU, NPU, AUTO and HETERO behind one policy.
 
 Name ``openvino`` (alias ``ov``). The policy becomes compile properties and a static reshape
-(see :mod:`._ov_translate`); receipts come from OpenVINO's own evidence: the runtime model of the
+(see :mod:`._openvino`); receipts come from OpenVINO's own evidence: the runtime model of the
 compiled model (``layerType``, ``primitiveType``, ``runtimePrecision`` per layer), the compiled
 model's ``EXECUTION_DEVICES`` and, for ``explain``, ``InferRequest.profiling_info`` (``PERF_COUNT``).
 
@@ -30,12 +30,14 @@ from xpuruntime.errors import (
     PolicyError,
     UnsupportedOperationError,
     XpuRuntimeError,
-    did_you_mean,
 )
 from xpuruntime.inference.engine import Engine, register_engine
-from xpuruntime.inference.engines import _ov_translate as tr
+from xpuruntime.inference.engines import _openvino as tr
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
+from xpuruntime.inference.plan import Plan
+from xpuruntime.policies import Policy
+from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
+from xpuruntime.runtime.devices import DeviceSpec
 
 __all__ = ["OpenVinoEngine"]
 
@@ -81,22 +83,35 @@ class OpenVinoEngine(Engine):
     module = "openvino"
     extra = "openvino"
     devices = ("cpu", "gpu", "npu")
+    option_keys = tr.OPTION_KEYS
+
+    def cache_parts(self) -> tuple[str, ...]:
+        model_hash = self.model.hash if self.policy.execution.cache_dir else ""  # hashing a big file costs
+        return (_ov().get_version(), self.fingerprint_hash, self.policy.hash, model_hash)
 
     # -- build ---------------------------------------------------------------------------
-    def load_impl(self) -> None:
-        self._check_options()
+    def translate(self, policy: Policy, device: DeviceSpec, options: Mapping[str, Any]) -> Plan:
+        """The translation table (:func:`._openvino.translate`) checked against the devices and properties this
+        OpenVINO has, with CACHE_DIR kept only where it can be private to the user."""
         core = _core()
-        model = self._read(core)
-        model_hash = self.model.hash if self.policy.execution.cache_dir else ""  # hashing a big file costs
-        key = tr.cache_key(_ov().get_version(), self.fingerprint_hash, self.policy.hash, model_hash)
-        self.plan = tr.translate(self.policy, self.device.kind, self.device.index, available=core.available_devices,
-                                 options=self.options, inputs=_input_dims(model), op_types=_op_types(model), key=key)
-        self.supported = _supported(core, self.plan.device)
-        tr.finish(self.plan, self.supported, self.options.get("config"))
-        self.capabilities = _capabilities(core, self.plan.device)
-        self._private_cache()
+        self.ov_model = self._read(core)
+        native = tr.translate(policy, device.kind, device.index, available=core.available_devices, options=options,
+                              inputs=_input_dims(self.ov_model), op_types=_op_types(self.ov_model),
+                              key=self.cache_key())
+        self.supported = _supported(core, native.device)
+        tr.finish(native, self.supported, options.get("config"))
+        self.capabilities = _capabilities(core, native.device)
+        _private_cache(native, policy.execution.cache_dir)
+        requested = {"providers": [native.asked], "device": native.device, "config": dict(native.config),
+                     "reshape": {k: list(v) for k, v in native.reshape.items()}, "precision": policy.execution.precision,
+                     "performance_hint": native.performance_hint, "cache_folder": native.cache_folder}
+        return Plan(native, requested=requested, targets=(native.asked,), violations=native.violations,
+                    notes=native.notes)
+
+    def load_impl(self) -> None:
+        core = _core()
+        model = self.ov_model
         self._reshape(model)
-        self.ov_model = model
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
         self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
         self._idle: list[Any] = []
@@ -109,13 +124,6 @@ class OpenVinoEngine(Engine):
         self._sync_reports_errors = self.plan.config.get("INFERENCE_NUM_THREADS") != "1"
         self._queue: Any = None
         self._queue_lock = threading.Lock()
-
-    def _check_options(self) -> None:
-        for name in self.options:
-            if name not in tr.OPTION_KEYS:
-                raise PolicyError(f"unknown engine option {name!r} for openvino", field=f"engine_options.{name}",
-                                  expected=", ".join(tr.OPTION_KEYS), received=repr(name),
-                                  hint=did_you_mean(name, tr.OPTION_KEYS))
 
     def _read(self, core: Any) -> Any:
         source = str(self.model.path) if self.model.path else self.model.data
@@ -137,20 +145,6 @@ class OpenVinoEngine(Engine):
             raise PolicyError(f"OpenVINO could not reshape the model to fixed_shapes: {_message(exc)}",
                               field="execution.fixed_shapes", expected="shapes the model's layers accept",
                               received=str(self.plan.reshape)) from None
-
-    def _private_cache(self) -> None:
-        """CACHE_DIR is a folder private to the user, or (with a warning) no cache at all."""
-        if not self.plan.cache_folder:
-            return
-        try:
-            _cache.private_folder(self.policy.execution.cache_dir, "openvino", os.path.basename(self.plan.cache_folder))
-        except _cache.CacheUnavailable as exc:
-            import warnings
-
-            warnings.warn(f"{exc}; OpenVINO compiles without a cache", RuntimeWarning, stacklevel=4)
-            self.plan.notes.append(f"cache_dir not used: {exc}")
-            self.plan.config.pop("CACHE_DIR", None)
-            self.plan.cache_folder = None
 
     def _compile(self, core: Any, model: Any, config: dict[str, str]) -> tuple[Any, str | None]:
         """Compile; with a cache folder, one process at a time, and OpenVINO only ever sees blobs whose
@@ -177,10 +171,6 @@ class OpenVinoEngine(Engine):
     def outputs_impl(self) -> list[TensorInfo]:
         names = _onnx_dim_names(self.model.proto, outputs=True)
         return [_info(port, names.get(port.get_any_name())) for port in self.compiled.outputs]
-
-    @property
-    def providers(self) -> list[str]:
-        return [self.plan.requested]
 
     # -- run -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -293,20 +283,12 @@ class OpenVinoEngine(Engine):
         return results
 
     # -- receipts ------------------------------------------------------------------------
-    def _base_report(self, compiled: Any) -> ExecutionReport:
-        ex = self.policy.execution
-        return ExecutionReport(
-            engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
-            fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
-            requested={"providers": [self.plan.requested], "device": self.plan.device, "config": dict(self.plan.config),
-                       "reshape": {k: list(v) for k, v in self.plan.reshape.items()}, "precision": ex.precision,
-                       "performance_hint": self.plan.performance_hint, "cache_folder": self.plan.cache_folder},
-            evidence=["openvino.CompiledModel.get_property('EXECUTION_DEVICES')"],
-            notes=[*self.model.notes, *self.plan.notes, _readback(compiled),
-                   *([self._cache_note] if self._cache_note else [])])
+    def _evidence(self, report: ExecutionReport, compiled: Any) -> None:
+        report.evidence.append("openvino.CompiledModel.get_property('EXECUTION_DEVICES')")
+        report.notes += [_readback(compiled), *([self._cache_note] if self._cache_note else [])]
 
-    def report_impl(self) -> ExecutionReport:
-        report = self._base_report(self.compiled)
+    def report_impl(self, report: ExecutionReport) -> None:
+        self._evidence(report, self.compiled)
         report.evidence.append("openvino.CompiledModel.get_runtime_model() rt_info (layerType, primitiveType, "
                                "runtimePrecision)")
         devices = _execution_devices(self.compiled)
@@ -317,7 +299,6 @@ class OpenVinoEngine(Engine):
             report.notes.append("with dynamic shapes OpenVINO picks some primitives at the first run; explain() "
                                 "shows the ones that ran")
         self._judge(report, self.compiled)
-        return report
 
     def _node(self, name: str, layer_type: str, devices: str, kernel: str | None, precision: str | None) -> NodeRecord:
         op = _KERNEL_OPS.get(layer_type.lower())
@@ -327,8 +308,6 @@ class OpenVinoEngine(Engine):
                           requested_kernel=wanted, precision=precision)
 
     def _judge(self, report: ExecutionReport, compiled: Any) -> None:
-        for v in self.plan.violations:
-            report.add(v)
         precision, hint = self.policy.execution.precision, _property(compiled, "INFERENCE_PRECISION_HINT")
         for node in report.nodes:
             if node.requested is not None and tr.same_device(node.requested, node.provider):
@@ -345,7 +324,7 @@ class OpenVinoEngine(Engine):
         missing = [v.reason for v in self.plan.violations if v.kind == "device_unavailable"]
         return missing[0] if missing else f"OpenVINO ran the layer on another device than {self.plan.target}"
 
-    def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
+    def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
         _host_only(feeds)
         if self.supported is not None and "PERF_COUNT" not in self.supported:
             raise UnsupportedOperationError(f"{self.plan.device} cannot profile layers (no PERF_COUNT property)",
@@ -354,12 +333,10 @@ class OpenVinoEngine(Engine):
         request, indices = compiled.create_infer_request(), [self._out_index[n] for n in output_names]
         for _ in range(2):  # warm-up (dynamic shapes pick primitives at the first run), then the measured run
             self._infer(request, feeds, indices)
-        report = self._base_report(compiled)
-        report.profiled = True
+        self._evidence(report, compiled)
         report.evidence.append("openvino.InferRequest.profiling_info (PERF_COUNT), last of two runs")
         self._profiled_nodes(report, compiled, request.profiling_info)
         self._judge(report, compiled)
-        return report
 
     def _profiled_nodes(self, report: ExecutionReport, compiled: Any, infos: Sequence[Any]) -> None:
         devices = _execution_devices(compiled)
@@ -373,7 +350,7 @@ class OpenVinoEngine(Engine):
             node.time_us, node.calls = info.real_time.total_seconds() * 1e6, 1
             report.nodes.append(node)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self._queue = None
         self._idle = []
         self.compiled = None
@@ -417,6 +394,21 @@ class _RunGate:
             with self._cond:
                 self._alone = False
                 self._cond.notify_all()
+
+
+def _private_cache(plan: tr.OvPlan, cache_dir: str | None) -> None:
+    """CACHE_DIR is a folder private to the user, or (with a warning) no cache at all."""
+    if not plan.cache_folder:
+        return
+    try:
+        _cache.private_folder(cache_dir, "openvino", os.path.basename(plan.cache_folder))
+    except _cache.CacheUnavailable as exc:
+        import warnings
+
+        warnings.warn(f"{exc}; OpenVINO compiles without a cache", RuntimeWarning, stacklevel=6)
+        plan.notes.append(f"cache_dir not used: {exc}")
+        plan.config.pop("CACHE_DIR", None)
+        plan.cache_folder = None
 
 
 def _message(exc: BaseException) -> str:

@@ -44,13 +44,15 @@ from xpuruntime.errors import (
     InputError,
     ModelLoadError,
     OutOfMemoryError,
-    PolicyError,
     XpuRuntimeError,
     did_you_mean,
 )
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
-from xpuruntime.inference.report import ExecutionReport, NodeRecord, Violation
+from xpuruntime.inference.plan import Plan
+from xpuruntime.policies import Policy
+from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
+from xpuruntime.runtime.devices import DeviceSpec
 
 __all__ = ["TorchEngine", "TorchModel"]
 
@@ -112,21 +114,36 @@ class TorchEngine(Engine):
     module = "torch"
     extra = "torch"
     devices = ("cpu", "cuda")
+    option_keys = _OPTION_KEYS
 
     @classmethod
     def load_model(cls, model: Any) -> TorchModel:
         return _load(model)
 
     # -- build ---------------------------------------------------------------------------
-    def load_impl(self) -> None:
-        from xpuruntime.pytorch import _kernels
-        from xpuruntime.pytorch._translate import translate
+    def translate(self, policy: Policy, device: DeviceSpec, options: Mapping[str, Any]) -> Plan:
+        """xpuruntime.pytorch's translation table (the same one training uses), on the device torch can reach."""
+        from xpuruntime.pytorch import kernel_available, translate
 
-        self._check_options()
-        self.violations: list[Violation] = []
-        self.notes: list[str] = list(self.model.notes)
-        self.target = self._target_device()
-        self.plan = translate(self.policy, execution=True, custom_kernels=_kernels.available)
+        native = translate(policy, execution=True, custom_kernels=kernel_available)
+        violations = list(native.violations)
+        self.target = self._target_device(violations)
+        notes = list(native.notes)
+        compile_option = options.get("compile")
+        if compile_option:
+            notes.append(f"torch.compile({', '.join(f'{k}={v!r}' for k, v in _compile_kwargs(compile_option, policy).items())}): "
+                         "compiled at the first run")
+        if policy.execution.cuda_graphs and self.target.type != "cuda":
+            violations.append(Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution",
+                                        f"CUDA graphs need a CUDA device; the model runs on {self.target}"))
+        use_graph = policy.execution.cuda_graphs and self.target.type == "cuda"
+        requested = {"providers": [self.target.type], "device": str(self.target), **native.requested,
+                     "compile": bool(compile_option), "cuda_graphs": use_graph,
+                     "precision": policy.execution.precision}
+        return Plan(native, requested=requested, targets=(str(self.target),), violations=violations, notes=notes)
+
+    def load_impl(self) -> None:
+        self.violations: list[Violation] = []  # found while running (a graph capture that fell back)
         self.module = self._prepare(self.model)
         self._graph: Any = None
         self._compiled: Callable[..., Any] | None = None
@@ -136,20 +153,13 @@ class TorchEngine(Engine):
         self._check_graphs()
         self._compiled = self._compile()
 
-    def _check_options(self) -> None:
-        for name in self.options:
-            if name not in _OPTION_KEYS:
-                raise PolicyError(f"unknown engine option {name!r} for torch", field=f"engine_options.{name}",
-                                  expected=", ".join(_OPTION_KEYS), received=repr(name),
-                                  hint=did_you_mean(name, _OPTION_KEYS))
-
-    def _target_device(self) -> Any:
+    def _target_device(self, violations: list[Violation]) -> Any:
         torch = _torch()
         kind, index = self.device.kind, self.device.index
         if kind in ("cuda", "auto") and torch.cuda.is_available():
             return torch.device("cuda", index or 0)
         if kind == "cuda":
-            self.violations.append(Violation("device_unavailable", str(self.device), str(self.device), "cpu",
+            violations.append(Violation("device_unavailable", str(self.device), str(self.device), "cpu",
                                              "torch.cuda.is_available() is False (a CPU build of torch, or no GPU)"))
         return torch.device("cpu")
 
@@ -240,29 +250,18 @@ class TorchEngine(Engine):
     def outputs_impl(self) -> list[TensorInfo]:
         return list(self._outputs)
 
-    @property
-    def providers(self) -> list[str]:
-        return [str(self.target)]
-
     # -- graphs and compile --------------------------------------------------------------
     def _check_graphs(self) -> None:
         ex = self.policy.execution
-        if ex.cuda_graphs and self.device_kind != "cuda":
-            self.violations.append(Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution",
-                                             f"CUDA graphs need a CUDA device; the model runs on {self.target}"))
         if ex.static_shape and any(isinstance(d, str) for i in self._inputs for d in (i.shape or ())):
-            self.notes.append("static_shape: the exported program has symbolic dims; the first run's shapes are "
-                              "used for CUDA graphs")
+            self.load_notes.append("static_shape: the exported program has symbolic dims; the first run's shapes "
+                                   "are used for CUDA graphs")
 
     def _compile(self) -> Callable[..., Any] | None:
         option = self.options.get("compile")
         if not option:
             return None
-        kwargs = dict(option) if isinstance(option, Mapping) else {"mode": option} if isinstance(option, str) else {}
-        kwargs.setdefault("dynamic", False if self.policy.execution.static_shape else None)
-        self.notes.append(f"torch.compile({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): compiled at the "
-                          "first run")
-        return _torch().compile(self.module, **kwargs)
+        return _torch().compile(self.module, **_compile_kwargs(option, self.policy))
 
     def _forward(self, inputs: Sequence[Any]) -> Any:
         fn = self._compiled if self._compiled is not None else self.module
@@ -307,37 +306,20 @@ class TorchEngine(Engine):
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
 
-    @property
-    def _output_list(self) -> list[str]:
-        return [o.name for o in self._outputs]
-
     def _scope(self) -> Any:
-        from xpuruntime.pytorch import _state
+        from xpuruntime.pytorch import applied_policy
 
-        return _state.applied(self.policy, self.plan, device_type=self.device_kind)
+        return applied_policy(self.policy, self.plan.native, device_type=self.device_kind)
 
     # -- receipts ------------------------------------------------------------------------
-    def _base_report(self) -> ExecutionReport:
-        torch = _torch()
-        requested = {"providers": [self.device_kind], "device": str(self.target), **self.plan.requested(),
-                     "compile": self._compiled is not None, "cuda_graphs": self._use_graph(),
-                     "precision": self.policy.execution.precision}
-        report = ExecutionReport(engine=self.name, device=str(self.target), policy_hash=self.policy.hash,
-                                 fingerprint_hash=self.fingerprint_hash, requested=requested,
-                                 notes=[*self.notes, *self.plan.notes], engine_version=torch.__version__)
-        for v in [*self.plan.violations, *self.violations]:
-            report.add(v)
-        return report
-
-    def report_impl(self) -> ExecutionReport:
-        report = self._base_report()
+    def report_impl(self, report: ExecutionReport) -> None:
+        report.device = str(self.target)
         report.evidence.append("the exported graph" if self.model.exported else "the module tree")
         report.nodes.extend(self._structure_nodes())
         report.notes.append("kernels are read from torch.profiler by explain(); this receipt lists the model's ops")
         with _RUN_LOCK, self._scope() as applied:
             for v in applied.violations:  # switches torch refused while being set
                 report.add(v)
-        return report
 
     def _structure_nodes(self) -> list[NodeRecord]:
         found: list[tuple[str, str]] = []
@@ -354,36 +336,32 @@ class TorchEngine(Engine):
                            if self.device.kind != "auto" else self.device_kind,
                            requested_kernel="/".join(kp.resolve(op)) if op in kp else None) for name, op in found]
 
-    def profile_impl(self, feeds: dict[str, Any], output_names: Sequence[str]) -> ExecutionReport:
-        torch = _torch()
-        from xpuruntime.pytorch import _kernels, _receipt
+    def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
+        from xpuruntime.pytorch import profile_run
 
         inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
-        report = self._base_report()
-        with _RUN_LOCK, self._scope():
-            run = (lambda: self._graph_forward(inputs)) if self._use_graph() else (lambda: self._forward(inputs))
-            run()  # warm-up: lazy init, cuDNN and cuBLAS workspaces, compilation
-            switches = _receipt.read_switches()
-            activities = [torch.profiler.ProfilerActivity.CPU]
-            activities += [torch.profiler.ProfilerActivity.CUDA] if self.device_kind == "cuda" else []
-            with _kernels.dispatch_records() as dispatched, \
-                    torch.profiler.profile(activities=activities, record_shapes=True) as prof:
-                run()
-                if self.device_kind == "cuda":
-                    torch.cuda.synchronize(self.target)
+        report.device = str(self.target)
+        for v in self.violations:
+            report.add(v)
         ex = self.policy.execution
         precision = self.plan.autocast or (ex.precision if "precision" in ex.model_fields_set else None)
-        _receipt.fill_report(report, prof, self.policy, precision, switches, dispatched)
-        report.evidence.append("last of two runs")
-        return report
+        with _RUN_LOCK, self._scope():
+            run = (lambda: self._graph_forward(inputs)) if self._use_graph() else (lambda: self._forward(inputs))
+            profile_run(report, run, self.policy, precision, self.target)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self.module = None
         self._compiled = None
         self._graph = None
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
+    kwargs = dict(option) if isinstance(option, Mapping) else {"mode": option} if isinstance(option, str) else {}
+    kwargs.setdefault("dynamic", False if policy.execution.static_shape else None)
+    return kwargs
+
+
 @contextlib.contextmanager
 def _torch_errors() -> Iterator[None]:
     """torch's own failures during a run, as xpuruntime errors (PolicyViolationError passes through)."""

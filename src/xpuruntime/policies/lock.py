@@ -16,7 +16,7 @@ allow      the tuned policy is used anyway; ``lock.drift_found`` keeps the field
 Fields that do not change what kernels do (Python, the OS release, numpy, xpuruntime itself) are reported as
 notes, never as drift. A lock edited by hand fails its hash check on load.
 
->>> from xpuruntime.kernels.lock import Lock
+>>> from xpuruntime.policies.lock import Lock
 >>> lock = Lock.load("tuned.lock.json")                     # doctest: +SKIP
 >>> lock.policy                                            # the policy to use here  # doctest: +SKIP
 >>> [str(c) for c in lock.drift().changes]                 # doctest: +SKIP
@@ -40,9 +40,10 @@ from typing import Any
 
 from xpuruntime._io import atomic_write_text, read_bounded
 from xpuruntime.errors import LockDriftError, PolicyError, PolicyViolationError, short_repr
-from xpuruntime.kernels.records import TuningRecord, records_from_data, records_hash, records_to_data
-from xpuruntime.policies import Policy
+from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import content_hash
+from xpuruntime.policies.policy import Policy, as_policy
+from xpuruntime.policies.records import TuningRecord, records_from_data, records_hash, records_to_data
 from xpuruntime.runtime.fingerprint import FieldChange, Fingerprint
 from xpuruntime.runtime.fingerprint import fingerprint as current_fingerprint
 
@@ -125,8 +126,6 @@ class Lock:
         ``base_policy`` is the untuned policy (what ``fallback="warn"`` falls back to); by default the tuned
         policy's execution settings with no kernel preferences.
         """
-        from xpuruntime.kernels.active import as_policy
-
         return cls(as_policy(policy), fingerprint=fingerprint or current_fingerprint(), records=records,
                    base_policy=None if base_policy is None else as_policy(base_policy), engine_tuning=engine_tuning)
 
@@ -162,8 +161,8 @@ class Lock:
         ``fallback`` overrides the tuned policy's own ``execution.fallback``.
         """
         rule = fallback or self.tuned_policy.execution.fallback
-        if rule not in ("error", "warn", "allow"):
-            raise PolicyError(f"unknown fallback {rule!r}", expected="one of error, warn, allow", received=repr(rule))
+        if rule not in vocab.FALLBACKS:
+            raise PolicyError(f"unknown fallback {rule!r}", expected=f"one of {', '.join(vocab.FALLBACKS)}", received=repr(rule))
         drift = self.drift(current)
         self.drift_found = drift if drift else None
         if not drift:
@@ -311,13 +310,13 @@ def _str(value: Any) -> str | None:
 
 
 def _xpuruntime_version() -> str:
-    from xpuruntime import __version__
+    from xpuruntime._version import __version__
 
     return __version__
 
 
 def _warning() -> type[Warning]:
-    from xpuruntime.inference.report import PolicyViolationWarning
+    from xpuruntime.errors import PolicyViolationWarning
 
     return PolicyViolationWarning
 

@@ -1,21 +1,44 @@
-"""The one table from xpuruntime policy to ONNX Runtime: session options and provider options.
+"""ONNX Runtime's private side: the translation table, model variants and the CUDA-graph binding.
 
-Pure data in, pure data out (no onnxruntime import), so it is tested without any provider.
-What ONNX Runtime cannot do as asked becomes a :class:`Violation` with the reason, here,
-before the session is built; what it did is checked afterwards from its own evidence.
+- :func:`translate`: policy + device -> the native settings (session options, provider chain and options).
+  Pure data in, pure data out (no onnxruntime import), so it is tested without any provider. What ONNX
+  Runtime cannot do as asked becomes a :class:`Violation` with the reason, here, before the session is built;
+  what it did is checked afterwards from its own evidence.
+- :func:`convert`: model variants made with ONNX Runtime's own tools (a float16 copy, a dynamically quantised
+  int8 copy), cached by model hash + policy hash + fingerprint under ``cache_dir/onnxruntime`` through
+  :mod:`xpuruntime._cache` (a private folder, atomic writes, a checksum per entry, one builder at a time across
+  processes); without a cache_dir the last few live in memory. A damaged entry is rebuilt with a warning.
+- :class:`GraphBinding`: CUDA graphs on ONNX Runtime, one persistent IO binding whose device buffers never move.
+  ONNX Runtime replays a captured graph on the addresses it captured, so host feeds are copied into buffers
+  allocated once (``update_inplace``), outputs land in buffers allocated once, and device feeds must be the
+  same tensors every run.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import logging
 import os
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from xpuruntime.inference.report import Violation
+import numpy as np
+
+from xpuruntime import _cache
+from xpuruntime._models import ModelSource
+from xpuruntime.errors import InputError, ModelLoadError, UnsupportedOperationError
+from xpuruntime.inference.feeds import DeviceArray
 from xpuruntime.policies import Policy
+from xpuruntime.receipts import Violation
 
-__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS", "cache_key",
-           "QNN_PERFORMANCE_MODE"]
+__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS",
+           "QNN_PERFORMANCE_MODE", "convert", "GraphBinding", "ORT_TYPES"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -51,7 +74,7 @@ class OrtPlan:
 
     providers: list[tuple[str, dict[str, str]]]  # passed to ONNX Runtime, in priority order, CPU last
     target: str  # the provider every node is requested on
-    requested: list[str] = field(default_factory=list)  # what was asked for, available or not
+    asked: list[str] = field(default_factory=list)  # the providers asked for, in order, available or not
     graph_level: str = "ORT_ENABLE_ALL"
     intra_op_threads: int | None = None
     deterministic: bool = False
@@ -70,11 +93,6 @@ class OrtPlan:
     def in_use(self, provider: str) -> bool:
         """True when ``provider`` is among those passed to ONNX Runtime."""
         return provider in self.provider_names()
-
-
-def cache_key(*parts: str) -> str:
-    """Folder name for a cache entry: a hash of model, policy and fingerprint (never a user path)."""
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
 def translate(policy: Policy, device_kind: str, device_index: int | None, *, tensorrt: bool,
@@ -100,7 +118,7 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
 def provider_plan(chain: list[tuple[str, dict[str, str]]], available: list[str]) -> OrtPlan:
     """A plan for a provider chain: unavailable providers are refused by name; CPU is always last."""
     chain = [(n, o) for n, o in chain if n != CPU]
-    plan = OrtPlan(providers=[], target=chain[0][0] if chain else CPU, requested=[n for n, _ in chain] + [CPU])
+    plan = OrtPlan(providers=[], target=chain[0][0] if chain else CPU, asked=[n for n, _ in chain] + [CPU])
     for name, opts in chain:
         if name in available:
             plan.providers.append((name, dict(opts)))
@@ -304,3 +322,194 @@ def _graph_options(policy: Policy, plan: OrtPlan) -> None:
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
+
+#: ONNX Runtime's type strings -> numpy dtype names
+ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16", "tensor(string)": "object",
+}
+
+
+# -- model variants --------------------------------------------------------------------------------
+_memory: OrderedDict[str, ModelSource] = OrderedDict()  # only without a cache_dir: the disk is the cache
+_MEMORY_ENTRIES = 4
+_lock = threading.Lock()
+
+
+def convert(model: ModelSource, variant: str, cache_dir: str | None, key: str) -> ModelSource:
+    """The ``fp16`` or ``int8`` variant of a model, from the cache when present."""
+    if model.has_external_data():
+        raise UnsupportedOperationError(f"{variant} conversion of a model with external data is not supported",
+                                        expected="a self-contained .onnx model", received=model.description,
+                                        hint="convert it offline, or use precision='fp32'")
+    name = f"{key}-{variant}.onnx"
+    with _lock:
+        if cache_dir:
+            return _from_disk(cache_dir, name, model, variant)
+        if name not in _memory:
+            _memory[name] = _build(model, variant)
+        _memory.move_to_end(name)
+        while len(_memory) > _MEMORY_ENTRIES:
+            _memory.popitem(last=False)
+        return _memory[name]
+
+
+def _from_disk(cache_dir: str, name: str, model: ModelSource, variant: str) -> ModelSource:
+    """Under the entry's lock: a second process building the same copy waits, then reads it."""
+    try:
+        folder = _cache.private_folder(cache_dir, "onnxruntime")
+    except _cache.CacheUnavailable as exc:
+        warnings.warn(f"{exc}; the {variant} copy is built without a cache", RuntimeWarning, stacklevel=6)
+        return _build(model, variant)
+    with _cache.entry_lock(folder, name):
+        cached = _read_cache(folder, name, model, variant)
+        if cached is not None:
+            return cached
+        result = _build(model, variant)
+        _cache.write_entry(folder, name, result.data or b"", warn_stacklevel=7)
+    return result
+
+
+def _note(variant: str) -> str:
+    return {"fp16": "float16 copy made with onnxruntime.transformers.float16 (inputs and outputs kept float32)",
+            "int8": "int8 copy made with onnxruntime.quantization.quantize_dynamic (weights QInt8)"}[variant]
+
+
+def _build(model: ModelSource, variant: str) -> ModelSource:
+    proto = _fp16(model.proto) if variant == "fp16" else _int8(model.proto)
+    return model.replaced(proto, _note(variant))
+
+
+def _fp16(proto: Any) -> Any:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as exc:  # the converter raises plain exceptions on models it cannot handle
+        raise UnsupportedOperationError(f"the float16 converter failed: {exc}", expected="a float32 model",
+                                        received="a model the converter rejects") from None
+
+
+def _int8(proto: Any) -> Any:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="xpuruntime-int8-") as folder, _quiet_root_logger():
+        out = Path(folder) / "int8.onnx"
+        try:
+            quantize_dynamic(proto, out, weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise UnsupportedOperationError(f"dynamic int8 quantisation failed: {exc}",
+                                            expected="a float32 model with MatMul/Gemm/Conv weights",
+                                            received="a model quantize_dynamic rejects",
+                                            hint="quantise it offline (static QDQ) and pass precision='fp32'") from None
+        return onnx.load(str(out))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """quantize_dynamic logs advice on the root logger at WARNING; keep the user's console clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> ModelSource | None:
+    data = _cache.read_entry(folder, name, warn_stacklevel=8)
+    if data is None:
+        return None
+    try:
+        from xpuruntime._models import load_model_source
+
+        cached = load_model_source(data)
+    except ModelLoadError:  # the checksum matched bytes that are not a model: written by someone else
+        warnings.warn(f"cache entry {folder / name} is corrupt (not a model); rebuilding it", RuntimeWarning,
+                      stacklevel=7)
+        return None
+    cached.notes = [*model.notes, _note(variant) + f" (cached: {name})"]
+    cached.description = model.description
+    return cached
+
+
+# -- CUDA graphs --------------------------------------------------------------------------------
+class GraphBinding:
+    """The binding of one CUDA-graph session, built on its first run."""
+
+    def __init__(self, ort: Any, session: Any, proto: Any, device_id: int) -> None:
+        self.ort, self.session, self.proto, self.device_id = ort, session, proto, device_id
+        self.binding: Any = None
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self.pointers: dict[str, int] = {}
+
+    def run(self, feeds: dict[str, Any], names: Sequence[str], run: Any) -> list[Any]:
+        if self.binding is None:
+            self._build(feeds, names)
+        self._update(feeds)
+        run(self.binding)
+        return [self.outputs[n].numpy() for n in names]
+
+    def _build(self, feeds: dict[str, Any], names: Sequence[str]) -> None:
+        self.binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, DeviceArray):
+                self.binding.bind_input(name, "cuda", value.device_id, value.dtype, list(value.shape), value.ptr)
+                self.pointers[name] = value.ptr
+            else:
+                ov = self.ort.OrtValue.ortvalue_from_numpy(value, "cuda", self.device_id)
+                self.inputs[name] = ov
+                self.binding.bind_ortvalue_input(name, ov)
+        shapes = _output_shapes(self.proto, {n: tuple(v.shape) for n, v in feeds.items()}, names)
+        for name in names:
+            dtype = np.dtype(_output_dtype(self.session, name))
+            ov = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shapes[name]), dtype, "cuda", self.device_id)
+            self.outputs[name] = ov
+            self.binding.bind_ortvalue_output(name, ov)
+
+    def _update(self, feeds: dict[str, Any]) -> None:
+        for name, value in feeds.items():
+            if isinstance(value, DeviceArray):
+                if value.ptr != self.pointers.get(name):
+                    raise InputError(f"input {name!r} moved to another device buffer between CUDA-graph runs",
+                                     expected="the same tensor every run (update it in place)",
+                                     received=f"a tensor at 0x{value.ptr:x}",
+                                     hint="copy new data into the first tensor: x.copy_(new_x)")
+            elif tuple(value.shape) != tuple(self.inputs[name].shape()):
+                raise InputError(f"input {name!r} changed shape under cuda_graphs",
+                                 expected=f"shape {list(self.inputs[name].shape())} (captured)",
+                                 received=f"shape {list(value.shape)}", hint="use one session per shape")
+            else:
+                self.inputs[name].update_inplace(value)
+
+
+def _output_dtype(session: Any, name: str) -> str:
+    
+    return next(ORT_TYPES[o.type] for o in session.get_outputs() if o.name == name)
+
+
+def _output_shapes(proto: Any, input_shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> dict[str, tuple]:
+    """Static output shapes for the given input shapes, by ONNX shape inference."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for inp in model.graph.input:
+        if inp.name in input_shapes:
+            for dim, size in zip(inp.type.tensor_type.shape.dim, input_shapes[inp.name]):
+                dim.Clear()
+                dim.dim_value = int(size)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    shapes = {o.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in o.type.tensor_type.shape.dim)
+              for o in inferred.graph.output}
+    for name in names:
+        if name not in shapes or any(d < 0 for d in shapes[name]):
+            raise UnsupportedOperationError(f"cuda_graphs needs a static shape for output {name!r}",
+                                            expected="outputs whose shapes follow from the input shapes",
+                                            received=f"{shapes.get(name)}", hint="set fixed_shapes, or cuda_graphs=False")
+    return shapes

@@ -10,7 +10,7 @@ was tried, with its measured times or the reason it was skipped or failed, so a 
     {'when': {'dtype': 'bf16', 'batch': 1, 'm': 8192, 'n': 768, 'k': 768}, 'use': ['cublaslt', 'default']}
 
 Records are plain data (JSON), validated on load and hashed by content (:func:`records_hash`); they travel
-inside a :class:`~xpuruntime.kernels.lock.Lock`.
+inside a :class:`~xpuruntime.policies.lock.Lock`.
 """
 
 from __future__ import annotations

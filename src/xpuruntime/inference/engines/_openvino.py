@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xpuruntime.errors import DeviceError, PolicyError, did_you_mean
-from xpuruntime.inference.engines._ort_translate import cache_key
-from xpuruntime.inference.report import Violation
 from xpuruntime.policies import Policy
+from xpuruntime.receipts import Violation
 
 __all__ = [
     "OvPlan", "translate", "resolve_device", "device_present", "check_fixed_shapes", "is_quantized",
     "runtime_precision", "precision_from_primitive", "judge_layer", "same_device", "finish", "filter_supported",
-    "check_user_config", "cache_key", "OPTION_KEYS",
+    "check_user_config", "OPTION_KEYS",
     "PERFORMANCE_HINTS", "COMPUTE_LAYERS", "QUANT_OPS",
 ]
 
@@ -65,7 +64,7 @@ class OvPlan:
     """Everything needed to read, reshape and compile a model with OpenVINO for one policy."""
 
     device: str  # passed to compile_model
-    requested: str  # the device asked for, present or not
+    asked: str  # the device asked for, present or not
     target: str | None  # the device every layer is requested on (None for AUTO and other meta devices)
     config: dict[str, str] = field(default_factory=dict)  # compile_model properties
     reshape: dict[str, list[int]] = field(default_factory=dict)
@@ -153,7 +152,7 @@ def _device_plan(policy: Policy, kind: str, index: int | None, available: Sequen
                           received=repr(override))
     device, target = resolve_device(kind, index, override)
     missing = [m for m in _meta_members(device) if not device_present(m, available)]
-    plan = OvPlan(device=device, requested=device, target=target)
+    plan = OvPlan(device=device, asked=device, target=target)
     if override is not None:
         asked = kind if index is None else f"{kind}:{index}"
         plan.notes.append(f"engine_options.device {device!r} replaces device={asked!r}")
@@ -166,7 +165,7 @@ def _missing_device(plan: OvPlan, missing: list[str], available: Sequence[str], 
     present = ", ".join(available) or "none"
     if fallback == "error":
         raise DeviceError(f"OpenVINO device {', '.join(missing)} is not present", expected=f"one of {present}",
-                          received=plan.requested, hint=f"use one of {present} (or device='auto'), or set "
+                          received=plan.asked, hint=f"use one of {present} (or device='auto'), or set "
                           "fallback='warn' or 'allow' to run on the CPU with a violation in the receipt")
     members = [m for m in _meta_members(plan.device) if m not in missing]
     head = plan.device.partition(":")[0]

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from xpuruntime.inference.report import ExecutionReport
+    from xpuruntime.receipts import ExecutionReport
 
 _COLUMNS = ("node", "op", "requested", "ran on", "kernel", "precision", "time us")
 
@@ -45,7 +45,7 @@ def _footer(report: ExecutionReport) -> list[str]:
     if report.honored:
         lines = ["verdict    policy honoured"]
     else:
-        from xpuruntime.inference.report import group_violations
+        from xpuruntime.receipts import group_violations
 
         lines = [f"verdict    {len(report.violations)} violation(s):"]
         lines += [f"  - {line}" for line in group_violations(report.violations)]

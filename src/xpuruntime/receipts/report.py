@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from xpuruntime.errors import PolicyViolationError
+from xpuruntime.errors import PolicyViolationError, PolicyViolationWarning
 
 __all__ = [
     "ExecutionReport",
@@ -23,10 +23,6 @@ __all__ = [
     "enforce_fallback",
     "group_violations",
 ]
-
-
-class PolicyViolationWarning(UserWarning):
-    """Emitted under ``fallback="warn"`` when the engine did not honour the policy."""
 
 
 @dataclass
@@ -121,12 +117,12 @@ class ExecutionReport:
 
     def table(self, max_rows: int = 60) -> str:
         """A plain-text table (no colours) of nodes and violations."""
-        from xpuruntime.inference._render import report_text
+        from xpuruntime.receipts._render import report_text
 
         return report_text(self, max_rows=max_rows)
 
     def __rich__(self) -> Any:
-        from xpuruntime.inference._render import report_rich
+        from xpuruntime.receipts._render import report_rich
 
         return report_rich(self)
 
