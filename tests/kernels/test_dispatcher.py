@@ -307,6 +307,42 @@ def test_dispatch_logging_collects_a_block_and_restores_the_previous_state(regis
     xk.clear_dispatch_logs()
 
 
+def test_two_overlapping_blocks_in_two_threads_each_collect_their_own_and_end_independently(
+        registry: KernelRegistry):
+    """Thread A opens a block, B opens one, A's ends while B's is open: B keeps recording; after both, logging
+    is off again (the state of a block lives in a ContextVar, not in module globals)."""
+    d = Dispatcher(registry)
+    a_open, b_open, a_closed, b_done = (threading.Event() for _ in range(4))
+    seen: dict[str, list[str]] = {}
+
+    def a() -> None:
+        with xk.dispatch_logging() as records:
+            a_open.set()
+            b_open.wait(5)
+            d.select("matmul", _mm_ctx(), KernelPolicy(matmul="nvmath"))
+        seen["a"] = [r.kernel for r in records]
+        a_closed.set()
+
+    def b() -> None:
+        a_open.wait(5)
+        with xk.dispatch_logging() as records:
+            b_open.set()
+            a_closed.wait(5)
+            assert xk.dispatch_logging_enabled()
+            d.select("matmul", _mm_ctx(), KernelPolicy(matmul="triton"))
+        seen["b"] = [r.kernel for r in records]
+        b_done.set()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == {"a": ["nvmath"], "b": ["triton"]}
+    assert not xk.dispatch_logging_enabled()
+    assert xk.get_dispatch_logs() == []
+
+
 # ----------------------------------------------------------------------------------------------- torch ops
 try:
     import torch

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from xpuruntime.inference.engine import Engine, EngineInfo, list_engines, register_engine
+from xpuruntime.inference.engine import (
+    Engine,
+    EngineInfo,
+    engine_names,
+    list_engines,
+    register_engine,
+    registered_engine,
+)
 from xpuruntime.inference.feeds import TensorInfo
+from xpuruntime.inference.plan import Plan
 from xpuruntime.inference.session import InferenceSession
 from xpuruntime.receipts import ExecutionReport, NodeRecord, PolicyViolationWarning, Violation
 
 __all__ = [
+    "Plan",
+    "engine_names",
+    "registered_engine",
     "Engine",
     "EngineInfo",
     "ExecutionReport",

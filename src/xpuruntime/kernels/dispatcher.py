@@ -25,6 +25,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -244,15 +245,30 @@ def select(op: str, ctx: DispatchContext, policy: Any = None, **kwargs: Any) -> 
 
 
 # -- the dispatch log ----------------------------------------------------------------------------------------
+# Two layers, like the active policy: a process-wide log switched by enable/disable_dispatch_logging, and
+# per-block collectors (dispatch_logging) kept in a ContextVar, so blocks nest, end in any order and never
+# switch each other off across threads. A decision made where no block is open in the current context (a
+# torch autograd worker thread running a backward) goes to every open block: it belongs to one of them.
 _log_lock = threading.Lock()
 _log: deque[DispatchRecord] = deque(maxlen=10_000)
-_listeners: list[list[DispatchRecord]] = []
 _enabled = False
 _timing = False
 
 
+@dataclass(eq=False)
+class _Block:
+    records: list[DispatchRecord]
+    timing: bool
+    maxlen: int
+
+
+_blocks: ContextVar[tuple[_Block, ...]] = ContextVar("xpuruntime_dispatch_blocks", default=())
+_open: list[_Block] = []  # every open block, in any context (under _log_lock)
+
+
 def enable_dispatch_logging(*, timing: bool = False, maxlen: int = 10_000) -> None:
-    """Record every decision (at most ``maxlen``, oldest dropped); ``timing`` adds CUDA-event GPU times.
+    """Record every decision, process-wide (at most ``maxlen``, oldest dropped); ``timing`` adds CUDA-event GPU
+    times.
 
     >>> enable_dispatch_logging()
     >>> # ... run xpuruntime.kernels.layer_norm / matmul ...
@@ -260,8 +276,7 @@ def enable_dispatch_logging(*, timing: bool = False, maxlen: int = 10_000) -> No
     [('layernorm', 'triton')]
     """
     global _enabled, _timing, _log
-    if not isinstance(maxlen, int) or maxlen < 1:
-        raise UnsupportedOperationError("invalid dispatch log size", expected="an int >= 1", received=repr(maxlen))
+    _check_maxlen(maxlen)
     with _log_lock:
         if _log.maxlen != maxlen:
             _log = deque(_log, maxlen=maxlen)
@@ -269,7 +284,7 @@ def enable_dispatch_logging(*, timing: bool = False, maxlen: int = 10_000) -> No
 
 
 def disable_dispatch_logging() -> None:
-    """Stop recording (records kept until :func:`clear_dispatch_logs`)."""
+    """Stop process-wide recording (records kept until :func:`clear_dispatch_logs`); open blocks go on."""
     global _enabled, _timing
     with _log_lock:
         _enabled, _timing = False, False
@@ -277,35 +292,42 @@ def disable_dispatch_logging() -> None:
 
 @contextlib.contextmanager
 def dispatch_logging(*, timing: bool = False, maxlen: int = 10_000) -> Iterator[list[DispatchRecord]]:
-    """Log inside a ``with`` block; yields a list that collects the block's records (from every thread).
+    """Collect the decisions made inside a ``with`` block (this thread or task, and torch's autograd threads)
+    in the yielded list (at most ``maxlen``, oldest dropped). Blocks nest and may overlap across threads: each
+    collects its own, and ending one never stops another.
 
     >>> with dispatch_logging() as records:      # doctest: +SKIP
     ...     y = xpuruntime.kernels.layer_norm(x, w, b)
     >>> records[0].kernel                         # doctest: +SKIP
     'triton'
     """
-    global _enabled, _timing
-    records: list[DispatchRecord] = []
-    before = (_enabled, _timing)
-    enable_dispatch_logging(timing=timing or _timing, maxlen=maxlen)
+    _check_maxlen(maxlen)
+    block = _Block([], bool(timing), maxlen)
+    token = _blocks.set((*_blocks.get(), block))
     with _log_lock:
-        _listeners.append(records)
+        _open.append(block)
     try:
-        yield records
+        yield block.records
     finally:
+        _blocks.reset(token)
         with _log_lock:
-            _listeners[:] = [listener for listener in _listeners if listener is not records]
-            _enabled, _timing = before
+            _open[:] = [b for b in _open if b is not block]
+
+
+def _check_maxlen(maxlen: Any) -> None:
+    if not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1:
+        raise UnsupportedOperationError("invalid dispatch log size", expected="an int >= 1", received=repr(maxlen))
 
 
 def dispatch_logging_enabled() -> bool:
-    """Whether decisions are being recorded."""
-    return _enabled
+    """Whether decisions are being recorded (process-wide, or by a block that is open)."""
+    return _enabled or bool(_open)
 
 
 def dispatch_timing_enabled() -> bool:
     """Whether ops should measure GPU time for the records."""
-    return _enabled and _timing
+    blocks = _blocks.get() or _open
+    return _enabled and _timing or any(b.timing for b in blocks)
 
 
 def get_dispatch_logs(op: str | None = None) -> list[DispatchRecord]:
@@ -324,7 +346,7 @@ def clear_dispatch_logs() -> None:
 def log_dispatch(ctx: DispatchContext, selection: Selection, *, phase: str = "forward",
                  gpu_time_ms: float | None = None) -> DispatchRecord | None:
     """Append one record when logging is on; returns it (or None when logging is off)."""
-    if not _enabled:
+    if not (_enabled or _open):
         return None
     record = DispatchRecord(
         op=ctx.op, kernel=selection.kernel, reason=selection.reason, skipped=list(selection.skipped),
@@ -332,8 +354,12 @@ def log_dispatch(ctx: DispatchContext, selection: Selection, *, phase: str = "fo
         requested=list(selection.requested), fallback=selection.fallback, phase=phase,
         requires_grad=ctx.requires_grad, training=ctx.training, gpu_time_ms=gpu_time_ms,
         params=_plain(selection.params))
+    mine = _blocks.get()
     with _log_lock:
-        _log.append(record)
-        for listener in _listeners:
-            listener.append(record)
+        if _enabled:
+            _log.append(record)
+        for block in mine or _open:
+            block.records.append(record)
+            if len(block.records) > block.maxlen:
+                del block.records[0]
     return record
