@@ -126,7 +126,8 @@ class TorchEngine(Engine):
         self.violations: list[Violation] = []
         self.notes: list[str] = list(self.model.notes)
         self.target = self._target_device()
-        self.plan = translate(self.policy, execution=True, custom_kernels=_kernels.available)
+        self.plan = translate(self.policy, execution=True, custom_kernels=_kernels.available,
+                              device=self.target.type)
         self.module = self._prepare(self.model)
         self._graph: Any = None
         self._compiled: Callable[..., Any] | None = None
