@@ -169,8 +169,9 @@ def _usable(op: str, prefer: tuple[str, ...], known: Any, plan: TorchPlan, has: 
     usable = [k for k in named if k in known or has(op, k)]
     skipped = [k for k in named if k not in usable]
     if skipped and usable:
-        plan.notes.append(f"{op}: {', '.join(skipped)} cannot be selected in torch; the list goes on with "
-                          f"{usable[0]}")
+        why = "; ".join(f"{k}: {r}" for k in skipped if (r := _kernels.unavailable(op, k)))
+        plan.notes.append(f"{op}: {', '.join(skipped)} cannot be selected in torch{f' ({why})' if why else ''}; "
+                          f"the list goes on with {usable[0]}")
     elif skipped and prefer[-1] not in SPECIAL:
         plan.refuse("kernel", op, "/".join(prefer), "torch default", _why_not(op, skipped[0]))
     return usable
@@ -185,7 +186,8 @@ def _why_not(op: str, kernel: str) -> str:
     if op == "layernorm":
         reason = _kernels.unavailable(op, kernel)
         if reason:
-            return f"the {kernel!r} LayerNorm of xpuruntime.kernels cannot run here: {reason} (torch runs its native kernel)"
+            return (f"the {kernel!r} LayerNorm of xpuruntime.kernels cannot run here: {reason} (torch runs its "
+                    "native kernel)")
         return f"no {kernel!r} LayerNorm is registered in xpuruntime.kernels (torch runs its native kernel)"
     return f"torch has no {kernel!r} {op} kernel"
 
@@ -235,11 +237,13 @@ CPU_SDPA = ("flash", "math")
 def _cpu_attention_notes(wanted: list[str], plan: TorchPlan) -> None:
     cuda_only = [k for k in wanted if k not in CPU_SDPA]
     if cuda_only:
-        plan.notes.append(f"attention: {', '.join(cuda_only)} {'is a CUDA backend' if len(cuda_only) == 1 else 'are CUDA backends'}"
-                          "; torch's CPU SDPA has flash and math only (no CUDA device)")
+        what = "is a CUDA backend" if len(cuda_only) == 1 else "are CUDA backends"
+        plan.notes.append(f"attention: {', '.join(cuda_only)} {what}; torch's CPU SDPA has flash and math only "
+                          "(no CUDA device)")
     if "math" in wanted and wanted[-1] != "math":
-        plan.notes.append(f"attention: on the CPU math runs every input, so {', '.join(wanted[wanted.index('math') + 1:])} "
-                          "after it in the list is never reached (switched off)")
+        later = ", ".join(wanted[wanted.index("math") + 1:])
+        plan.notes.append(f"attention: on the CPU math runs every input, so {later} after it in the list is never "
+                          "reached (switched off)")
 
 
 def _no_cuda_note(op: str, kernel: str, switch: str, runs: str) -> str:
