@@ -9,7 +9,8 @@ names SDPA backends is active; it costs nothing when none is. For each
   so the answer is exact), and under ``fallback="warn"`` warns at that call when it is not the first listed
   backend the call's device has, with torch's own reasons on CUDA (``can_use_*_attention(params, debug)``);
 - for a call on another device than the one the switches were chosen for (a CPU call on a CUDA machine)
-  narrows the switches to that device's set for the call (see ``_translate.sdpa_order``) and puts them back.
+  narrows the switches to that device's set for the call (see ``_translate.sdpa_order``) and puts them back
+  (process-global for the call's duration, as ``sdpa_kernel`` would be).
 
 It checks only while torch's SDPA switches are the ones the policy set: inside a user's own
 ``sdpa_kernel`` block (or xpuruntime.kernels' per-call scope, or another thread's policy) it leaves the call
@@ -130,7 +131,7 @@ class _Check(torch.overrides.TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func is not _SDPA:
+        if func is not _SDPA or torch.compiler.is_compiling():  # a compiled graph keeps the switches as set
             return func(*args, **kwargs)
         call = _args(tuple(args), kwargs)
         q = call["query"]
