@@ -57,12 +57,12 @@ def unusual_start(monkeypatch, read_switches):
 
 
 def test_a_policy_block_sets_every_switch_and_restores_each_exactly(unusual_start, switches):
-    kp = {"attention": ["math", "flash"], "matmul": "cublas", "conv": "cudnn_exhaustive"}
+    kp = {"attention": ["flash", "math"], "matmul": "cublas", "conv": "cudnn_exhaustive"}
     ep = xrt.ExecutionPolicy(precision="fp32", deterministic=True, num_threads=1, fallback="error")
     with xrt_torch.policy(kernel_policy=kp, exec_policy=ep) as applied:
         assert _enabled() == ["flash", "math"]  # fallback="error": only the listed backends
         if HAS_PRIORITY:
-            assert _first_priority() == int(SDP.MATH)
+            assert _first_priority() == int(SDP.FLASH_ATTENTION)
         assert torch.backends.cudnn.benchmark and torch.backends.cudnn.benchmark_limit in (0, None)
         assert torch.are_deterministic_algorithms_enabled()
         assert not torch.is_deterministic_algorithms_warn_only_enabled()
@@ -73,7 +73,7 @@ def test_a_policy_block_sets_every_switch_and_restores_each_exactly(unusual_star
             assert torch.backends.cuda.matmul.fp32_precision == "ieee"
             assert torch.backends.cudnn.conv.fp32_precision == "ieee"
         assert applied.honored, applied.table()
-        assert applied.requested["torch.nn.attention.sdpa_kernel"] == ["MATH", "FLASH_ATTENTION"]
+        assert applied.requested["torch.nn.attention.sdpa_kernel"] == ["FLASH_ATTENTION", "MATH"]
         assert applied.requested["torch.backends.cuda.preferred_blas_library"] == "cublas"
     assert switches() == unusual_start
 
@@ -103,12 +103,22 @@ def test_a_mixed_fp32_state_is_left_alone_and_restored_exactly(switches):
             torch._C._set_fp32_precision_setter(*key.split("."), before[f"fp32 {key}"])
 
 
-def test_warn_keeps_the_other_backends_behind_the_requested_one():
-    with xrt_torch.policy(kernel_policy={"attention": "efficient"}, exec_policy={"fallback": "allow"}) as applied:
-        assert set(_enabled()) == {"flash", "efficient", "cudnn", "math"}
+def test_warn_keeps_the_other_backends_behind_the_requested_one_on_cuda_and_math_on_the_cpu():
+    policy = xrt.Policy(kernels={"attention": "efficient"}, execution={"fallback": "allow"})
+    on_cuda = xrt_torch.translate(policy, device="cuda")
+    assert [n for n in ("flash", "efficient", "cudnn", "math") if on_cuda.settings[f"sdpa.{n}"]] == \
+        ["flash", "efficient", "cudnn", "math"]
+    if HAS_PRIORITY:
+        assert on_cuda.sdpa_backends()[0] == "EFFICIENT_ATTENTION"
+    on_cpu = xrt_torch.translate(policy, device="cpu")  # torch's CPU dispatcher ignores the priority order
+    assert on_cpu.sdpa_backends() == ["EFFICIENT_ATTENTION", "MATH"]
+    assert any("efficient is a CUDA backend" in n for n in on_cpu.notes)
+    with xrt_torch.policy(policy) as applied:
+        expected = on_cuda if torch.cuda.is_available() else on_cpu
+        assert applied.requested["torch.nn.attention.sdpa_kernel"] == expected.sdpa_backends()
+        assert set(_enabled()) == {n for n in ("flash", "efficient", "cudnn", "math") if expected.settings[f"sdpa.{n}"]}
         if HAS_PRIORITY:
             assert _first_priority() == int(SDP.EFFICIENT_ATTENTION)
-            assert applied.requested["torch.nn.attention.sdpa_kernel"][0] == "EFFICIENT_ATTENTION"
 
 
 def test_blocks_nest_the_inner_one_wins_and_the_outer_comes_back(switches):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 __all__ = ["snapshot", "restore", "write", "raw_keys", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority",
-           "fp32_state"]
+           "fp32_state", "snapshot_sdpa"]
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
@@ -91,6 +91,15 @@ def snapshot() -> dict[str, Any]:
         ok, value = _try(read)
         if ok and value is not None or name.startswith("env."):
             snap[name] = value
+    return snap
+
+
+def snapshot_sdpa() -> dict[str, Any]:
+    """The SDPA switches alone (each backend's flag, and the priority order when torch keeps one), cheaply."""
+    cuda = torch.backends.cuda
+    snap: dict[str, Any] = {f"sdpa.{name}": getattr(cuda, f"{flag}_sdp_enabled")() for name, flag in SDPA_FLAGS.items()}
+    if has_sdpa_priority():
+        snap["sdpa.priority"] = list(torch._C._get_sdp_priority_order())
     return snap
 
 

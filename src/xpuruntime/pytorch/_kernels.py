@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "routing", "shared_policy", "dispatch_records", "CUSTOM_OPS"]
+__all__ = ["available", "unavailable", "routing", "shared_policy", "dispatch_records", "CUSTOM_OPS"]
 
 # profiler names of the registry's custom ops -> vocabulary op
 CUSTOM_OPS = {"xpuruntime::layer_norm": "layernorm", "xpuruntime::layer_norm_backward": "layernorm",
@@ -43,6 +43,16 @@ def available(op: str, kernel: str) -> bool:
     except Exception:  # a registry that does not know the op
         return False
     return impl is not None and impl.availability() is None
+
+
+def unavailable(op: str, kernel: str) -> str | None:
+    """Why a kernel registered in xpuruntime.kernels cannot run here (a module it needs is missing), else None."""
+    mod = _module()
+    try:
+        impl = mod.get_registry().find(op, kernel) if mod is not None else None
+    except Exception:  # a registry that does not know the op
+        return None
+    return impl.availability() if impl is not None else None
 
 
 @contextlib.contextmanager

@@ -370,7 +370,7 @@ def _same_precision(requested: str, ran: str) -> bool:
 
 
 def _reason(node: NodeRecord, wanted: tuple[str, ...]) -> str:
-    if node.provider == "cpu" and any(k not in ("math", "flash", "native", "default") for k in wanted):
+    if node.provider == "cpu" and all(k not in ("math", "flash", "native", "default") for k in wanted):
         return f"{'/'.join(wanted)} is a CUDA kernel; on the CPU torch ran {node.kernel}"
     if node.op_type == "attention":
         return ("torch's SDPA fell back: the requested backend does not support these inputs (dtype, head_dim, mask, "

@@ -27,7 +27,7 @@ import torch
 
 from xpuruntime.errors import PolicyViolationError
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
-from xpuruntime.pytorch import _flags, _kernels
+from xpuruntime.pytorch import _flags, _kernels, _sdpa_check
 from xpuruntime.pytorch._translate import TorchPlan, translate
 from xpuruntime.receipts import ExecutionReport, Violation, enforce_fallback
 
@@ -217,7 +217,8 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
         _pop(frame)
         raise
     try:
-        with _autocast_for(plan, device_type), _kernels.shared_policy(effective), _kernels.routing(plan.custom):
+        with _autocast_for(plan, device_type), _kernels.shared_policy(effective), _kernels.routing(plan.custom), \
+                _sdpa_check.checking(plan):
             yield report
     except RuntimeError as exc:
         violation = no_kernel_error(exc, state)

@@ -30,8 +30,16 @@ num_threads                                       ``torch.set_num_threads``
 while it is being set (``cublaslt`` on a build without cuBLASLt) becomes one as well.
 
 Under ``fallback="error"`` only the listed SDPA backends are switched on, so torch raises instead of
-falling back; under ``warn`` and ``allow`` the other backends stay on *behind* them (priority order), so
-torch falls back and the profiled receipt shows the kernel that really ran.
+falling back. Under ``warn`` and ``allow`` the switches depend on the device (``translate(device=)``, by
+default CUDA when torch sees one): on CUDA the other backends stay on *behind* the listed ones (priority
+order), so torch falls back to the next fused kernel; torch's CPU dispatcher ignores the priority order
+(it always tries flash, then math), so on the CPU only the listed backends plus math, as the last resort,
+are switched on: math runs every input, and flash runs only when it was listed first. On the CPU a list is
+cut after math, which is never passed over. :mod:`xpuruntime.pytorch._sdpa_check` checks each SDPA call
+inside a ``policy()`` block: it warns under ``warn`` when the dispatcher runs another backend than the first
+listed one, and narrows the switches for a CPU call on a CUDA machine. A choice the device cannot apply
+(efficient/cudnn attention, cuBLAS/cuBLASLt, cuDNN conv modes without a CUDA device) is a note here, and a
+violation in the profiled receipt of the kernel that ran instead.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from xpuruntime.policies import Policy, vocabulary
 from xpuruntime.pytorch import _flags, _kernels
 from xpuruntime.receipts import Violation
 
-__all__ = ["TorchPlan", "translate", "ATTENTION", "MATMUL", "CONV", "SPECIAL"]
+__all__ = ["TorchPlan", "translate", "sdpa_order", "ATTENTION", "MATMUL", "CONV", "SPECIAL", "CPU_SDPA"]
 
 SPECIAL = (vocabulary.AUTO, vocabulary.DEFAULT)
 ATTENTION = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -67,6 +75,10 @@ class TorchPlan:
     settings: dict[str, Any] = field(default_factory=dict)  # _flags.SETTINGS name -> value, in order
     autocast: str | None = None  # fp16 / bf16: entered by policy() and the engine, not a global switch
     custom: dict[str, str] = field(default_factory=dict)  # op -> kernel served by xpuruntime.kernels
+    device: str = "cpu"  # the device torch's switches are chosen for (cuda when torch sees one)
+    attention: tuple[str, ...] = ()  # the SDPA backends asked for, in order (the per-call check reads it)
+    fallback: str = "warn"
+    attention_open: bool = False  # a trailing auto/default: torch's own choice after the listed backends
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -105,14 +117,19 @@ def _plain(value: Any) -> Any:
     return value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool) else value
 
 
-def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = None) -> TorchPlan:
+def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = None,
+              device: str | None = None) -> TorchPlan:
     """The plan for ``policy``; ``execution=False`` translates the kernel half only.
 
+    >>> translate(Policy(kernels={"attention": "math"}), device="cpu").sdpa_backends()  # doctest: +SKIP
+    ['MATH']
+
     ``custom_kernels(op, kernel)`` says whether a kernel torch has no switch for is served elsewhere
-    (default: registered in xpuruntime.kernels).
+    (default: registered in xpuruntime.kernels). ``device`` (``cuda`` or ``cpu``) is the device the switches
+    are chosen for; by default ``cuda`` when torch sees a CUDA device, else ``cpu``.
     """
-    plan = TorchPlan()
     fallback = policy.execution.fallback
+    plan = TorchPlan(device=device or ("cuda" if torch.cuda.is_available() else "cpu"), fallback=fallback)
     has = custom_kernels or _kernels.available
     for op in policy.kernels.ops:
         pref = policy.kernels.preference(op)
@@ -153,8 +170,9 @@ def _usable(op: str, prefer: tuple[str, ...], known: Any, plan: TorchPlan, has: 
     usable = [k for k in named if k in known or has(op, k)]
     skipped = [k for k in named if k not in usable]
     if skipped and usable:
-        plan.notes.append(f"{op}: {', '.join(skipped)} cannot be selected in torch; the list goes on with "
-                          f"{usable[0]}")
+        why = "; ".join(f"{k}: {r}" for k in skipped if (r := _kernels.unavailable(op, k)))
+        plan.notes.append(f"{op}: {', '.join(skipped)} cannot be selected in torch{f' ({why})' if why else ''}; "
+                          f"the list goes on with {usable[0]}")
     elif skipped and prefer[-1] not in SPECIAL:
         plan.refuse("kernel", op, "/".join(prefer), "torch default", _why_not(op, skipped[0]))
     return usable
@@ -167,6 +185,10 @@ def _why_not(op: str, kernel: str) -> str:
     if op == "attention":
         return f"torch's SDPA has no {kernel!r} backend and no {kernel!r} attention is registered in xpuruntime.kernels"
     if op == "layernorm":
+        reason = _kernels.unavailable(op, kernel)
+        if reason:
+            return (f"the {kernel!r} LayerNorm of xpuruntime.kernels cannot run here: {reason} (torch runs its "
+                    "native kernel)")
         return f"no {kernel!r} LayerNorm is registered in xpuruntime.kernels (torch runs its native kernel)"
     return f"torch has no {kernel!r} {op} kernel"
 
@@ -181,15 +203,53 @@ def _attention(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any
         if prefer[0] == vocabulary.AUTO:
             plan.settings.update({f"sdpa.{n}": True for n in ATTENTION})
         return
-    ordered = _flags.has_sdpa_priority()
-    behind = ordered and (fallback != "error" or prefer[-1] in SPECIAL)
-    enabled = wanted + ([n for n in ATTENTION if n not in wanted] if behind else [])
+    plan.attention, plan.attention_open = tuple(wanted), prefer[-1] in SPECIAL
+    enabled = sdpa_order(wanted, plan.device, fallback, plan.attention_open)
     plan.settings.update({f"sdpa.{n}": n in enabled for n in ATTENTION})
-    if ordered:
+    if _flags.has_sdpa_priority():
         plan.settings["sdpa.priority"] = [int(getattr(torch.nn.attention.SDPBackend, ATTENTION[n])) for n in enabled]
-    elif len(wanted) > 1:
+    elif len(wanted) > 1 and plan.device != "cpu":
         plan.notes.append("attention: this torch cannot order SDPA backends (no sdpa_kernel set_priority); it tries "
                           "the enabled ones in its own order")
+    if plan.device == "cpu":
+        _cpu_attention_notes(wanted, plan)
+
+
+def sdpa_order(wanted: list[str], device: str, fallback: str, open_end: bool = False) -> list[str]:
+    """The SDPA backends to switch on for calls on ``device``, in priority order.
+
+    >>> sdpa_order(["math"], "cpu", "warn"), sdpa_order(["flash"], "cpu", "warn")
+    (['math'], ['flash', 'math'])
+    """
+    if device == "cpu":  # torch's CPU dispatcher tries flash, then math, whatever the priority order
+        if "math" in wanted:  # math runs every input: a later entry is never reached, and flash must not jump it
+            return wanted[: wanted.index("math") + 1]
+        if open_end:
+            return wanted + [n for n in ATTENTION if n not in wanted]
+        return wanted + ([] if fallback == "error" else ["math"])
+    if (fallback == "error" and not open_end) or not _flags.has_sdpa_priority():
+        return list(wanted)
+    return wanted + [n for n in ATTENTION if n not in wanted]
+
+
+CPU_SDPA = ("flash", "math")
+
+
+def _cpu_attention_notes(wanted: list[str], plan: TorchPlan) -> None:
+    cuda_only = [k for k in wanted if k not in CPU_SDPA]
+    if cuda_only:
+        what = "is a CUDA backend" if len(cuda_only) == 1 else "are CUDA backends"
+        plan.notes.append(f"attention: {', '.join(cuda_only)} {what}; torch's CPU SDPA has flash and math only "
+                          "(no CUDA device)")
+    if "math" in wanted and wanted[-1] != "math":
+        later = ", ".join(wanted[wanted.index("math") + 1:])
+        plan.notes.append(f"attention: on the CPU math runs every input, so {later} after it in the list is never "
+                          "reached (switched off)")
+
+
+def _no_cuda_note(op: str, kernel: str, switch: str, runs: str) -> str:
+    return (f"{op}: {kernel} sets {switch}, which only CUDA {op}s read; with no CUDA device torch runs {runs} "
+            "(a profiled receipt records it as a violation)")
 
 
 def _matmul(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:
@@ -198,6 +258,9 @@ def _matmul(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -
         plan.custom["matmul"] = usable[0]
     elif usable:
         plan.settings["blas"] = MATMUL[usable[0]]
+        if plan.device == "cpu":
+            plan.notes.append(_no_cuda_note("matmul", usable[0], "torch.backends.cuda.preferred_blas_library",
+                                            "its CPU BLAS (MKL/oneDNN)"))
     elif prefer[0] == vocabulary.AUTO:
         plan.settings["blas"] = MATMUL["auto"]
 
@@ -210,6 +273,9 @@ def _conv(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> 
         first = "cudnn_heuristic"
     if first:
         plan.settings.update(CONV[first])
+    if first and first != vocabulary.AUTO and plan.device == "cpu":
+        plan.notes.append(_no_cuda_note("conv", first, "torch.backends.cudnn.benchmark", "its CPU convolution "
+                                        "(oneDNN or its own)"))
 
 
 def _layernorm(prefer: tuple[str, ...], fallback: str, plan: TorchPlan, has: Any) -> None:

@@ -125,14 +125,15 @@ class TorchEngine(Engine):
         """xpuruntime.pytorch's translation table (the same one training uses), on the device torch can reach."""
         from xpuruntime.pytorch import kernel_available, translate
 
-        native = translate(policy, execution=True, custom_kernels=kernel_available)
-        violations = list(native.violations)
-        self.target = self._target_device(violations)
+        target_violations: list[Violation] = []
+        self.target = self._target_device(target_violations)
+        native = translate(policy, execution=True, custom_kernels=kernel_available, device=self.target.type)
+        violations = [*native.violations, *target_violations]
         notes = list(native.notes)
         compile_option = options.get("compile")
         if compile_option:
-            notes.append(f"torch.compile({', '.join(f'{k}={v!r}' for k, v in _compile_kwargs(compile_option, policy).items())}): "
-                         "compiled at the first run")
+            kwargs = ", ".join(f"{k}={v!r}" for k, v in _compile_kwargs(compile_option, policy).items())
+            notes.append(f"torch.compile({kwargs}): compiled at the first run")
         if policy.execution.cuda_graphs and self.target.type != "cuda":
             violations.append(Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution",
                                         f"CUDA graphs need a CUDA device; the model runs on {self.target}"))
