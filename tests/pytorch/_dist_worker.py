@@ -131,6 +131,34 @@ def ddp_refused_hook() -> dict:
 
 
 @scenario
+def ddp_graph() -> dict:
+    """The whole DDP step (forward, backward with its allreduce, optimizer) as one CUDA graph."""
+    if not CUDA:
+        return {"skipped": "no CUDA"}
+    p = xrt.Policy(execution={"precision": "bf16", "static_shape": True, "cuda_graphs": True, "fallback": "error"},
+                   communication=COMM)
+    model = xdist.wrap(_model(), p, strategy="ddp")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, capturable=True)
+    x, y = _data()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    with xrt_torch.policy(p):
+        graphed = xrt_torch.capture_graph(step, x, y, state=(model, opt), warmup=11)
+        losses = [float(graphed.replay()) for _ in range(3)]
+        overlap = xdist.measure_overlap(graphed.replay, report=xdist.report_of(model))
+    weights = [None] * dist.get_world_size()
+    dist.all_gather_object(weights, model.module[0].weight.detach().double().sum().item())
+    return {"captured": graphed.captured, "losses": losses, "weights": weights, "overlap": overlap.to_dict(),
+            "side_stream": xdist.report_of(model).requested["DistributedDataParallel"]["built_on_side_stream"]}
+
+
+@scenario
 def fsdp2() -> dict:
     comm = {**COMM, "fsdp": {"reshard_after_forward": True, "prefetch": 1}, "reduce_precision": "fp32"}
     p = xrt.Policy(execution={"precision": "bf16", "cuda_graphs": True, "static_shape": True, "fallback": "allow"},

@@ -221,7 +221,8 @@ class CommunicationPolicy(BaseModel):
                               expected="a mapping of field -> value", received=type(data).__name__)
         for key in data or {}:
             if not isinstance(key, str) or key not in cls.model_fields:
-                raise PolicyError(f"unknown field {short_repr(key)}", field=f"communication.{short_repr(key)}",
+                text = key if isinstance(key, str) else short_repr(key)
+                raise PolicyError(f"unknown field {short_repr(key)}", field=f"communication.{text}",
                                   expected=f"one of {', '.join(cls.model_fields)}", received=short_repr(key),
                                   hint=did_you_mean(str(key), cls.model_fields))
         return cls(**dict(data or {}))
