@@ -39,7 +39,7 @@ os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
 os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
+from _common import write_json
 
 GOAL_EFFICIENCY = 0.95
 
@@ -98,9 +98,9 @@ class _Run:
     """One rank of a launch."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        import bench_torch_train_gpu as single
         import torch
 
-        import bench_torch_train_gpu as single
         import xpuruntime as xrt
         import xpuruntime.pytorch as xrt_torch
         from xpuruntime.pytorch import distributed as xdist

@@ -7,6 +7,7 @@ Launches ``tests/pytorch/_dist_worker.py`` on all visible GPUs with the nccl bac
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_the_whole_ddp_step_is_captured_as_one_cuda_graph(ranks):
         got = _ok(seen, "ddp_graph")
         assert got["captured"] and got["side_stream"]
         assert len(set(got["weights"])) == 1  # every rank applied the same averaged gradients
-        assert all(loss == loss for loss in got["losses"])  # finite
+        assert all(math.isfinite(loss) for loss in got["losses"])
         assert got["overlap"]["comm_us"] > 0  # the allreduce kernels are inside the replayed graph
 
 

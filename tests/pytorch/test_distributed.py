@@ -14,9 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import xpuruntime as xrt  # noqa: E402
-from xpuruntime.errors import InputError, PolicyError  # noqa: E402
-from xpuruntime.pytorch import distributed as xdist  # noqa: E402
+import xpuruntime as xrt
+from xpuruntime.errors import InputError, PolicyError
+from xpuruntime.pytorch import distributed as xdist
 
 LAUNCH = importlib.util.spec_from_file_location("_dist_launch", Path(__file__).with_name("_dist_launch.py"))
 launch = importlib.util.module_from_spec(LAUNCH)

@@ -26,8 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies._common import Change, check_plain_data, content_hash, diff_dicts
 
-__all__ = ["CommunicationPolicy", "DDPSettings", "FSDPSettings", "NcclSetting", "NCCL_SETTINGS", "Backend",
-           "ReducePrecision"]
+__all__ = [
+    "NCCL_SETTINGS",
+    "Backend",
+    "CommunicationPolicy",
+    "DDPSettings",
+    "FSDPSettings",
+    "NcclSetting",
+    "ReducePrecision",
+]
 
 Backend = Literal["auto", "nccl", "gloo"]
 ReducePrecision = Literal["fp32", "bf16", "fp16"]

@@ -48,9 +48,25 @@ from xpuruntime.policies import Policy, coerce_policy
 from xpuruntime.policies.communication import NCCL_SETTINGS, CommunicationPolicy
 from xpuruntime.runtime.fingerprint import Fingerprint, fingerprint
 
-__all__ = ["configure", "init_process_group", "nccl_environment", "agree", "agreement", "Agreement", "wrap",
-           "report_of", "ddp_kwargs", "fsdp_kwargs", "gather_reports", "DistributedReport", "measure_overlap",
-           "overlap_of", "Overlap", "CONFIGURED", "BEFORE_INIT"]
+__all__ = [
+    "BEFORE_INIT",
+    "CONFIGURED",
+    "Agreement",
+    "DistributedReport",
+    "Overlap",
+    "agree",
+    "agreement",
+    "configure",
+    "ddp_kwargs",
+    "fsdp_kwargs",
+    "gather_reports",
+    "init_process_group",
+    "measure_overlap",
+    "nccl_environment",
+    "overlap_of",
+    "report_of",
+    "wrap",
+]
 
 #: why communication settings are "configured", not "observed"
 CONFIGURED = "configured: NCCL reports no evidence of the algorithm or protocol it picked"
