@@ -164,6 +164,11 @@ class _Run:
             return fully_shard(model, mp_policy=mp)
         return model
 
+    def optimizer(self, net: Any, strategy: str, capturable: bool = False) -> Any:
+        """Fused AdamW on plain tensors; FSDP2's sharded DTensor parameters take the foreach implementation."""
+        fused = {"foreach": True} if strategy == "fsdp2" else {"fused": True}
+        return self.torch.optim.AdamW(net.parameters(), lr=3e-4, capturable=capturable, **fused)
+
     # -- timing ------------------------------------------------------------------------------------------------
     def measure(self, run: Callable[[], Any]) -> dict[str, Any]:
         torch, dist = self.torch, self.torch.distributed
@@ -185,13 +190,12 @@ class _Run:
                 "ms_per_step": self.world * self.single.BATCH * self.single.SEQ / rates[len(rates) // 2] * 1e3}
 
     def bench(self, strategy: str, config: str) -> dict[str, Any]:
-        torch = self.torch
         self.single._free()
         model = self.model()
         if config == "policy":
             return self.bench_policy(model, strategy)
         net = self.plain_wrap(model, strategy, bf16=config == "eager-bf16")
-        opt = torch.optim.AdamW(net.parameters(), lr=3e-4, fused=True)
+        opt = self.optimizer(net, strategy)
         step = self.step_fn(net, opt, bf16=config == "eager-bf16")
         row = self.measure(lambda: step(*self.data))
         overlap = self.xdist.measure_overlap(step, *self.data)
@@ -200,11 +204,11 @@ class _Run:
         return row
 
     def bench_policy(self, model: Any, strategy: str) -> dict[str, Any]:
-        torch, xrt_torch, xdist = self.torch, self.xrt_torch, self.xdist
+        xrt_torch, xdist = self.xrt_torch, self.xdist
         policy = self.policy(strategy)
         net = xdist.wrap(model, policy, strategy) if strategy != "none" else model
         graphs = policy.execution.cuda_graphs
-        opt = torch.optim.AdamW(net.parameters(), lr=3e-4, fused=True, capturable=graphs)
+        opt = self.optimizer(net, strategy, capturable=graphs)
         step = self.step_fn(net, opt, bf16=False)  # precision from the policy block
         with xrt_torch.policy(policy):
             with xrt_torch.profile() as receipt:  # one eager step: the kernels the policy ran

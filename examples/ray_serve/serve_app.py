@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from replica import Replica  # noqa: E402
+from replica import Replica
 
 
 def build(model: str, policy: str, *, replicas: int, gpus: float, receipts: str) -> Any:
