@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpuruntime.policies import vocabulary as vocab
+from xpuruntime.policies.communication import NCCL_SETTINGS, CommunicationPolicy
 from xpuruntime.policies.execution import ExecutionPolicy
 
 __all__ = ["policy_json_schema"]
@@ -50,8 +51,13 @@ def policy_json_schema() -> dict[str, Any]:
     ops = {name: _op_schema(name) for name in vocab.list_ops()}
     aliases = {alias: ops[canon] for name in vocab.list_ops() for alias in vocab.get_op(name).aliases
                for canon in [name]}
+    communication = CommunicationPolicy.model_json_schema()
+    defs = communication.pop("$defs", {})
+    names = [*NCCL_SETTINGS, *(s.env for s in NCCL_SETTINGS.values())]
+    communication["properties"]["nccl"]["propertyNames"] = {"enum": sorted(names)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": defs,
         "title": "xpuruntime policy",
         "type": "object",
         "additionalProperties": False,
@@ -59,5 +65,6 @@ def policy_json_schema() -> dict[str, Any]:
             "schema_version": {"type": "integer", "minimum": 1},
             "kernels": {"type": "object", "additionalProperties": False, "properties": {**ops, **aliases}},
             "execution": execution,
+            "communication": communication,
         },
     }

@@ -48,14 +48,14 @@ from xpuruntime.runtime.fingerprint import FieldChange, Fingerprint
 from xpuruntime.runtime.fingerprint import fingerprint as current_fingerprint
 
 __all__ = ["Lock", "Drift", "LOCK_FORMAT", "LOCK_VERSION", "DRIFT_FIELDS", "is_lock_document", "as_lock",
-           "verify_same_policy", "gather_policy_hashes", "MAX_LOCK_BYTES"]
+           "verify_same_policy", "gather_policy_hashes", "compare_fingerprints", "MAX_LOCK_BYTES"]
 
 LOCK_FORMAT = "xpuruntime-lock"
 LOCK_VERSION = 1
 MAX_LOCK_BYTES = 64 << 20
 #: fingerprint fields (dotted prefixes) whose change means tuned results may no longer hold
 DRIFT_FIELDS: tuple[str, ...] = (
-    "devices", "driver", "cuda", "cudnn", "machine", "libraries.torch", "libraries.triton",
+    "devices", "driver", "cuda", "cudnn", "nccl", "machine", "libraries.torch", "libraries.triton",
     "libraries.nvmath-python", "libraries.onnxruntime", "libraries.onnxruntime-gpu", "libraries.tensorrt",
     "libraries.cuda-core", "libraries.cuda-python", "libraries.openvino",
 )
@@ -93,6 +93,18 @@ def _change(c: FieldChange) -> dict[str, Any]:
 
 def _relevant(path: str) -> bool:
     return any(path == f or path.startswith(f + ".") for f in DRIFT_FIELDS)
+
+
+def compare_fingerprints(old: Fingerprint, new: Fingerprint) -> Drift:
+    """What differs from ``old`` to ``new``, split as locks split it: :data:`DRIFT_FIELDS` are ``changes``
+    (results may not hold: GPU, driver, CUDA, cuDNN, NCCL, torch, ...), the rest ``notes`` (Python, OS, numpy).
+
+    >>> compare_fingerprints(fp_rank0, fp_rank1).describe()     # doctest: +SKIP
+    'driver: 580.65.06 -> 575.57.08'
+    """
+    changes = old.diff(new)
+    return Drift(tuple(c for c in changes if _relevant(c.path)), tuple(c for c in changes if not _relevant(c.path)),
+                 old.hash, new.hash)
 
 
 class Lock:
@@ -150,10 +162,7 @@ class Lock:
     # -- drift ------------------------------------------------------------------------------------------------
     def drift(self, current: Fingerprint | None = None) -> Drift:
         """What differs between the fingerprint the lock was tuned on and ``current`` (default: this machine)."""
-        here = current or current_fingerprint()
-        changes = self.fingerprint.diff(here)
-        return Drift(tuple(c for c in changes if _relevant(c.path)), tuple(c for c in changes if not _relevant(c.path)),
-                     self.fingerprint.hash, here.hash)
+        return compare_fingerprints(self.fingerprint, current or current_fingerprint())
 
     def check(self, *, fallback: str | None = None, current: Fingerprint | None = None, stacklevel: int = 2) -> Lock:
         """Apply the fallback rule to the drift (see the module notes); returns self.

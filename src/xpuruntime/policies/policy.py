@@ -20,6 +20,7 @@ from xpuruntime._io import atomic_write_text, read_bounded
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import _yaml
 from xpuruntime.policies._common import Change, check_plain_data, content_hash, diff_dicts
+from xpuruntime.policies.communication import CommunicationPolicy
 from xpuruntime.policies.execution import ExecutionPolicy
 from xpuruntime.policies.kernel import KernelPolicy
 
@@ -28,7 +29,7 @@ __all__ = ["Policy", "SCHEMA_VERSION", "MAX_POLICY_BYTES", "PolicyLike", "coerce
 SCHEMA_VERSION = 1
 MAX_POLICY_BYTES = 1 << 20  # a policy is a page of settings; 1 MiB is generous
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
-_TOP_KEYS = ("schema_version", "kernels", "execution")
+_TOP_KEYS = ("schema_version", "kernels", "execution", "communication")
 
 
 class Policy:
@@ -49,17 +50,21 @@ class Policy:
         kernels: KernelPolicy | Mapping[str, Any] | None = None,
         execution: ExecutionPolicy | Mapping[str, Any] | None = None,
         *,
+        communication: CommunicationPolicy | Mapping[str, Any] | None = None,
         schema_version: int = SCHEMA_VERSION,
     ) -> None:
         self.schema_version = _check_version(schema_version)
         self.kernels = kernels.copy() if isinstance(kernels, KernelPolicy) else KernelPolicy.from_dict(kernels)
         self.execution = execution if isinstance(execution, ExecutionPolicy) else ExecutionPolicy.from_dict(execution)
+        self.communication = (communication if isinstance(communication, CommunicationPolicy)
+                              else CommunicationPolicy.from_dict(communication))
 
     # -- data ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Normalised plain data: canonical names, every execution field spelled out."""
-        return {"schema_version": self.schema_version, "kernels": self.kernels.to_dict(),
+        """Normalised plain data: canonical names, every execution field spelled out (``communication`` when set)."""
+        data = {"schema_version": self.schema_version, "kernels": self.kernels.to_dict(),
                 "execution": self.execution.to_dict()}
+        return {**data, **_communication(self.communication)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -74,14 +79,15 @@ class Policy:
                 raise PolicyError(f"unknown top-level key {short_repr(key)}", field=text,
                                   expected=f"one of {', '.join(_TOP_KEYS)}", received=short_repr(key),
                                   hint=did_you_mean(text, _TOP_KEYS))
-        return cls(data.get("kernels"), data.get("execution"),
+        return cls(data.get("kernels"), data.get("execution"), communication=data.get("communication"),
                    schema_version=data.get("schema_version", SCHEMA_VERSION))
 
     @property
     def hash(self) -> str:
-        """SHA-256 of the normalised content (execution defaults left out, so new fields keep hashes)."""
+        """SHA-256 of the normalised content (defaults left out, so new fields and sections keep hashes)."""
         return content_hash({"schema_version": self.schema_version, "kernels": self.kernels.to_dict(),
-                             "execution": self.execution.to_dict(exclude_defaults=True)})
+                             "execution": self.execution.to_dict(exclude_defaults=True),
+                             **_communication(self.communication)})
 
     @property
     def short_hash(self) -> str:
@@ -92,12 +98,16 @@ class Policy:
         return diff_dicts(self.to_dict(), other.to_dict())
 
     def merge(self, other: Policy) -> Policy:
-        """A new policy: ``other``'s kernel preferences win op by op, its explicit execution fields win."""
-        return Policy(self.kernels.merge(other.kernels), self.execution.merge(other.execution))
+        """A new policy: ``other``'s kernel preferences win op by op, its explicit execution and communication
+        fields win."""
+        return Policy(self.kernels.merge(other.kernels), self.execution.merge(other.execution),
+                      communication=self.communication.merge(other.communication))
 
-    def replace(self, *, kernels: KernelPolicy | None = None, execution: ExecutionPolicy | None = None) -> Policy:
+    def replace(self, *, kernels: KernelPolicy | None = None, execution: ExecutionPolicy | None = None,
+                communication: CommunicationPolicy | None = None) -> Policy:
         return Policy(kernels if kernels is not None else self.kernels,
-                      execution if execution is not None else self.execution)
+                      execution if execution is not None else self.execution,
+                      communication=communication if communication is not None else self.communication)
 
     # -- files ---------------------------------------------------------------------------
     def dumps(self, fmt: str = "yaml") -> str:
@@ -154,7 +164,8 @@ class Policy:
         return self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"Policy(kernels={self.kernels!r}, execution={self.execution!r})"
+        comm = "" if self.communication.is_default else f", communication={self.communication!r}"
+        return f"Policy(kernels={self.kernels!r}, execution={self.execution!r}{comm})"
 
 
 PolicyLike = Policy | str | os.PathLike | Mapping[str, Any] | None
@@ -208,6 +219,12 @@ def _as_execution(value: Any) -> ExecutionPolicy | None:
         return ExecutionPolicy.from_dict(value)
     raise PolicyError("invalid exec_policy", expected="an ExecutionPolicy, a mapping or None",
                       received=type(value).__name__)
+
+
+def _communication(section: CommunicationPolicy) -> dict[str, Any]:
+    """The communication section's non-default content under its key, or nothing (old files and hashes)."""
+    data = section.to_dict(exclude_defaults=True)
+    return {"communication": data} if data else {}
 
 
 def _check_version(version: object) -> int:

@@ -16,6 +16,8 @@ install when torch is missing::
 - :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
 - :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included.
 - :func:`profile`: a receipt (:class:`~xpuruntime.receipts.ExecutionReport`) read from ``torch.profiler``.
+- :mod:`xpuruntime.pytorch.distributed` (imported on its own): one policy on many GPUs with torch.distributed,
+  DDP and FSDP2 (agreement, the communication section, per-rank receipts).
 
 torch's switches are process-global; what each thread or task asked for is kept in a ContextVar.
 """

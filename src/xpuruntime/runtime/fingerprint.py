@@ -31,13 +31,15 @@ from typing import Any
 from xpuruntime.errors import XpuRuntimeError, did_you_mean
 from xpuruntime.runtime.devices import get_all_devices
 
-__all__ = ["Fingerprint", "FieldChange", "fingerprint", "TRACKED_LIBRARIES"]
+__all__ = ["Fingerprint", "FieldChange", "fingerprint", "nccl_version", "TRACKED_LIBRARIES"]
 
 TRACKED_LIBRARIES: tuple[str, ...] = (
     "xpuruntime", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch",
     "tensorrt", "nvmath-python", "triton", "cuda-core", "cuda-python",
 )
 _DEVICE_KEYS: tuple[str, ...] = ("spec", "name", "total_memory", "compute_capability")
+_OPTIONAL: tuple[str, ...] = ("nccl",)  # fields added later: absent in older fingerprints
+_NCCL_DISTS: tuple[str, ...] = ("nvidia-nccl-cu13", "nvidia-nccl-cu12", "nvidia-nccl-cu11")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Fingerprint:
     python: str
     os: str
     machine: str
+    nccl: str | None = None  # left out of the hash while None, so fingerprints taken before it keep theirs
     hash: str = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class Fingerprint:
     def _payload(self) -> dict[str, Any]:
         fields = (f.name for f in dataclasses.fields(self) if f.name != "hash")
         payload = {name: getattr(self, name) for name in fields}
+        if payload.get("nccl") is None:
+            payload.pop("nccl", None)
         payload["devices"] = [_jsonable(d) for d in self.devices]
         return payload
 
@@ -194,7 +199,7 @@ def _check_keys(data: dict[str, Any]) -> None:
                 "unknown fingerprint field", expected=", ".join(names), received=repr(key),
                 hint=did_you_mean(key, names),
             )
-    missing = [n for n in names if n != "hash" and n not in data]
+    missing = [n for n in names if n not in ("hash", *_OPTIONAL) and n not in data]
     if missing:
         raise XpuRuntimeError("fingerprint fields missing", expected=", ".join(names), received=f"no {missing}")
 
@@ -295,6 +300,23 @@ def _cudnn() -> str | None:
         return None
 
 
+def nccl_version() -> str | None:
+    """The NCCL version torch uses, when torch is already imported with CUDA; else that of the installed
+    ``nvidia-nccl-cu*`` wheel; else None. Never imports torch.
+
+    Example::
+
+        >>> nccl_version()        # doctest: +SKIP
+        '2.27.7'
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_available():
+                return ".".join(str(p) for p in torch.cuda.nccl.version())
+    return next((v for v in map(_version, _NCCL_DISTS) if v), None)
+
+
 def _device_entries() -> tuple[dict[str, Any], ...]:
     # CPU and CUDA devices only: enumerating OpenVINO devices imports openvino (and starts its telemetry)
     # in every process that builds a session; the openvino engine keys its caches on its own devices.
@@ -308,7 +330,7 @@ def _collect() -> Fingerprint:
     return Fingerprint(
         devices=_device_entries(), driver=driver, cuda=cuda, cudnn=_cudnn(), libraries=_libraries(),
         python=platform.python_version(), os=f"{platform.system()} {platform.release()}",
-        machine=platform.machine(),
+        machine=platform.machine(), nccl=nccl_version(),
     )
 
 
