@@ -18,8 +18,18 @@ import typer
 from rich.text import Text
 
 from xpuruntime._io import atomic_write_text
-from xpuruntime.cli._common import (SETTINGS, WIDE, Group, JsonFlag, add_row, cell, print_error, print_json,
-                                   stdout_console, table)
+from xpuruntime.cli._common import (
+    SETTINGS,
+    WIDE,
+    Group,
+    JsonFlag,
+    add_row,
+    cell,
+    print_error,
+    print_json,
+    stdout_console,
+    table,
+)
 from xpuruntime.errors import XpuRuntimeError
 from xpuruntime.policies import Change, Policy
 

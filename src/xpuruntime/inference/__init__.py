@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xpuruntime.inference.engine import Engine, EngineInfo, list_engines, register_engine
+from xpuruntime.inference.engine import Engine, EngineInfo, list_engines, register_engine, registered_engine
 from xpuruntime.inference.feeds import TensorInfo
 from xpuruntime.inference.report import ExecutionReport, NodeRecord, PolicyViolationWarning, Violation
 from xpuruntime.inference.session import InferenceSession
@@ -18,4 +18,5 @@ __all__ = [
     "Violation",
     "list_engines",
     "register_engine",
+    "registered_engine",
 ]

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from xpuruntime.policies import Policy
     from xpuruntime.runtime.devices import DeviceSpec
 
-__all__ = ["Engine", "EngineInfo", "register_engine", "get_engine_class", "engine_names", "list_engines"]
+__all__ = ["Engine", "EngineInfo", "register_engine", "get_engine_class", "engine_names", "list_engines",
+           "registered_engine"]
 
 # Built-in engines: canonical name -> module. Modules are light (they import their library lazily).
 _BUILTIN_MODULES = ("xpuruntime.inference.engines.onnxruntime", "xpuruntime.inference.engines.openvino",
@@ -279,3 +280,38 @@ def list_engines() -> list[EngineInfo]:
         out.append(EngineInfo(name, aliases, reason is None, cls.version() if reason is None else None,
                               cls.devices, reason, cls.extra, _sources.get(name, cls.__module__)))
     return out
+
+
+class registered_engine:  # noqa: N801 - a context manager, named like contextlib's
+    """Register an :class:`Engine` subclass for the duration of a ``with`` block, then restore the registry.
+
+    For tests and notebooks: the engine's name and aliases resolve inside the block; on exit the registry's
+    names, aliases and sources are exactly what they were before (an engine it shadowed is back).
+
+    Example::
+
+        >>> with registered_engine(MyEngine):  # doctest: +SKIP
+        ...     InferenceSession(model, engine=MyEngine.name).run(feeds)
+    """
+
+    def __init__(self, cls: type[Engine]) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Engine)) or not isinstance(getattr(cls, "name", None), str):
+            from xpuruntime.errors import InputError
+
+            raise InputError("registered_engine takes an engine class", expected="an Engine subclass with a name",
+                             received=repr(cls))
+        self.cls = cls
+        self._saved: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []  # one snapshot per open block
+
+    def __enter__(self) -> type[Engine]:
+        with _load_lock:
+            _load_all()  # first: a registry loaded inside the block would be lost on restore
+            self._saved.append([(d, dict(d)) for d in (_registry, _aliases, _sources)])
+            register_engine(self.cls)
+        return self.cls
+
+    def __exit__(self, *exc: object) -> None:
+        with _load_lock:
+            for live, before in self._saved.pop():
+                live.clear()
+                live.update(before)
