@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 import xpuruntime as xrt
 from xpuruntime.cli import app
 from xpuruntime.errors import EngineUnavailableError, InputError, PolicyError
-from xpuruntime.inference import engine as engine_registry
+from xpuruntime.inference import registered_engine
 from xpuruntime.inference.engines.onnxruntime import OnnxRuntimeEngine
 from xpuruntime.inference.samples import matmul_relu, tiny_convnet, tiny_transformer
 
@@ -172,10 +173,9 @@ class _Nan(OnnxRuntimeEngine):
 
 
 @pytest.fixture
-def odd_engines(monkeypatch: pytest.MonkeyPatch) -> None:
-    xrt.list_engines()  # the registry is loaded; the fakes are removed again after the test
-    for cls in (_Flattening, _Widening, _Nan):
-        monkeypatch.setitem(engine_registry._registry, cls.name, cls)
+def odd_engines() -> Iterator[None]:
+    with registered_engine(_Flattening), registered_engine(_Widening), registered_engine(_Nan):
+        yield  # the fakes are removed again after the test
 
 
 @pytest.mark.usefixtures("odd_engines")
@@ -222,12 +222,11 @@ def test_an_engine_that_is_not_installed_is_refused_before_anything_runs(convnet
         package = "xpuruntime-no-such-library"
         extra = "missing"
 
-    xrt.list_engines()
-    monkeypatch.setitem(engine_registry._registry, Missing.name, Missing)
     created: list[str] = []
     monkeypatch.setattr(OnnxRuntimeEngine, "load_impl", lambda self: created.append(self.name))
-    with pytest.raises(EngineUnavailableError, match="pip install 'xpuruntime\\[missing\\]'"):
-        xrt.compare(convnet, ["onnxruntime", "test-missing"])
+    with registered_engine(Missing):
+        with pytest.raises(EngineUnavailableError, match="pip install 'xpuruntime\\[missing\\]'"):
+            xrt.compare(convnet, ["onnxruntime", "test-missing"])
     assert created == []
 
 

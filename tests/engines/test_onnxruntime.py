@@ -33,8 +33,7 @@ CUDA = "CUDAExecutionProvider"
 TRT = "TensorrtExecutionProvider"
 K, N = 32, 16
 
-needs_no_cuda = pytest.mark.skipif(CUDA in ort.get_available_providers(),
-                                   reason="checks the fallback of a machine without the CUDA provider")
+needs_no_cuda = pytest.mark.no_cuda("onnxruntime")  # checks the fallback of a machine without the CUDA provider
 
 
 @pytest.fixture(scope="module")
@@ -234,15 +233,19 @@ def test_preallocated_output_not_requested(sess: InferenceSession) -> None:
         sess.run({"x": x_of()}, outputs={"z": np.empty((4, N), np.float32)})
 
 
+@pytest.mark.torch
 def test_torch_cpu_tensor_feeds_through_dlpack(sess: InferenceSession) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     x = x_of()
     np.testing.assert_array_equal(sess.run({"x": torch.from_numpy(x)})["y"], sess.run({"x": x})["y"])
     np.testing.assert_array_equal(sess.run(torch.from_numpy(x))[0], sess.run({"x": x})["y"])
 
 
+@pytest.mark.torch
 def test_tensor_that_requires_grad_is_refused_with_the_detach_hint(sess: InferenceSession) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     with pytest.raises(InputError, match="DLPack") as info:
         sess.run({"x": torch.ones(4, K, requires_grad=True)})
     assert ".detach()" in str(info.value)

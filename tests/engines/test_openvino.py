@@ -18,6 +18,7 @@ from xpuruntime.errors import (
     ModelLoadError,
     PolicyError,
     PolicyViolationError,
+    XpuRuntimeError,
 )
 from xpuruntime.inference import InferenceSession, PolicyViolationWarning, list_engines
 from xpuruntime.inference.engines._openvino import COMPUTE_LAYERS
@@ -387,5 +388,5 @@ def test_closed_session_refuses_runs(transformer: Any) -> None:
     s.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(Exception, match="closed"):
+        with pytest.raises(XpuRuntimeError, match="the session is closed"):
             s.run({"x": tx()})

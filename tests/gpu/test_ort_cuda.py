@@ -11,15 +11,7 @@ import pytest
 import xpuruntime as xrt
 from xpuruntime.inference.samples import matmul_relu, tiny_transformer
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_cuda_provider() -> None:
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDA provider: install onnxruntime-gpu (the `gpu` extra)")
+pytestmark = pytest.mark.gpu("onnxruntime")
 
 
 def _strict(**kw: object) -> xrt.ExecutionPolicy:
@@ -69,8 +61,11 @@ def test_fp32_versus_tf32_changes_the_error_of_a_large_matmul():
     assert err_fp32 * 20 < err_tf32, (err_fp32, err_tf32)
 
 
+@pytest.mark.torch
+@pytest.mark.gpu("torch")
 def test_dlpack_feeds_and_preallocated_outputs_are_zero_copy():
-    torch = pytest.importorskip("torch")
+    import torch
+
     sess = xrt.InferenceSession(matmul_relu(m=64, k=256, n=256), device="cuda", exec_policy=_strict())
     x = torch.randn(64, 256, device="cuda")
     y = torch.empty(64, 256, device="cuda")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import xpuruntime as xrt  # noqa: E402
@@ -17,13 +17,7 @@ import xpuruntime.pytorch as xrt_torch  # noqa: E402
 from xpuruntime.pytorch._receipt import BLAS_NOTE, INDISTINGUISHABLE  # noqa: E402
 from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_torch_cuda() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("this torch has no CUDA (a CPU build): install a CUDA build of torch")
+pytestmark = [pytest.mark.torch, pytest.mark.gpu("torch")]
 
 
 @pytest.fixture(autouse=True)

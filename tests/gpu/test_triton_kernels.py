@@ -8,8 +8,8 @@ Needs a CUDA build of torch and triton.
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
@@ -19,17 +19,11 @@ from xpuruntime import Policy, PolicyViolationError  # noqa: E402
 from xpuruntime.kernels import triton_layernorm as tln  # noqa: E402
 from xpuruntime.kernels import triton_matmul as tmm  # noqa: E402
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.torch, pytest.mark.gpu("torch")]
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TRITON = Policy(kernels={"layernorm": "triton", "matmul": "triton"}, execution={"fallback": "error"})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_cuda_torch() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("this torch build has no CUDA")
 
 
 @pytest.fixture

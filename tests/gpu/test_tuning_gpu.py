@@ -11,8 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import KernelPolicy, Policy  # noqa: E402
@@ -20,17 +19,11 @@ from xpuruntime.kernels import nvmath_matmul as nm  # noqa: E402
 from xpuruntime.kernels import tuner as T  # noqa: E402
 from xpuruntime.policies.lock import Lock  # noqa: E402
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.torch, pytest.mark.gpu("torch")]
 HAS_NVMATH = importlib.util.find_spec("nvmath") is not None
 # GPT-2 small linear layers at batch 8 x seq 1024 (F.linear layout: b = weight.t(), column-major)
 SHAPES = ["matmul:bf16:8192x2304x768:nt", "matmul:bf16:8192x768x768:nt", "matmul:bf16:8192x3072x768:nt",
           "matmul:bf16:8192x768x3072:nt", "matmul:fp16:1024x768x768:nt"]
-
-
-@pytest.fixture(autouse=True)
-def _cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("this torch has no CUDA")
 
 
 def _operands(target: T.Target) -> tuple[torch.Tensor, torch.Tensor]:

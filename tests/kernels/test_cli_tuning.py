@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import Policy  # noqa: E402

@@ -122,6 +122,7 @@ def test_dispatch_context_canonicalises_and_is_read_only():
 
 
 # ----------------------------------------------------------------------------------------------- dispatcher
+@pytest.mark.torch  # the native kernel it falls back to is torch's
 def test_triton_is_skipped_on_cpu_with_its_reason():
     sel = xk.select("layernorm", _ln_ctx(), KernelPolicy(layernorm=["triton", "native"]))
     assert sel.kernel == "native" and not sel.fallback
@@ -159,6 +160,7 @@ def test_rules_by_dtype_and_shape_pick_different_kernels(registry: KernelRegistr
     assert d.select("matmul", _mm_ctx("int64", m=16), kp).kernel == "default"  # dtype rules ignore unknown dtypes
 
 
+@pytest.mark.torch  # the default kernel it falls back to is torch's
 def test_a_vocabulary_kernel_without_an_implementation_is_skipped_with_a_reason():
     ctx = DispatchContext("attention", device="cpu", dtype="fp32",
                           dims={"batch": 1, "heads": 2, "seq_q": 8, "seq_k": 8, "head_dim": 16})
@@ -344,13 +346,13 @@ def test_two_overlapping_blocks_in_two_threads_each_collect_their_own_and_end_in
 
 
 # ----------------------------------------------------------------------------------------------- torch ops
-try:
+try:  # the tests that use them are marked torch: tests/conftest.py skips them without it
     import torch
     import torch.nn.functional as F
 except ImportError:  # pragma: no cover - CI installs torch
     torch = F = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="needs torch: pip install 'xpuruntime[torch]'")
+needs_torch = pytest.mark.torch
 
 
 @pytest.fixture

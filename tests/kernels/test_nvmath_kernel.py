@@ -13,8 +13,9 @@ import types
 import warnings
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import KernelPolicy  # noqa: E402

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
+import torch.nn.functional as F
 
-torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
+pytestmark = pytest.mark.torch
 
 import xpuruntime.kernels as xk  # noqa: E402
 from xpuruntime import KernelPolicy, Policy, PolicyError  # noqa: E402

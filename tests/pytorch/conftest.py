@@ -1,4 +1,8 @@
-"""PyTorch extension tests: every test must leave torch's process-global switches as it found them."""
+"""PyTorch extension tests: every test must leave torch's process-global switches as it found them.
+
+Every module here is marked ``torch`` (tests/conftest.py skips them without torch), so torch is imported only
+when a test runs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import os
 
 import pytest
 
-torch = pytest.importorskip("torch")
-
 
 def switches() -> dict[str, object]:
     """torch's switches that xpuruntime.pytorch may touch, read through torch's own getters."""
+    import torch
+
     cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
     out: dict[str, object] = {
         "flash": cuda.flash_sdp_enabled(), "mem_efficient": cuda.mem_efficient_sdp_enabled(),

@@ -7,15 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 F = torch.nn.functional
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
 from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
-
-NO_CUDA = not torch.cuda.is_available()
 
 
 class Block(torch.nn.Module):
@@ -103,7 +102,7 @@ def test_fallback_warn_runs_and_explain_names_what_ran():
     assert [(v.requested, v.actual) for v in receipt.violations if v.kind == "kernel"] == [("efficient", "math")]
 
 
-@pytest.mark.skipif(not NO_CUDA, reason="checks a machine without CUDA")
+@pytest.mark.no_cuda("torch")
 def test_cuda_without_a_gpu_and_cuda_graphs_on_the_cpu_follow_the_fallback_rule():
     with pytest.raises(xrt.PolicyViolationError, match="cuda"):
         xrt.InferenceSession(_block(), engine="torch", device="cuda", exec_policy={"fallback": "error"},

@@ -5,14 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402
 from xpuruntime.receipts import PolicyViolationWarning  # noqa: E402
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+pytestmark = [pytest.mark.torch, pytest.mark.no_cuda("torch")]  # checks the behaviour without CUDA
 
 
 def _training(seed: int = 0):

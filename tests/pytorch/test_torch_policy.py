@@ -7,8 +7,9 @@ import threading
 import warnings
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 import xpuruntime as xrt  # noqa: E402
 import xpuruntime.pytorch as xrt_torch  # noqa: E402

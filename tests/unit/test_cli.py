@@ -70,6 +70,34 @@ def test_usage_errors_exit_2(runner: CliRunner, args: list[str]):
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_help_lists_every_command_group_in_order(runner: CliRunner):
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    commands = result.stdout.partition("Commands")[2].splitlines()[1:]
+    listed = [line.split()[1] for line in commands if line.startswith("│ ") and line.split()[1][:1].isalpha()]
+    assert listed == ["devices", "fingerprint", "run", "explain", "demo", "engines", "compare", "kernels", "tune",
+                      "policy", "lock"]
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+def test_command_modules_are_found_by_listing_the_package():
+    from xpuruntime import cli
+
+    files = sorted(p.stem for p in Path(cli.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    found = cli.command_modules()
+    assert sorted(m.__name__.rpartition(".")[2] for m in found) == files
+    assert all(callable(m.register) for m in found)
+
+
+def test_shell_completion_completes_commands_and_subcommands():
+    for words, cword, expected in (("xpuruntime pol", "1", "policy"), ("xpuruntime lock ver", "2", "verify")):
+        env = {**os.environ, "_XPURUNTIME_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword,
+               "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+        out = subprocess.run([sys.executable, "-m", "xpuruntime"], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert out.returncode == 0 and out.stdout.split() == [expected], out.stderr
+
+
 def test_importing_the_cli_loads_no_engine():
     code = "import sys, xpuruntime.cli; print(sorted({'torch', 'openvino', 'tensorrt'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": SRC}

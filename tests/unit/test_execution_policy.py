@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from xpuruntime import ExecutionPolicy, PolicyError
@@ -54,8 +55,11 @@ def test_hash_is_stable_and_ignores_alias_spelling():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
-        ExecutionPolicy().precision = "fp16"  # type: ignore[misc]
+    policy = ExecutionPolicy()
+    with pytest.raises(pydantic.ValidationError, match="Instance is frozen") as info:
+        policy.precision = "fp16"  # type: ignore[misc]
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("frozen_instance", ("precision",))]
+    assert policy.precision == "fp32"
 
 
 @pytest.mark.parametrize("kwargs,field,fix", [

@@ -29,4 +29,5 @@ __all__ = [
     "Violation",
     "list_engines",
     "register_engine",
+    "registered_engine",
 ]

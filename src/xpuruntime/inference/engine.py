@@ -501,19 +501,36 @@ def list_engines() -> list[EngineInfo]:
     return out
 
 
-@contextlib.contextmanager
-def registered_engine(cls: type[Engine]) -> Iterator[type[Engine]]:
-    """Register ``cls`` for the duration of a ``with`` block (tests, notebooks), then restore the registry.
+class registered_engine:  # noqa: N801 - a context manager, named like contextlib's
+    """Register an :class:`Engine` subclass for the duration of a ``with`` block, then restore the registry.
 
-    >>> with registered_engine(MyEngine):                       # doctest: +SKIP
-    ...     xrt.InferenceSession(model, engine="my-engine")
+    For tests and notebooks: the engine's name and aliases resolve inside the block; on exit the registry's
+    names, aliases and sources are exactly what they were before (an engine it shadowed is back).
+
+    Example::
+
+        >>> with registered_engine(MyEngine):  # doctest: +SKIP
+        ...     InferenceSession(model, engine=MyEngine.name).run(feeds)
     """
-    _load_all()
-    saved = dict(_registry), dict(_aliases), dict(_sources)
-    try:
-        register_engine(cls)
-        yield cls
-    finally:
-        for table, before in zip((_registry, _aliases, _sources), saved):
-            table.clear()
-            table.update(before)
+
+    def __init__(self, cls: type[Engine]) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Engine)) or not isinstance(getattr(cls, "name", None), str):
+            from xpuruntime.errors import InputError
+
+            raise InputError("registered_engine takes an engine class", expected="an Engine subclass with a name",
+                             received=repr(cls))
+        self.cls = cls
+        self._saved: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []  # one snapshot per open block
+
+    def __enter__(self) -> type[Engine]:
+        with _load_lock:
+            _load_all()  # first: a registry loaded inside the block would be lost on restore
+            self._saved.append([(d, dict(d)) for d in (_registry, _aliases, _sources)])
+            register_engine(self.cls)
+        return self.cls
+
+    def __exit__(self, *exc: object) -> None:
+        with _load_lock:
+            for live, before in self._saved.pop():
+                live.clear()
+                live.update(before)

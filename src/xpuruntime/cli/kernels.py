@@ -32,7 +32,9 @@ from rich.text import Text
 
 from xpuruntime.errors import InputError
 
-__all__ = ["register", "load_entry"]
+__all__ = ["ORDER", "register", "load_entry"]
+
+ORDER = 50  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
 
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
 _LockFile = Annotated[Path, typer.Argument(help="A lock file written by `xpuruntime tune`.", metavar="LOCK",
@@ -292,7 +294,7 @@ def _text(value: Any) -> str:
 # ============================================================================================== registration
 def register(app: typer.Typer) -> None:
     """Add ``kernels``, ``tune`` and the ``lock`` group to the root app."""
-    from xpuruntime.cli import _SETTINGS, _Group
+    from xpuruntime.cli._common import SETTINGS, Group
 
     @app.command("kernels")
     def kernels_cmd(as_json: _Json = False) -> None:
@@ -337,7 +339,7 @@ def register(app: typer.Typer) -> None:
         _tune(model, entry, shapes or [], device, strategy, kernels or [], policy, output, lock, warmup, repeats,
               dim or [], dtype, bucket, ort, as_json)
 
-    lock_app = typer.Typer(cls=_Group, name="lock", no_args_is_help=True, context_settings=_SETTINGS,
+    lock_app = typer.Typer(cls=Group, name="lock", no_args_is_help=True, context_settings=SETTINGS,
                            help="Check lock files (tuned policy + fingerprint + records) against this machine.")
     app.add_typer(lock_app, name="lock")
 

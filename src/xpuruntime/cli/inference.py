@@ -19,7 +19,9 @@ from xpuruntime._io import atomic_write_bytes, atomic_write_text
 from xpuruntime.errors import InputError
 from xpuruntime.inference.feeds import random_feeds
 
-__all__ = ["register", "random_feeds", "parse_input_args"]
+__all__ = ["ORDER", "register", "random_feeds", "parse_input_args"]
+
+ORDER = 30  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
 
 _Model = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
 _PolicyOpt = Annotated[Optional[Path], typer.Option("--policy", "-p", help="Policy file (.yaml/.yml/.json).")]

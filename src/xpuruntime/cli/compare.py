@@ -20,7 +20,9 @@ from rich.text import Text
 
 from xpuruntime.errors import InputError
 
-__all__ = ["register"]
+__all__ = ["ORDER", "register"]
+
+ORDER = 40  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
 
 _Model = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
 _Engines = Annotated[str, typer.Option(
@@ -59,7 +61,7 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
              inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool) -> None:
     from xpuruntime.cli import print_json, stdout_console
-    from xpuruntime.cli_inference import parse_input_args
+    from xpuruntime.cli.inference import parse_input_args
     from xpuruntime.inference.compare import compare
 
     feeds = parse_input_args(inputs) if inputs else None
