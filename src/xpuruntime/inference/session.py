@@ -14,6 +14,7 @@ from xpuruntime.inference.report import ExecutionReport, enforce_fallback
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
 from xpuruntime.runtime.devices import parse_device
+from xpuruntime.runtime.profiler import SpanLog
 
 __all__ = ["InferenceSession"]
 
@@ -57,16 +58,22 @@ class InferenceSession:
         self._closed = False
         from xpuruntime.runtime.fingerprint import fingerprint
 
-        self._engine: Engine = engine_cls(engine_cls.load_model(model), self.device, self.policy,
-                                          dict(engine_options or {}), fingerprint().hash)
+        self._spans = SpanLog(f"xpuruntime {engine_cls.name}@{self.device}")
+        with self._spans.span("translate"):
+            self._engine: Engine = engine_cls(engine_cls.load_model(model), self.device, self.policy,
+                                              dict(engine_options or {}), fingerprint().hash)
         if lock is not None:
             self._engine.tuning = dict(lock.engine_tuning)
-        self._engine.load_impl()
+        with self._spans.span("load"):
+            self._engine.load_impl()
         self._inputs = self._engine.inputs_impl()
         self._feeds = FeedChecker(self._inputs)
         self._outputs = self._engine.outputs_impl()
         self._output_list = [o.name for o in self._outputs]
-        self.report: ExecutionReport = self._engine.report_impl()
+        with self._spans.span("verify"):
+            self.report: ExecutionReport = self._engine.report_impl()
+        self._load_spans = self._spans.items()
+        self._spans.attach(self.report.spans)  # later run spans land in the receipt (bounded)
         enforce_fallback(self.report, self.policy.execution.fallback)
 
     # -- introspection -------------------------------------------------------------------
@@ -112,7 +119,8 @@ class InferenceSession:
         checked = self._engine.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names)
-        results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
+        with self._spans.span("run", replay=lambda: self._explain(checked, names)):
+            results = self._engine.run_impl(checked, names, dict(outputs) if outputs else None)
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:
@@ -137,8 +145,14 @@ class InferenceSession:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
         self._check_open()
         names = self._output_names(output_names)
-        report = self._engine.profile_impl(self._engine.check_feeds(feeds, self._feeds), names)
+        report = self._explain(self._engine.check_feeds(feeds, self._feeds), names)
         enforce_fallback(report, self.policy.execution.fallback)
+        return report
+
+    def _explain(self, checked: dict[str, Any], names: list[str]) -> ExecutionReport:
+        with self._spans.span("profile"):
+            report = self._engine.profile_impl(checked, names)
+        report.spans.extend([*self._load_spans, self._spans.last()])
         return report
 
     def _output_names(self, output_names: Sequence[str] | None) -> list[str]:
