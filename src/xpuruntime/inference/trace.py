@@ -69,7 +69,8 @@ def _process(report: ExecutionReport, label: str, pid: int, origin: float) -> li
     events = [_meta(pid, 0, "process_name", label), _meta(pid, _SPANS_TID, "thread_name", "xpuruntime")]
     events += [_span(s, pid, origin) for s in report.spans]
     engine = _engine_events(report)
-    start = _engine_start(report, origin)
+    extent = max((float(e.get("ts", 0)) + float(e.get("dur", 0)) for e in engine), default=0.0)
+    start = _engine_start(report, origin, extent)
     tracks: dict[str, int] = {}
     nodes, evidence = {n.name: n for n in report.nodes}, "; ".join(report.evidence)
     for ev in engine:
@@ -92,10 +93,14 @@ def _span(span: dict[str, Any], pid: int, origin: float) -> dict[str, Any]:
             "args": dict(span.get("args") or {})}
 
 
-def _engine_start(report: ExecutionReport, origin: float) -> float:
-    """Engine clocks differ from xpuruntime's: engine events start where the profiled run's span starts."""
+def _engine_start(report: ExecutionReport, origin: float, extent: float) -> float:
+    """Engine clocks differ from xpuruntime's: the measured run is the last thing in the profiled span, so the
+    engine's events end where that span ends (or start where it starts, when they are longer)."""
     profiled = [s for s in report.spans if s.get("name") in ("profile", "explain")]
-    return float(profiled[-1]["start_us"]) - origin if profiled else 0.0
+    if not profiled:
+        return 0.0
+    begin = float(profiled[-1]["start_us"]) - origin
+    return max(begin, begin + float(profiled[-1].get("dur_us", 0)) - extent)
 
 
 def _engine_events(report: ExecutionReport) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ install when torch is missing::
   ``preferred_blas_library``, fp32 precision, cuDNN, determinism) and restore them exactly afterwards;
   the translation table is in :mod:`xpuruntime.pytorch._translate`.
 - :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
-- :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included.
+- :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included; or,
+  as the original design wrote it, ``with capture_graph() as g:`` then ``g.replay()``.
 - :func:`profile`: a receipt (:class:`~xpuruntime.inference.report.ExecutionReport`) read from ``torch.profiler``.
 
 torch's switches are process-global; what each thread or task asked for is kept in a ContextVar.
@@ -31,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from xpuruntime.pytorch._autocast import autocast
-from xpuruntime.pytorch._graphs import CapturedGraph, capture_graph
+from xpuruntime.pytorch._graphs import CapturedGraph, GraphCapture, capture_graph
 from xpuruntime.pytorch._profile import profile
 from xpuruntime.pytorch._state import clear_kernel_policy, get_kernel_policy, policy, set_kernel_policy
 from xpuruntime.pytorch._translate import TorchPlan, translate
@@ -44,6 +45,7 @@ __all__ = [
     "autocast",
     "capture_graph",
     "CapturedGraph",
+    "GraphCapture",
     "profile",
     "translate",
     "TorchPlan",
