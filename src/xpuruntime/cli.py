@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 #: Modules that add commands to :data:`app`; each defines ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare", "xpuruntime.cli_kernels")
+COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare", "xpuruntime.cli_kernels",
+                                     "xpuruntime.cli_report")
 
 
 class _Group(TyperGroup):
@@ -68,7 +69,7 @@ class _Group(TyperGroup):
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
-    cls=_Group, name="xpuruntime", no_args_is_help=True, add_completion=False,
+    cls=_Group, name="xpuruntime", no_args_is_help=True, add_completion=True,
     pretty_exceptions_show_locals=False, context_settings=_SETTINGS,
 )
 policy_app = typer.Typer(

@@ -165,8 +165,9 @@ def _bars(totals: dict[str, float], what: str) -> str:
     if not totals:
         return "<p>-</p>"
     top, whole = max(totals.values()) or 1.0, sum(totals.values()) or 1.0
+    digits = 1 if what.startswith("time") else 0
     rows = "".join(f"<tr><td>{_e(name)}</td><td><div class=\"bar\" style=\"width:{300 * value / top:.0f}px\"></div>"
-                   f"{value:,.1f} ({100 * value / whole:.1f}%)</td></tr>" for name, value in totals.items())
+                   f"{value:,.{digits}f} ({100 * value / whole:.1f}%)</td></tr>" for name, value in totals.items())
     return f"<table class=\"bars\" data-what=\"{_e(what)}\"><tbody>{rows}</tbody></table><p class=\"meta\">{_e(what)}</p>"
 
 
