@@ -9,6 +9,7 @@ eagerly; the violation is recorded for receipts in every case.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -305,8 +306,10 @@ class GraphCapture:
         ctx, self._ctx = self._ctx, None
         try:
             ctx.__exit__(kind, exc, tb)
-        except RuntimeError as err:
+        except RuntimeError as err:  # capture_end of a broken capture: leave the capture stream all the same
             exc = exc or err
+            with contextlib.suppress(Exception):
+                ctx.stream_ctx.__exit__(kind, exc, tb)
         if exc is not None:
             self.graph = None
             if isinstance(exc, RuntimeError):
