@@ -9,7 +9,9 @@ the CPU, and the receipt says what the CPU provider did with each request.
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 from _model import mlp_block
@@ -42,12 +44,10 @@ def main() -> None:
     print(report.summary())
     print(report.table())
     if args.html:
-        open(args.html, "w", encoding="utf-8").write(report.to_html())
+        Path(args.html).write_text(report.to_html(), encoding="utf-8")
         print(f"wrote {args.html}")
     if args.trace:
-        import json
-
-        json.dump(report.to_trace(), open(args.trace, "w", encoding="utf-8"))
+        Path(args.trace).write_text(json.dumps(report.to_trace()), encoding="utf-8")
         print(f"wrote {args.trace}")
 
 

@@ -152,7 +152,6 @@ def test_capture_graph_context_form_captures_runs_and_replays():
     model.zero_grad(set_to_none=True)
     with xrt_torch.capture_graph() as g:
         y = model(x)
-        loss = y.sum()
     torch.cuda.synchronize()
     assert g.captured and torch.allclose(y, model(x))
     x.copy_(torch.randn(16, 64, device="cuda"))

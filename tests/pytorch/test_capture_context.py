@@ -9,7 +9,7 @@ import pytest
 import xpuruntime as xrt
 
 torch = pytest.importorskip("torch")
-import xpuruntime.pytorch as xrt_torch  # noqa: E402
+import xpuruntime.pytorch as xrt_torch
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of the context form")
 
