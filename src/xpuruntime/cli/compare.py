@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError
 
 __all__ = ["ORDER", "register"]
@@ -59,7 +60,8 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
-             inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool) -> None:
+             inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool,
+             trace: Path | None = None, html: Path | None = None) -> None:
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.cli.inference import parse_input_args
     from xpuruntime.inference.compare import compare
@@ -70,6 +72,7 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
         result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
                          policies=_engine_policies(engine_policy or []), seed=seed)
     _print_warnings(caught)
+    write_outputs([r.report for r in result.runs], trace=trace, html=html, labels=[r.label for r in result.runs])
     if as_json:
         print_json(result.to_dict())
     else:
@@ -91,10 +94,10 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(model: _Model, engines: _Engines, policy: _PolicyOpt = None, engine_policy: _EnginePolicy = None,
                     device: _Device = "cpu", input: _Inputs = None, rtol: _Rtol = 1e-3, atol: _Atol = 1e-4,
-                    seed: _Seed = 0, as_json: _Json = False) -> None:
+                    seed: _Seed = 0, as_json: _Json = False, trace: TraceOpt = None, html: HtmlOpt = None) -> None:
         """Run a model on several engines with the same inputs; exit 1 when any output differs.
 
         Each output of each engine is checked against the first engine with numpy's allclose rule
         (|actual - reference| <= atol + rtol * |reference|); the receipts of every engine are printed too.
         """
-        _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json)
+        _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json, trace, html)

@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from xpuruntime._io import atomic_write_bytes, atomic_write_text
+from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError
 from xpuruntime.inference.feeds import random_feeds
 
@@ -82,7 +83,8 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 
 def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: list[str] | None,
-         random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool) -> None:
+         random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool,
+         trace: Path | None = None, html: Path | None = None) -> None:
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.inference.session import InferenceSession
 
@@ -95,6 +97,7 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
     _print_warnings([w for w in caught if issubclass(w.category, UserWarning)])
     if output is not None:
         _write_outputs(output, outputs, report.to_json(), overwrite)
+    write_outputs(report, trace=trace, html=html)
     summaries = [_summary(n, v) for n, v in outputs.items()]
     if as_json:
         print_json({"outputs": summaries, "report": report.to_dict()})
@@ -125,16 +128,18 @@ def register(app: typer.Typer) -> None:
     def run_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime", device: _Device = "cpu",
                 input: _Inputs = None, random_inputs: _Random = False,
                 explain: Annotated[bool, typer.Option("--explain", help="Profile the run (per-node times).")] = False,
-                as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False) -> None:
+                as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
+                trace: TraceOpt = None, html: HtmlOpt = None) -> None:
         """Run a model under a policy and print the receipt of what ran."""
-        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite)
+        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html)
 
     @app.command("explain")
     def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime",
                     device: _Device = "cpu", input: _Inputs = None, random_inputs: _Random = True,
-                    as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False) -> None:
+                    as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
+                    trace: TraceOpt = None, html: HtmlOpt = None) -> None:
         """One profiled run: per-node provider and time, and every policy violation."""
-        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite)
+        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html)
 
     @app.command("demo")
     def demo_cmd(engine: _Engine = "onnxruntime", as_json: _Json = False) -> None:

@@ -45,6 +45,7 @@ from xpuruntime.errors import (
     did_you_mean,
 )
 from xpuruntime.receipts import ExecutionReport, enforce_fallback
+from xpuruntime.runtime.profiler import SpanLog
 
 if TYPE_CHECKING:
     from xpuruntime.inference.feeds import TensorInfo
@@ -86,6 +87,8 @@ class Engine(ABC):
         self.tuning: dict[str, Any] = dict(tuning or {})
         self.lock = threading.Lock()
         self.load_notes: list[str] = []  # what happened while loading: conversions, replayed tuning
+        self._spans = SpanLog(f"xpuruntime {self.name}@{device}")  # xpuruntime's own steps, for traces
+        self._load_spans: list[dict[str, Any]] = []
         self._closed = False
 
     # -- construction --------------------------------------------------------------------
@@ -118,16 +121,21 @@ class Engine(ABC):
         """Translate the policy into a :class:`Plan`, build the engine session, and judge the receipt."""
         from xpuruntime.inference.feeds import FeedChecker
 
+        spans = self._spans
         self._check_option_keys()
-        self.plan: Plan = self.translate(self.policy, self.device, self.options)
-        with self._wrapped(self.load_error):
+        with spans.span("translate"):
+            self.plan: Plan = self.translate(self.policy, self.device, self.options)
+        with spans.span("load"), self._wrapped(self.load_error):
             self.load_impl()
             self._inputs = self.inputs_impl()
             self._outputs = self.outputs_impl()
         self._feeds = FeedChecker(self._inputs)
         self._output_list = [o.name for o in self._outputs]
         report = self.new_report()
-        self.report_impl(report)
+        with spans.span("verify"):
+            self.report_impl(report)
+        self._load_spans = spans.items()
+        spans.attach(report.spans)  # later run spans land in the receipt (bounded)
         self.report = self.judge(report, stacklevel=5)
         return self.report
 
@@ -153,7 +161,7 @@ class Engine(ABC):
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names)
-        with self._wrapped(self.run_error):
+        with self._spans.span("run", replay=lambda: self._profile(checked, names)), self._wrapped(self.run_error):
             results = self.run_impl(checked, names, dict(outputs) if outputs else None)
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
@@ -173,12 +181,17 @@ class Engine(ABC):
         """One profiled run: the receipt with per-node times, judged by the fallback rule."""
         self._check_open()
         names = self._resolve_outputs(output_names)
-        checked = self.check_feeds(feeds, self._feeds)
+        report = self._profile(self.check_feeds(feeds, self._feeds), names)
+        return self.judge(report, stacklevel=4)
+
+    def _profile(self, checked: dict[str, Any], names: list[str]) -> ExecutionReport:
+        """One profiled run, unjudged (``explain`` judges it; ``xpuruntime.runtime.profiler.profile`` collects it)."""
         report = self.new_report()
         report.profiled = True
-        with self._wrapped(self.run_error):
+        with self._spans.span("profile"), self._wrapped(self.run_error):
             self.profile_impl(report, checked, names)
-        return self.judge(report, stacklevel=4)
+        report.spans.extend([*self._load_spans, self._spans.last()])
+        return report
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""

@@ -57,6 +57,12 @@ _TOLERANCE = {"fp32": 2e-3, "tf32": 5e-3, "fp16": 1e-2, "bf16": 3e-2, "fp64": 1e
 _BUCKETS = ("exact", "pow2")
 
 
+def _policy_strategy(policy: Any) -> str | None:
+    """``auto_strategy`` of a KernelPolicy (or of a Policy's kernels), if set."""
+    kernels = getattr(policy, "kernels", policy)
+    return getattr(kernels, "auto_strategy", None)
+
+
 # ============================================================================================== targets
 @dataclass(frozen=True)
 class Target:
@@ -247,14 +253,16 @@ class Tuner:
 
     ``kernels`` restricts candidates per op (``{"matmul": ["cublas", "cublaslt"]}``); ``policy`` is the base
     policy (its lists name the candidates; :func:`build_policy` keeps the rest of it). ``warmup``/``repeats``
-    default to 5/20 on a GPU and 2/5 on the CPU. ``bucket="pow2"`` writes rules for ``m`` in power-of-two
+    default to 5/20 on a GPU and 2/5 on the CPU. Without ``strategy``, the policy's ``auto_strategy`` (the original
+    design's spelling) decides, else ``best_performance``. ``bucket="pow2"`` writes rules for ``m`` in power-of-two
     ranges instead of exact values (matmul).
     """
 
-    def __init__(self, *, strategy: str = "best_performance", warmup: int | None = None, repeats: int | None = None,
+    def __init__(self, *, strategy: str | None = None, warmup: int | None = None, repeats: int | None = None,
                  kernels: Mapping[str, Sequence[str]] | None = None, policy: Any = None,
                  registry: KernelRegistry | None = None, min_speedup: float = 1.02, bucket: str = "exact",
                  check: bool = True, seed: int = 0) -> None:
+        strategy = strategy or _policy_strategy(policy) or "best_performance"
         if strategy not in STRATEGIES:
             raise PolicyError(f"unknown tuning strategy {strategy!r}", expected=f"one of {', '.join(STRATEGIES)}",
                               received=repr(strategy))

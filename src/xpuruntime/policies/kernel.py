@@ -187,6 +187,21 @@ class Preference:
         return base + (f" (+{len(self.rules)} rule{'s' * (len(self.rules) > 1)})" if self.rules else "")
 
 
+_STRATEGIES = ("best_performance", "first_supported")
+_STRATEGY_ALIASES = {"bestperformance": "best_performance", "firstsupported": "first_supported"}
+
+
+def _strategy(value: object) -> str:
+    """``best_performance`` / ``first_supported``; the original's ``BestPerformance`` / ``FirstSupported`` too."""
+    text = str(getattr(value, "name", value)) if not isinstance(value, str) else value
+    key = text.strip().lower().replace("-", "_")
+    key = _STRATEGY_ALIASES.get(key.replace("_", ""), key)
+    if key not in _STRATEGIES:
+        raise PolicyError("unknown auto_strategy", field="kernels.auto_strategy", expected=", ".join(_STRATEGIES),
+                          received=short_repr(value), hint=did_you_mean(key, _STRATEGIES))
+    return key
+
+
 def _kernels_to_data(kernels: tuple[str, ...]) -> str | list[str]:
     return kernels[0] if len(kernels) == 1 else list(kernels)
 
@@ -356,8 +371,10 @@ class KernelPolicy:
 
     __hash__ = None  # type: ignore[assignment]  # mutable; use .hash for the content hash
 
-    def __init__(self, preferences: Mapping[str, KernelSpecLike] | None = None, /, **ops: KernelSpecLike) -> None:
+    def __init__(self, preferences: Mapping[str, KernelSpecLike] | None = None, /, *,
+                 auto_strategy: str | None = None, **ops: KernelSpecLike) -> None:
         self._prefs: dict[str, Preference] = {}
+        self.auto_strategy = auto_strategy
         if preferences is not None and not isinstance(preferences, Mapping):
             raise PolicyError("invalid kernel policy", field="kernels", expected="a mapping of op -> kernel",
                               received=type(preferences).__name__)
@@ -399,12 +416,66 @@ class KernelPolicy:
         merged = self.copy()
         for pref in other._prefs.values():
             merged._put(pref)
+        merged.auto_strategy = other.auto_strategy or self.auto_strategy
         return merged
 
     def copy(self) -> KernelPolicy:
-        new = KernelPolicy()
+        new = KernelPolicy(auto_strategy=self.auto_strategy)
         new._prefs = dict(self._prefs)
         return new
+
+    # -- the original design's spellings (aliases) ---------------------------------------------
+    @property
+    def auto_strategy(self) -> str | None:
+        """How ``auto`` is resolved when tuning: ``best_performance`` or ``first_supported`` (None: the tuner's
+        default, ``best_performance``). An alias of :class:`~xpuruntime.kernels.tuner.Tuner`'s ``strategy``, used
+        when a tuner is given this policy without a strategy; not part of policy files or the hash (what the
+        tuner decides is written as rules, which are).
+
+        >>> KernelPolicy(matmul="auto", auto_strategy="FirstSupported").auto_strategy
+        'first_supported'
+        """
+        return self._auto_strategy
+
+    @auto_strategy.setter
+    def auto_strategy(self, value: str | None) -> None:
+        self._auto_strategy = None if value is None else _strategy(value)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON in the original design's shape: ``{"preferences": {...}, "auto_strategy": ...}`` (an alias;
+        policy files are written by :meth:`save`).
+
+        >>> KernelPolicy(matmul="cublasLt").to_json(indent=None)
+        '{"preferences": {"matmul": "cublaslt"}, "auto_strategy": null}'
+        """
+        import json
+
+        return json.dumps({"preferences": self.to_dict(), "auto_strategy": self.auto_strategy}, indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KernelPolicy:
+        """A KernelPolicy from :meth:`to_json`'s text, or from a JSON object of op -> kernel (a ``kernels`` section).
+
+        >>> KernelPolicy.from_json('{"preferences": {"attention": "flash_v2"}, "auto_strategy": "first_supported"}')
+        KernelPolicy(attention=flash)
+        """
+        import json
+
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError("invalid kernel policy JSON", field="kernels", expected="a JSON object such as "
+                              '{"preferences": {"matmul": "cublaslt"}}', received=short_repr(str(exc))) from None
+        if not isinstance(data, Mapping):
+            raise PolicyError("invalid kernel policy JSON", field="kernels", expected="a JSON object",
+                              received=type(data).__name__)
+        if "preferences" not in data and "auto_strategy" not in data:
+            return cls(data)
+        extra = sorted(set(data) - {"preferences", "auto_strategy"})
+        if extra:
+            raise PolicyError(f"unknown key {extra[0]!r} in kernel policy JSON", field=f"kernels.{extra[0]}",
+                              expected="preferences, auto_strategy", received=repr(extra[0]))
+        return cls(data.get("preferences") or {}, auto_strategy=data.get("auto_strategy"))
 
     # -- reading -------------------------------------------------------------------------
     def get(self, op: str, default: Any = None) -> str | tuple[str, ...] | Any:
@@ -490,4 +561,6 @@ class KernelPolicy:
         return self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"KernelPolicy({', '.join(f'{op}={p.describe()}' for op, p in self._prefs.items())})"
+        items = [f"{op}={p.describe()}" for op, p in self._prefs.items()]
+        items += [f"auto_strategy={self.auto_strategy}"] if self.auto_strategy else []
+        return f"KernelPolicy({', '.join(items)})"

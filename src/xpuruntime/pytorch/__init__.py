@@ -14,7 +14,8 @@ install when torch is missing::
   ``preferred_blas_library``, fp32 precision, cuDNN, determinism) and restore them exactly afterwards;
   the translation table is in :mod:`xpuruntime.pytorch._translate`.
 - :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
-- :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included.
+- :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included; or,
+  as the original design wrote it, ``with capture_graph() as g:`` then ``g.replay()``.
 - :func:`profile`: a receipt (:class:`~xpuruntime.receipts.ExecutionReport`) read from ``torch.profiler``.
 - :mod:`xpuruntime.pytorch.distributed` (imported on its own): one policy on many GPUs with torch.distributed,
   DDP and FSDP2 (agreement, the communication section, per-rank receipts).
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from xpuruntime.pytorch._autocast import autocast
-from xpuruntime.pytorch._graphs import CapturedGraph, capture_graph
+from xpuruntime.pytorch._graphs import CapturedGraph, GraphCapture, capture_graph
 from xpuruntime.pytorch._kernels import available as kernel_available
 from xpuruntime.pytorch._profile import profile, profile_run
 from xpuruntime.pytorch._state import applied as applied_policy
@@ -48,6 +49,7 @@ __all__ = [
     "autocast",
     "capture_graph",
     "CapturedGraph",
+    "GraphCapture",
     "profile",
     "translate",
     "TorchPlan",

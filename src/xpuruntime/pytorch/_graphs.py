@@ -9,6 +9,7 @@ eagerly; the violation is recorded for receipts in every case.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +17,12 @@ from typing import Any
 
 import torch
 
-from xpuruntime.errors import InputError, PolicyError, PolicyViolationError
+from xpuruntime.errors import InputError, PolicyError, PolicyViolationError, UnsupportedOperationError
 from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.pytorch import _state
 from xpuruntime.receipts import PolicyViolationWarning, Violation
 
-__all__ = ["capture_graph", "CapturedGraph"]
+__all__ = ["capture_graph", "CapturedGraph", "GraphCapture"]
 
 _FALLBACKS = vocab.FALLBACKS
 
@@ -188,9 +189,12 @@ def _refuse(fn: Callable[..., Any], static_args: tuple[Any, ...], reason: str, f
     return CapturedGraph(fn, static_args, violations=[violation])
 
 
-def capture_graph(fn: Callable[..., Any], *static_args: Any, warmup: int = 3, state: Any = None,
-                  pool: Any = None, fallback: str | None = None) -> CapturedGraph:
+def capture_graph(fn: Callable[..., Any] | None = None, *static_args: Any, warmup: int = 3, state: Any = None,
+                  pool: Any = None, fallback: str | None = None) -> Any:
     """Capture ``fn(*static_args)`` as a CUDA graph and return a callable that replays it.
+
+    Without ``fn`` it is the original design's context form (an alias): ``with capture_graph() as g:`` captures
+    the block once, runs it once, and ``g.replay()`` runs it again; see :class:`GraphCapture`.
 
     >>> def train_step(x, y):                                    # doctest: +SKIP
     ...     opt.zero_grad(set_to_none=True)
@@ -206,6 +210,8 @@ def capture_graph(fn: Callable[..., Any], *static_args: Any, warmup: int = 3, st
     and optimizers with a ``capturable`` option get it switched on. Kernels are chosen at capture: capture
     under the policy the replays should run with. ``fallback`` defaults to the active policy's.
     """
+    if fn is None:
+        return _context_form(static_args, warmup, state, pool, fallback)
     fallback = _resolve_fallback(fallback)
     reason = _why_not(static_args)
     if reason:
@@ -234,3 +240,103 @@ def _warm_up(fn: Callable[..., Any], static_args: tuple[Any, ...], warmup: int) 
         for _ in range(max(1, warmup)):
             fn(*static_args)
     torch.cuda.current_stream().wait_stream(side)
+
+
+# -- the context form (the original design's spelling) ------------------------------------------------------
+_FUNCTION_FORM = "capture_graph(step_fn, *static_inputs, warmup=3, state=(model, opt))"
+
+
+def _context_form(static_args: tuple[Any, ...], warmup: int, state: Any, pool: Any,
+                  fallback: str | None) -> GraphCapture:
+    if static_args or state is not None or warmup != 3:
+        raise PolicyError("capture_graph() as a context takes no function, inputs, warmup or state",
+                          expected="with capture_graph(pool=..., fallback=...) as g: ...",
+                          received="static inputs, warmup or state", hint=f"for warm-up and state use {_FUNCTION_FORM}")
+    return GraphCapture(pool=pool, fallback=_resolve_fallback(fallback))
+
+
+def _the_block() -> None:
+    """Stands for the ``with`` block in messages."""
+
+
+_the_block.__name__ = "the block"
+
+
+class GraphCapture:
+    """``with capture_graph() as g:`` -- capture the block once as a CUDA graph, run it, ``g.replay()`` again.
+
+    >>> for _ in range(3):                                   # doctest: +SKIP
+    ...     y = model(x); loss = loss_fn(y, t); loss.backward()     # warm-up, eagerly (torch needs it)
+    >>> with xrt_torch.capture_graph() as g:                 # doctest: +SKIP
+    ...     y = model(x); loss = loss_fn(y, t); loss.backward()
+    >>> x.copy_(next_batch); g.replay()                      # doctest: +SKIP
+
+    The block's tensors (``y``, ``loss`` and the gradients) are the graph's static memory: each replay
+    overwrites them, reading whatever ``x`` holds. At the end of the block the graph is replayed once, so the
+    block's results exist as if it had run eagerly. A block cannot be warmed up or re-run by xpuruntime: run it
+    eagerly first (or use the function form, ``capture_graph(fn, *inputs)``, which warms up and restores
+    state). Without CUDA the block runs eagerly under ``fallback`` warn or allow (``g.captured`` is False and
+    ``g.replay()`` raises); ``error`` raises before the block. A capture torch refuses inside the block raises
+    :class:`~xpuruntime.PolicyViolationError` under every fallback: the block cannot be re-run eagerly.
+    """
+
+    def __init__(self, pool: Any = None, fallback: str = "warn") -> None:
+        self.pool, self.fallback = pool, fallback
+        self.graph: Any = None
+        self.violations: list[Violation] = []
+        self._ctx: Any = None
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __enter__(self) -> GraphCapture:
+        reason = None if torch.cuda.is_available() else "no CUDA device (torch.cuda.is_available() is False)"
+        if reason:
+            self.violations = _refuse(_the_block, (), reason, self.fallback).violations
+            return self
+        graph = torch.cuda.CUDAGraph()
+        self._ctx = torch.cuda.graph(graph, pool=self.pool)
+        self._ctx.__enter__()
+        self.graph = graph
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._ctx is None:
+            return False
+        ctx, self._ctx = self._ctx, None
+        try:
+            ctx.__exit__(kind, exc, tb)
+        except RuntimeError as err:  # capture_end of a broken capture: leave the capture stream all the same
+            exc = exc or err
+            with contextlib.suppress(Exception):
+                ctx.stream_ctx.__exit__(kind, exc, tb)
+        if exc is not None:
+            self.graph = None
+            if isinstance(exc, RuntimeError):
+                self._failed(exc)
+            return False
+        self.graph.replay()
+        return False
+
+    def _failed(self, exc: BaseException) -> None:
+        reason = f"torch could not capture the block: {str(exc).strip().splitlines()[0] if str(exc) else exc}"
+        violation = Violation("option", "cuda_graphs", "CUDA graph capture", "failed capture", reason)
+        _state.note_violation(violation)
+        raise PolicyViolationError(f"capture_graph: {reason}", violations=[violation],
+                                   hint=f"warm the block up eagerly before capturing it, or use {_FUNCTION_FORM}, "
+                                        "which warms up and falls back to eager runs") from exc
+
+    def replay(self) -> None:
+        """Run the captured block again (on the inputs' current values)."""
+        if self.graph is None:
+            raise UnsupportedOperationError(
+                "nothing was captured, so there is nothing to replay: " + "; ".join(v.reason for v in self.violations),
+                expected="a block captured on a CUDA device", received="an eager block",
+                hint=f"call the block's code again, or use the function form {_FUNCTION_FORM}, whose eager fallback "
+                     "re-runs the function")
+        with torch.profiler.record_function("xpuruntime::cuda_graph_replay"):
+            self.graph.replay()
+
+    def __repr__(self) -> str:
+        return f"GraphCapture({'captured CUDA graph' if self.captured else 'eager (not captured)'})"

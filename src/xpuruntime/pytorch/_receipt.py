@@ -252,15 +252,25 @@ def fill_report(report: ExecutionReport, prof: Any, policy: Policy, precision: s
         report.evidence.append("xpuruntime.kernels dispatch log")
     for call in calls:
         attributed.update(call.kernels)
-        _add(rows, call.op, *_actual_kernel(call, switches), call.provider, _precision(call, dtype_map, switches),
+        kernel, name = _actual_kernel(call, switches)
+        _add(rows, call.op, kernel, name, call.provider, _precision(call, dtype_map, switches),
              _dims(call), _time(call), policy)
+        report.events.append(_event(call.root, _trim(name), "cpu_op", "cpu"))
     for event in events:
         _add_graph_kernel(rows, event, attributed, policy)
+    report.events.extend(_event(e, None, "kernel", "cuda") for e in events if _is_device(e))
     report.nodes.extend(row.node for row in rows.values())
     report.evidence.append("torch.profiler: aten op names and GPU kernel names")
     report.profiled = True
     report.requested.setdefault("switches_during_run", switches.to_dict())
     _judge(report, rows.values(), precision, switches)
+
+
+def _event(event: Any, node: str | None, cat: str, track: str) -> dict[str, Any]:
+    """A profiler event as a receipt event (for traces): the op's or kernel's own start and duration."""
+    span = event.time_range
+    return {"name": _trim(event.name), "ts": float(span.start), "dur": float(span.elapsed_us()), "cat": cat,
+            "track": track, "node": node, "args": {}}
 
 
 def _phase(name: str) -> str:

@@ -30,6 +30,7 @@ from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_po
 from xpuruntime.pytorch import _flags, _kernels, _sdpa_check
 from xpuruntime.pytorch._translate import TorchPlan, translate
 from xpuruntime.receipts import ExecutionReport, Violation, enforce_fallback
+from xpuruntime.runtime.profiler import nvtx_available, nvtx_range
 
 __all__ = ["Active", "active", "policy", "set_kernel_policy", "get_kernel_policy", "clear_kernel_policy",
            "push_autocast", "reset", "applied", "note_violation", "apply_report", "no_kernel_error", "sink", "Sink"]
@@ -217,8 +218,8 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
         _pop(frame)
         raise
     try:
-        with _autocast_for(plan, device_type), _kernels.shared_policy(effective), _kernels.routing(plan.custom), \
-                _sdpa_check.checking(plan):
+        with nvtx_range(_nvtx_name(effective) if nvtx_available() else ""), _autocast_for(plan, device_type), \
+                _kernels.shared_policy(effective), _kernels.routing(plan.custom), _sdpa_check.checking(plan):
             yield report
     except RuntimeError as exc:
         violation = no_kernel_error(exc, state)
@@ -228,6 +229,12 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
     finally:
         _ACTIVE.reset(token)
         _pop(frame)
+
+
+def _nvtx_name(effective: Policy) -> str:
+    """The NVTX range of a policy block, named after its ops: ``xpuruntime policy attention=flash ...``."""
+    ops = " ".join(f"{op}={effective.kernels.preference(op).describe()}" for op in effective.kernels.ops)
+    return f"xpuruntime policy {ops or 'default'} precision={effective.execution.precision}"
 
 
 def _autocast_for(plan: TorchPlan, device_type: str | None) -> Any:

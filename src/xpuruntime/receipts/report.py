@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from xpuruntime.errors import PolicyViolationError, PolicyViolationWarning
@@ -79,6 +80,10 @@ class ExecutionReport:
     profiled: bool = False
     notes: list[str] = field(default_factory=list)
     engine_version: str | None = None
+    # the engine's own profile events (explain): {"name", "ts", "dur" (us, engine clock), "cat", "track", "node",
+    # "args"}; and xpuruntime's own spans: {"name", "start_us" (us since the epoch), "dur_us", "args"}
+    events: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def honored(self) -> bool:
@@ -108,6 +113,46 @@ class ExecutionReport:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionReport:
+        """The report back from :meth:`to_dict` (derived keys such as ``honored`` are ignored).
+
+        >>> ExecutionReport.from_dict(report.to_dict()) == report  # doctest: +SKIP
+        True
+        """
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in known}
+        kept["nodes"] = [NodeRecord(**n) for n in kept.get("nodes", [])]
+        kept["violations"] = [Violation(**v) for v in kept.get("violations", [])]
+        return cls(**kept)
+
+    def to_trace(self) -> dict[str, Any]:
+        """Chrome/Perfetto trace JSON (a dict): the engine's profile events and xpuruntime's spans.
+
+        >>> json.dump(session.explain(feeds).to_trace(), open("run.trace.json", "w"))  # doctest: +SKIP
+
+        Open it in https://ui.perfetto.dev or chrome://tracing; see :mod:`xpuruntime.receipts.trace`.
+        """
+        from xpuruntime.receipts.trace import report_trace
+
+        return report_trace(self)
+
+    @staticmethod
+    def traces(reports: Sequence[ExecutionReport], labels: Sequence[str] | None = None) -> dict[str, Any]:
+        """Several receipts in one trace, one process each (what ``runtime.profiler.profile()`` writes)."""
+        from xpuruntime.receipts.trace import reports_trace
+
+        return reports_trace(reports, labels)
+
+    def to_html(self) -> str:
+        """One self-contained HTML page (no network fetches): summary, violations, nodes, timeline.
+
+        >>> open("receipt.html", "w").write(session.explain(feeds).to_html())  # doctest: +SKIP
+        """
+        from xpuruntime.receipts.html import report_html
+
+        return report_html([self])
 
     def summary(self) -> str:
         verdict = "honoured" if self.honored else f"{len(self.violations)} violation(s)"

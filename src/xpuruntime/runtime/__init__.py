@@ -1,4 +1,7 @@
-"""Runtime: devices, the environment fingerprint, and (later) streams, memory and profiling.
+"""Runtime: devices, streams and events, memory, profiling (NVTX, spans) and the environment fingerprint.
+
+Streams, events and pinned memory come from ``cuda.core`` or PyTorch (:mod:`~xpuruntime.runtime.stream`,
+:mod:`~xpuruntime.runtime.memory`); NVTX ranges and ``profile()`` are in :mod:`~xpuruntime.runtime.profiler`.
 
 Nothing here imports torch, OpenVINO or TensorRT at import time. The ``fingerprint()``
 function is not re-exported here, so that ``xpuruntime.runtime.fingerprint`` stays the module;
@@ -30,9 +33,21 @@ from xpuruntime.runtime.devices import (
     visible_cuda_indices,
 )
 from xpuruntime.runtime.fingerprint import TRACKED_LIBRARIES, FieldChange, Fingerprint
+from xpuruntime.runtime.memory import MemoryInfo, PinnedBuffer, memory_info, pinned_empty
+from xpuruntime.runtime.profiler import nvtx_available, nvtx_range, profile
+from xpuruntime.runtime.stream import Event, Stream
 
 __all__ = [
     "Device",
+    "Event",
+    "MemoryInfo",
+    "PinnedBuffer",
+    "Stream",
+    "memory_info",
+    "nvtx_available",
+    "nvtx_range",
+    "pinned_empty",
+    "profile",
     "DeviceKind",
     "DeviceLike",
     "DeviceSpec",

@@ -57,15 +57,28 @@ _EXPECTED_FORMS = (
 _GIB = 1024**3
 
 
+class _Lookup(type):
+    """``Device(0)``, ``Device("cuda:0")`` and ``Device()`` look a present device up (the original API's
+    spelling of :func:`get_device`); keyword construction builds a record, as for any dataclass."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) <= 1 and set(kwargs) <= {"device_id"} and len(args) + len(kwargs) <= 1:
+            spec = args[0] if args else kwargs.get("device_id")
+            return get_current_device() if spec is None else get_device(spec)
+        return super().__call__(*args, **kwargs)
+
+
 @dataclass(frozen=True)
-class Device:
-    """One present device and what it can do.
+class Device(metaclass=_Lookup):
+    """One present device and what it can do. ``Device(0)`` / ``Device("cuda:0")`` look one up.
 
     Example::
 
-        >>> d = get_device("cuda:0")
+        >>> d = Device("cuda:0")          # the same as get_device("cuda:0"); Device(0) too
         >>> str(d), d.compute_capability, d.supports_bf16
         ('cuda:0', (9, 0), True)
+        >>> Device()                      # the current device
+        <Device cuda:0: NVIDIA H100 80GB HBM3 (79.2 GB, sm_90)>
     """
 
     kind: DeviceKind
@@ -117,6 +130,21 @@ class Device:
     def synchronize(self) -> None:
         """Wait for the work queued on this device; see :func:`synchronize`."""
         synchronize(self)
+
+    def create_stream(self, **options: Any) -> Any:
+        """A new CUDA :class:`~xpuruntime.runtime.stream.Stream` on this device (``priority=``, ``nonblocking=``).
+
+        >>> Device(0).create_stream().synchronize()   # doctest: +SKIP
+        """
+        from xpuruntime.runtime.stream import Stream
+
+        return Stream(self, **options)
+
+    def memory_info(self) -> Any:
+        """Free/total memory and the pool statistics the backend keeps; see :func:`~xpuruntime.runtime.memory.memory_info`."""
+        from xpuruntime.runtime.memory import memory_info
+
+        return memory_info(self)
 
     def __str__(self) -> str:
         return self.spec
@@ -520,7 +548,10 @@ def _devices_of(kind: str) -> tuple[Device, ...]:
 
 
 def get_device_count(kind: str = "cuda") -> int:
-    """How many devices of ``kind`` (``cuda`` by default; or ``gpu``, ``npu``, ``cpu``) are present.
+    """How many devices of ``kind`` are present: CUDA devices by default, not all devices.
+
+    ``kind="gpu"`` / ``"npu"`` count OpenVINO GPUs / NPUs and ``"cpu"`` is always 1; for every device use
+    ``len(get_all_devices())``. CUDA devices are those ``CUDA_VISIBLE_DEVICES`` exposes.
 
     Example::
 

@@ -332,6 +332,7 @@ class OnnxRuntimeEngine(Engine):
             events = json.loads(Path(session.end_profiling()).read_text())
         report.requested["tuning_results_replayed"] = self._replayed
         report.evidence.append("onnxruntime profiling JSON (enable_profiling), last of two runs")
+        report.events = _trace_events(events)
         for name, ev in _node_events(events).items():
             node = self._node(name, ev.op, ev.provider, ev.precision)
             node.time_us, node.calls = ev.time_us, ev.calls
@@ -598,6 +599,21 @@ def _node_events(events: list[dict[str, Any]]) -> dict[str, _NodeEvent]:
         node.time_us += float(ev.get("dur", 0))
         node.calls += 1
     return nodes
+
+
+def _trace_events(events: list[dict[str, Any]], limit: int = 50_000) -> list[dict[str, Any]]:
+    """The last run's node kernel events and its ``model_run`` span, as receipt events (for traces)."""
+    out = []
+    for ev in _last_run(events)[:limit]:
+        args, name = ev.get("args") or {}, str(ev.get("name", ""))
+        if ev.get("cat") == "Node" and name.endswith("_kernel_time"):
+            out.append({"name": name[: -len("_kernel_time")], "ts": ev.get("ts", 0), "dur": ev.get("dur", 0),
+                        "cat": "Node", "track": args.get("provider"), "node": name[: -len("_kernel_time")],
+                        "args": {k: v for k, v in args.items() if k != "thread_scheduling_stats"}})
+        elif ev.get("cat") == "Session" and name == "model_run":
+            out.append({"name": name, "ts": ev.get("ts", 0), "dur": ev.get("dur", 0), "cat": "Session",
+                        "track": "onnxruntime session", "node": None, "args": {}})
+    return out
 
 
 def _host_feeds(feeds: dict[str, Any]) -> dict[str, Any]:
