@@ -88,8 +88,15 @@ class Policy:
         return self.hash[:12]
 
     def diff(self, other: Policy) -> list[Change]:
-        """Every leaf field that differs, e.g. ``execution.precision: 'fp32' -> 'bf16'``."""
-        return diff_dicts(self.to_dict(), other.to_dict())
+        """Every leaf field that differs, e.g. ``execution.precision: 'fp32' -> 'bf16'``.
+
+        Never empty for two policies whose hashes differ: should the fields agree while the hashes do not (two
+        representations of one setting that normalisation missed), a ``hash`` change says so.
+        """
+        changes = diff_dicts(self.to_dict(), other.to_dict())
+        if not changes and self.hash != other.hash:
+            changes = [Change("hash", self.hash, other.hash)]
+        return changes
 
     def merge(self, other: Policy) -> Policy:
         """A new policy: ``other``'s kernel preferences win op by op, its explicit execution fields win."""
