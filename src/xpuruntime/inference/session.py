@@ -47,7 +47,7 @@ class InferenceSession:
         policy: PolicyLike = None,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        lock = _lock_of(policy)
+        lock = _lock_of(policy, exec_policy)
         self.policy: Policy = coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy)
         engine_cls = get_engine_class(engine)
         engine_cls.require()
@@ -67,6 +67,7 @@ class InferenceSession:
         self._outputs = self._engine.outputs_impl()
         self._output_list = [o.name for o in self._outputs]
         self.report: ExecutionReport = self._engine.report_impl()
+        self._lock_receipt = _note_lock(self.report, lock)
         enforce_fallback(self.report, self.policy.execution.fallback)
 
     # -- introspection -------------------------------------------------------------------
@@ -138,6 +139,7 @@ class InferenceSession:
         self._check_open()
         names = self._output_names(output_names)
         report = self._engine.profile_impl(self._engine.check_feeds(feeds, self._feeds), names)
+        _note_lock(report, self._lock_receipt)
         enforce_fallback(report, self.policy.execution.fallback)
         return report
 
@@ -183,11 +185,31 @@ class InferenceSession:
                 f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self._inputs]})")
 
 
-def _lock_of(policy: Any) -> Any:
-    """A checked Lock when ``policy`` is one or names a lock file, else None."""
+def _lock_of(policy: Any, exec_policy: Any = None) -> Any:
+    """A checked Lock when ``policy`` is one or names a lock file, else None; the drift rule is the caller's
+    (``exec_policy``'s fallback when it sets one), never the lock's own."""
     from xpuruntime.kernels.lock import as_lock
 
-    return as_lock(policy)
+    rule = None
+    if isinstance(exec_policy, ExecutionPolicy) and "fallback" in exec_policy.model_fields_set:
+        rule = exec_policy.fallback
+    elif isinstance(exec_policy, Mapping) and exec_policy.get("fallback") is not None:
+        rule = ExecutionPolicy(fallback=exec_policy["fallback"]).fallback
+    return as_lock(policy, fallback=rule)
+
+
+def _note_lock(report: ExecutionReport, lock: Any) -> dict[str, Any] | None:
+    """Record the lock a session was built from (hash, drift rule, drift, signature) in its receipt."""
+    if lock is None:
+        return None
+    receipt = lock if isinstance(lock, dict) else {**lock.receipt(), "notes": list(lock.notes)}
+    report.requested["lock"] = receipt
+    changes = "; ".join("{path}: {locked} -> {here}".format(**c) for c in (receipt["drift"] or {}).get("changes", []))
+    said = f"drift ({changes}), rule {receipt['drift_rule']}: {receipt['status']}" if changes else "no drift"
+    report.notes.append(f"built from lock {receipt['hash'][:12]} ({receipt['file'] or 'in memory'}): {said}; "
+                        f"signature {receipt['signature']}")
+    report.notes.extend(receipt["notes"])
+    return receipt
 
 
 def _check_device(engine_cls: type[Engine], device: Any) -> None:

@@ -127,17 +127,18 @@ class Policy:
         return atomic_write_text(path, self.dumps(_format_for(path)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Policy:
+    def load(cls, path: str | os.PathLike[str], *, fallback: str | None = None) -> Policy:
         """Read and validate a policy file; every error is a PolicyError naming the file and field.
 
         A lock file (``xpuruntime tune --lock``) gives its policy after the drift check
-        (:class:`~xpuruntime.kernels.lock.Lock`: the fallback rule decides on drift).
+        (:class:`~xpuruntime.kernels.lock.Lock`): ``fallback`` is the drift rule (error, warn, allow; default
+        warn), never the lock's own.
         """
         path = Path(path)
         if is_lock_file(path):
             from xpuruntime.kernels.lock import Lock
 
-            return Lock.load(path, stacklevel=3).policy
+            return Lock.load(path, fallback=fallback, stacklevel=3).policy
         try:
             return cls.from_dict(parse_document(path))
         except PolicyError as exc:
