@@ -412,6 +412,8 @@ def _npy_header(fh: Any, label: str, path: str | os.PathLike[str]) -> tuple[tupl
 
 def _check_header(label: str, path: str | os.PathLike[str], header: tuple[Any, bool, np.dtype], left: int) -> None:
     shape, _, dtype = header
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+        raise _file_error(label, path, f"its header declares an invalid shape {short_repr(shape)}")
     if dtype.hasobject:
         raise _file_error(label, path, "it holds Python objects, which would need pickle")
     nbytes = check_nbytes(label, shape, dtype, "as declared by the .npy header")
