@@ -113,6 +113,14 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> Any:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> Any:
+    """NEL and the Unicode line and paragraph separators are line breaks to a YAML reader: with ``allow_unicode``
+    they would be written raw and read back as spaces or newlines, so such strings are written escaped."""
+    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 for _name, (_regex, _first) in _CORE.items():  # quote a string either YAML 1.1 or 1.2 would read as another type
     _Dumper.add_implicit_resolver(_T + _name, _regex, _first)
 _Dumper.add_representer(list, _represent_list)
