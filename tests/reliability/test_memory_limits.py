@@ -139,3 +139,13 @@ def test_an_invalid_limit_is_an_input_error(value: str, monkeypatch: pytest.Monk
 def test_the_default_limit_is_at_most_16_gib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MAX_INPUT_BYTES_ENV, raising=False)
     assert 0 < max_input_bytes() <= 16 << 30
+
+
+@pytest.mark.parametrize("shape", ["(0, 1180591620717411303424)", "(0, 4611686018427387904, 8)", "(-1,)", "(3, -2)"])
+def test_headers_found_by_the_fuzzer_are_input_errors(tmp_path: Path, shape: str) -> None:
+    """A zero beside a dim past int64 passed the size check and raised OverflowError inside numpy."""
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode())
+    with pytest.raises(InputError, match="cannot read input"):
+        load_array_file(tmp_path / "x.npy")

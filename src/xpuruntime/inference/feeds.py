@@ -23,6 +23,7 @@ __all__ = ["TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_de
 
 MAX_INPUT_BYTES_ENV = "XPURUNTIME_MAX_INPUT_BYTES"
 _DEFAULT_MAX_INPUT = 16 << 30
+_MAX_DIM = int(np.iinfo(np.intp).max)
 
 Dim = int | str | None
 
@@ -388,7 +389,7 @@ def load_array_file(path: str | os.PathLike[str], name: str | None = None) -> np
         fh.seek(0)
         try:
             return np.lib.format.read_array(fh, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OverflowError) as exc:  # e.g. dims whose product passes intp beside a 0
             raise _file_error(label, path, str(exc)) from None
 
 
@@ -412,7 +413,7 @@ def _npy_header(fh: Any, label: str, path: str | os.PathLike[str]) -> tuple[tupl
 
 def _check_header(label: str, path: str | os.PathLike[str], header: tuple[Any, bool, np.dtype], left: int) -> None:
     shape, _, dtype = header
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+    if any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= _MAX_DIM for d in shape):
         raise _file_error(label, path, f"its header declares an invalid shape {short_repr(shape)}")
     if dtype.hasobject:
         raise _file_error(label, path, "it holds Python objects, which would need pickle")
