@@ -96,3 +96,16 @@ def test_a_new_cache_dir_is_private_at_every_level_through_real_sessions(engine:
     cached_session(engine, root)
     folders = [tmp_path / "new", root, *[p for p in root.rglob("*") if p.is_dir()]]
     assert len(folders) >= 3 and all(mode(p) == 0o700 for p in folders), {str(p): oct(mode(p)) for p in folders}
+
+
+def test_the_qnn_context_folder_is_private_at_every_level(tmp_path: Path) -> None:
+    """The QNN provider writes its context model but not its folder; xpuruntime makes it, 0o700, marked as ours."""
+    from xpuruntime import Policy
+    from xpuruntime.inference.engines._ort_translate import CPU, QNN, cache_key, translate
+
+    root = tmp_path / "new" / "cache"
+    plan = translate(Policy(execution={"cache_dir": str(root)}), "npu", None, tensorrt=False, available=[QNN, CPU],
+                     key=cache_key("m", "p", "f"))
+    assert plan.config["ep.context_file_path"].startswith(str(root / "qnn"))
+    assert [mode(p) for p in (tmp_path / "new", root, root / "qnn")] == [0o700] * 3
+    assert (root / "qnn" / _cache.MARKER).is_file()
