@@ -155,9 +155,8 @@ def _exact_size(descr: str, shape: tuple[int, ...]) -> int:
 def npy_files(draw: Any) -> bytes:
     """A .npy header (often valid, sometimes lying or malformed) and a body of arbitrary length."""
     valid = "{{'descr': {d!r}, 'fortran_order': {f}, 'shape': {s}, }}"
-    header = draw(st.sampled_from([valid, valid, valid, valid,
-                                   "{{'descr': {d!r}, 'shape': {s}}}", "{{'descr': {d}, 'fortran_order': {f}, "
-                                   "'shape': {s}, }}", "not a dict {s}"]))
+    header = draw(st.sampled_from([valid, valid, valid, valid, "{{'descr': {d!r}, 'shape': {s}}}",
+                                   "{{'descr': {d}, 'fortran_order': {f}, 'shape': {s}, }}", "not a dict {s}"]))
     descr, shape = draw(st.sampled_from(_DESCRS)), draw(_SHAPES)
     text = header.format(d=descr, f=draw(st.booleans()), s=shape)
     text += " " * (-(len(text) + 11) % 64) + "\n"

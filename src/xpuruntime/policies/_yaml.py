@@ -10,7 +10,7 @@ value a policy file holds is one a policy can write back.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -33,7 +33,7 @@ class _StrictLoader(yaml.SafeLoader):
     """Safe loading that also refuses anchors/aliases (no billion-laughs), duplicate keys and non-core tags,
     and resolves plain scalars by the YAML 1.2 core schema."""
 
-    yaml_implicit_resolvers: dict[Any, Any] = {}  # filled below: the 1.2 core rules only
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {}  # filled below: the 1.2 core rules only
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         if node.tag not in CORE_TAGS:
