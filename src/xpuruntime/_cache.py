@@ -3,8 +3,12 @@
 Every cache xpuruntime writes (float16 and int8 model copies, compiled-model folders handed to an
 engine, tuning records) goes through here, so they all keep the same promises:
 
-- **Private**: the folders xpuruntime creates are ``0o700`` and entries ``0o600``; a folder of ours that
-  is a symlink, not a folder, or owned by someone else is refused (the session runs uncached).
+- **Private**: every folder level xpuruntime creates (``cache_dir`` itself when missing, its parents, and
+  ``onnxruntime/``, ``openvino/``...) is created ``0o700``, and entries are ``0o600``. A folder xpuruntime
+  created carries a marker file (``.xpuruntime-cache``); only such a folder is tightened back to ``0o700``
+  when someone opened it. A folder the user made (say ``cache_dir`` pointed at a shared folder that already
+  holds ``onnxruntime/``) keeps its mode. A folder of ours that is a symlink, not a folder, or owned by
+  someone else is refused (the session runs uncached).
 - **Named by hashes only**: names are checked against ``[A-Za-z0-9_.-]``, so nothing from a model or a
   policy becomes a path component; only the user's ``cache_dir`` itself is taken as given.
 - **Atomic**: an entry is written to a temporary file and renamed; a checksum sidecar
@@ -39,11 +43,12 @@ from pathlib import Path
 from xpuruntime._io import atomic_write_bytes
 
 __all__ = ["CacheUnavailable", "private_folder", "entry_lock", "read_entry", "write_entry", "verify_folder",
-           "record_folder", "MAX_ENTRY_BYTES"]
+           "record_folder", "MAX_ENTRY_BYTES", "MARKER"]
 
 MAX_ENTRY_BYTES = 1 << 34  # 16 GiB: anything bigger is not an entry we wrote
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _SIDECAR, _LOCK = ".sha256", ".lock"
+MARKER = ".xpuruntime-cache"  #: in every cache folder xpuruntime created (hidden: engines and listings skip it)
 _LOCK_WAIT_S = 600.0  # a builder stuck this long is presumed dead; build without the lock
 
 
@@ -66,7 +71,7 @@ def private_folder(root: str | os.PathLike[str], *names: str) -> Path:
     folder = Path(os.path.expanduser(os.fspath(root)))
     try:
         if not folder.exists():
-            os.makedirs(folder, mode=0o700, exist_ok=True)
+            _make_private_dirs(folder)
         if not folder.is_dir():
             raise CacheUnavailable(f"cache_dir {folder} is not a folder")
         for name in names:
@@ -78,17 +83,50 @@ def private_folder(root: str | os.PathLike[str], *names: str) -> Path:
     return folder
 
 
+def _make_private_dirs(folder: Path) -> None:
+    """``mkdir -p`` with every level it creates ``0o700`` (``os.makedirs`` gives parents the umask's mode)."""
+    missing = []
+    for level in (folder, *folder.parents):
+        if os.path.lexists(level):
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            os.mkdir(level, 0o700)
+        except FileExistsError:  # another process made it meanwhile
+            continue
+        os.chmod(level, 0o700)  # mkdir's mode is masked by the umask
+
+
 def _own_folder(path: Path) -> Path:
+    created = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
+        created = True
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise CacheUnavailable(f"the cache folder {path} is a symlink or not a folder; it is not used")
     if st.st_uid != os.getuid():
         raise CacheUnavailable(f"the cache folder {path} belongs to another user (uid {st.st_uid}); it is not used")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+    if created:
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask, which could also take the owner's bits
+        _mark_ours(path)
+    elif st.st_mode & 0o077 and _is_ours(path):
+        os.chmod(path, 0o700)  # ours, opened since: private again; a folder the user made keeps its mode
     return path
+
+
+def _mark_ours(path: Path) -> None:
+    with contextlib.suppress(OSError):  # without the marker the folder is only never re-tightened
+        os.close(os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        st = os.lstat(path / MARKER)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
 
 
 @contextlib.contextmanager
@@ -201,8 +239,9 @@ def write_entry(folder: Path, name: str, data: bytes, *, warn_stacklevel: int = 
     """Write the entry and its checksum atomically (``0o600``); a failure is a warning and False."""
     path = folder / _check_name(name)
     try:
-        atomic_write_bytes(path, data, mode=0o600)
-        atomic_write_bytes(path.with_name(name + _SIDECAR), _sidecar_text(data).encode("ascii"), mode=0o600)
+        atomic_write_bytes(path, data, mode=0o600, replace_special=True)
+        atomic_write_bytes(path.with_name(name + _SIDECAR), _sidecar_text(data).encode("ascii"), mode=0o600,
+                           replace_special=True)
     except OSError as exc:
         _warn(f"cannot write the cache entry {path} ({exc.strerror or exc}); running without it", warn_stacklevel)
         return False
@@ -242,7 +281,7 @@ def record_folder(folder: Path, *, warn_stacklevel: int = 2) -> list[str]:
             continue
         try:
             line = _digest_file(path)
-            atomic_write_bytes(folder / (name + _SIDECAR), line.encode("ascii"), mode=0o600)
+            atomic_write_bytes(folder / (name + _SIDECAR), line.encode("ascii"), mode=0o600, replace_special=True)
             os.chmod(path, 0o600)
             recorded.append(name)
         except (OSError, ValueError) as exc:

@@ -108,7 +108,7 @@ def test_drift_is_reported_field_by_field_and_unrelated_changes_are_notes():
 
 def test_fallback_error_refuses_a_drifted_lock_with_the_fields():
     with pytest.raises(LockDriftError) as err:
-        _lock("error", fp=_doctored()).check()
+        _lock("allow", fp=_doctored()).check(fallback="error")  # the caller's rule, not the lock's own
     assert isinstance(err.value, PolicyViolationError)
     assert "driver" in {c.path for c in err.value.changes} and "535.104.05" in str(err.value)
 
@@ -130,12 +130,11 @@ def test_fallback_allow_uses_the_tuned_policy_and_keeps_the_drift():
 
 def test_policy_load_of_a_lock_applies_the_check(tmp_path: Path):
     assert Policy.load(_lock().save(tmp_path / "ok.lock.json")) == _tuned()
-    drifted = _lock("error", fp=_doctored()).save(tmp_path / "drifted.lock.json")
+    drifted = _lock("allow", fp=_doctored()).save(tmp_path / "drifted.lock.json")
     with pytest.raises(LockDriftError):
-        Policy.load(drifted)
-    warned = _lock("warn", fp=_doctored()).save(tmp_path / "warned.lock.json")
-    with pytest.warns(PolicyViolationWarning):
-        assert Policy.load(warned) == BASE
+        Policy.load(drifted, fallback="error")
+    with pytest.warns(PolicyViolationWarning):  # no rule from the caller: warn (the lock's own "allow" is ignored)
+        assert Policy.load(drifted) == BASE.replace(execution=BASE.execution.with_fallback("allow"))
     assert as_lock(tmp_path / "ok.lock.json").status == "verified" and as_lock(BASE) is None
 
 

@@ -72,3 +72,8 @@ def matmul_chain(layers: int = 64, d: int = 256) -> Any:
     nodes = [helper.make_node("MatMul", [names[i], "w"], [names[i + 1]], name=f"mm{i}") for i in range(layers)]
     return make_model(nodes, [vi("x", TensorProto.FLOAT, ["m", d])], [vi("y", TensorProto.FLOAT, ["m", d])],
                       [w_init], "chain")
+
+#: entries of the ``hostile_paths`` fixture (conftest.py) that are not regular files: a write must refuse them
+#: (neither write through nor replace them), a read must not block on them
+NOT_REGULAR = ("fifo", "char_device", "socket", "dir", "symlink_to_file", "dangling_symlink", "symlink_to_dir",
+               "symlink_to_fifo")

@@ -133,3 +133,65 @@ def test_inputs_sharing_a_symbolic_dim_must_agree(engine: str, sessions: dict[st
     with pytest.raises(InputError, match="dim 'n'") as info:
         sessions[engine].run(feeds)  # b would broadcast inside the engine; the model says n is one size
     assert "'b' axis 0: 1" in str(info.value)
+
+
+# -- .npy input files, fuzzed: an array or an InputError, never an allocation past the limit ---------------------
+_NPY_LIMIT = 1 << 20
+_DESCRS = ["<f4", "<f4", ">f8", "|b1", "<i8", "|u1", "<f2", "|O", "<U3", "<c8", "V4", "x", "<f4, <i4",
+           "[('a', '<f4')]"]
+_SHAPES = st.lists(st.integers(0, 9) | st.integers(0, 9) | st.integers(-2, -1)
+                   | st.sampled_from([2**20, 2**40, 2**63, 2**70]), max_size=4).map(tuple)
+
+
+def _exact_size(descr: str, shape: tuple[int, ...]) -> int:
+    try:
+        return int(np.prod(shape, dtype=object)) * np.dtype(descr).itemsize if min(shape, default=0) >= 0 else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+@st.composite
+def npy_files(draw: Any) -> bytes:
+    """A .npy header (often valid, sometimes lying or malformed) and a body of arbitrary length."""
+    valid = "{{'descr': {d!r}, 'fortran_order': {f}, 'shape': {s}, }}"
+    header = draw(st.sampled_from([valid, valid, valid, valid, "{{'descr': {d!r}, 'shape': {s}}}",
+                                   "{{'descr': {d}, 'fortran_order': {f}, 'shape': {s}, }}", "not a dict {s}"]))
+    descr, shape = draw(st.sampled_from(_DESCRS)), draw(_SHAPES)
+    text = header.format(d=descr, f=draw(st.booleans()), s=shape)
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    major = draw(st.sampled_from([1, 1, 1, 2, 3, 9]))
+    length = len(text).to_bytes(2 if major == 1 else 4, "little")
+    exact = min(_exact_size(descr, shape), 1 << 21)
+    body = draw(st.just(b"\1" * exact) | st.just(b"\1" * exact) | st.binary(max_size=300)
+                | st.integers(0, 4096).map(lambda n: b"\0" * n))
+    raw = b"\x93NUMPY" + bytes([major, 0]) + length + text.encode("latin1") + body
+    return raw[:draw(st.just(len(raw)) | st.just(len(raw)) | st.integers(0, len(raw)))]
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+@given(content=npy_files())
+def test_any_npy_file_gives_an_array_or_an_input_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                       content: bytes) -> None:
+    from xpuruntime.inference.feeds import MAX_INPUT_BYTES_ENV, load_array_file
+
+    monkeypatch.setenv(MAX_INPUT_BYTES_ENV, str(_NPY_LIMIT))
+    path = tmp_path / "x.npy"
+    path.write_bytes(content)
+    try:
+        array = load_array_file(path)
+    except InputError as exc:
+        assert str(exc)
+        return
+    assert isinstance(array, np.ndarray) and array.nbytes <= _NPY_LIMIT and not array.dtype.hasobject
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink_to_fifo", "char_device", "dev_null", "dir", "socket",
+                                  "huge_npy", "truncated_npy", "object_npy", "npz", "empty"])
+def test_the_hostile_folder_gives_input_errors_as_feeds(hostile_paths: dict[str, Any], kind: str) -> None:
+    from xpuruntime.inference.feeds import load_array_file
+
+    if kind not in hostile_paths:
+        pytest.skip(f"no {kind} can be made here")
+    with pytest.raises(InputError):
+        load_array_file(hostile_paths[kind])

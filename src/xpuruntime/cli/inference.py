@@ -18,7 +18,7 @@ from rich.text import Text
 from xpuruntime._io import atomic_write_bytes, atomic_write_text
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError
-from xpuruntime.inference.feeds import random_feeds
+from xpuruntime.inference.feeds import load_array_file, random_feeds
 
 __all__ = ["ORDER", "register", "random_feeds", "parse_input_args"]
 
@@ -42,11 +42,7 @@ def parse_input_args(items: list[str]) -> dict[str, np.ndarray]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InputError("malformed --input", expected="NAME=FILE.npy", received=repr(item))
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read input {name!r} from {path}: {exc}", expected="a .npy file saved by "
-                             "numpy.save (no pickled objects)", received=path) from None
+        feeds[name] = load_array_file(path, name)  # regular files only; the header is checked before allocating
     return feeds
 
 

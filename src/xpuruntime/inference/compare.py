@@ -24,7 +24,7 @@ import numpy as np
 from xpuruntime._models import ModelSource, load_model_source
 from xpuruntime.errors import PolicyError, did_you_mean
 from xpuruntime.inference.engine import get_engine_class
-from xpuruntime.inference.feeds import TensorInfo, random_feeds
+from xpuruntime.inference.feeds import TensorInfo, check_seed, random_feeds
 from xpuruntime.policies import Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
 from xpuruntime.receipts import ExecutionReport
@@ -218,6 +218,7 @@ def compare(
     """
     specs = _specs(engines, device)
     _check_tolerance(rtol, atol)
+    check_seed(seed)
     base = coerce_policy(policy, kernel_policy, exec_policy)
     per_policy = _per_engine(policies, specs, "policies")
     per_options = _per_engine(engine_options, specs, "engine_options")

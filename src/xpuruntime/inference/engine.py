@@ -89,14 +89,17 @@ class Engine(ABC):
         self.load_notes: list[str] = []  # what happened while loading: conversions, replayed tuning
         self._spans = SpanLog(f"xpuruntime {self.name}@{device}")  # xpuruntime's own steps, for traces
         self._load_spans: list[dict[str, Any]] = []
+        self.lock_record: dict[str, Any] | None = None  # the lock the policy came from (create(lock=...))
         self._closed = False
 
     # -- construction --------------------------------------------------------------------
     @classmethod
     def create(cls, model: Any, device: Any, policy: Policy, options: Mapping[str, Any] | None = None, *,
-               tuning: Mapping[str, Any] | None = None) -> Engine:
+               tuning: Mapping[str, Any] | None = None, lock: Any = None) -> Engine:
         """Check the device and options, translate the policy, load the model and judge the receipt.
 
+        ``lock``: the checked :class:`~xpuruntime.policies.lock.Lock` the policy came from; its tuning results are
+        replayed and the receipt records it (hash, drift rule, drift, signature).
         Under ``fallback="error"`` an engine that cannot honour ``policy`` raises
         :class:`~xpuruntime.PolicyViolationError` here, after releasing what it built.
         """
@@ -109,7 +112,10 @@ class Engine(ABC):
         if options is not None and not isinstance(options, Mapping):
             raise PolicyError("engine_options must be a mapping", expected="a dict of engine-specific options",
                               received=type(options).__name__)
+        if lock is not None and tuning is None:
+            tuning = lock.engine_tuning
         engine = cls(cls.load_model(model), spec, policy, options or {}, fingerprint().hash, tuning)
+        engine.lock_record = _lock_record(lock)
         try:
             engine.load()
         except BaseException:
@@ -200,12 +206,17 @@ class Engine(ABC):
 
     # -- receipts --------------------------------------------------------------------------
     def new_report(self) -> ExecutionReport:
-        """The receipt header: engine, device, hashes, what was requested, the plan's violations and notes."""
-        return ExecutionReport(
+        """The receipt header: engine, device, hashes, what was requested, the plan's violations and notes, and
+        the lock the policy came from."""
+        report = ExecutionReport(
             engine=self.name, device=str(self.device), policy_hash=self.policy.hash,
             fingerprint_hash=self.fingerprint_hash, engine_version=self.version(),
             requested=dict(self.plan.requested), violations=list(self.plan.violations),
             notes=[*getattr(self.model, "notes", ()), *self.plan.notes, *self.load_notes])
+        if self.lock_record is not None:
+            report.requested["lock"] = self.lock_record
+            report.notes += _lock_notes(self.lock_record)
+        return report
 
     def judge(self, report: ExecutionReport, *, stacklevel: int = 3) -> ExecutionReport:
         """Apply the policy's fallback rule to ``report``: raise, warn or record."""
@@ -366,6 +377,18 @@ def _check_device(engine_cls: type[Engine], device: Any) -> None:
         raise DeviceError(f"engine {engine_cls.name!r} cannot target {device}",
                           expected=f"a device of kind {', '.join(engine_cls.devices)} (or 'auto')",
                           received=str(device), hint="pick another device, or engine='onnxruntime' for the CPU")
+
+
+def _lock_record(lock: Any) -> dict[str, Any] | None:
+    """What a receipt records of the lock a policy came from (hash, drift rule, drift, signature, notes)."""
+    return None if lock is None else {**lock.receipt(), "notes": list(lock.notes)}
+
+
+def _lock_notes(record: dict[str, Any]) -> list[str]:
+    changes = "; ".join("{path}: {locked} -> {here}".format(**c) for c in (record["drift"] or {}).get("changes", []))
+    said = f"drift ({changes}), rule {record['drift_rule']}: {record['status']}" if changes else "no drift"
+    return [f"built from lock {record['hash'][:12]} ({record['file'] or 'in memory'}): {said}; "
+            f"signature {record['signature']}", *record["notes"]]
 
 
 def _first_line(exc: BaseException) -> str:

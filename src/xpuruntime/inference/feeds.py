@@ -1,17 +1,29 @@
-"""Feed checking shared by every engine: names, ranks, static dims and dtypes, before the engine runs."""
+"""Feed checking shared by every engine: names, ranks, static dims and dtypes, before the engine runs.
+
+Nothing here allocates before it has checked: a feed's rank, dims and dtype are checked on the caller's array
+(a view is never copied first), and every array xpuruntime makes (a contiguous copy, random feeds, an array
+read from a ``.npy`` file) is first sized against :func:`max_input_bytes`: 16 GiB or half the machine's memory,
+whichever is smaller, unless the environment variable ``XPURUNTIME_MAX_INPUT_BYTES`` says otherwise.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from xpuruntime.errors import InputError, did_you_mean
+from xpuruntime.errors import InputError, did_you_mean, short_repr
 
 __all__ = ["check_output_buffer", "TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
-           "shared_dims"]
+           "shared_dims", "load_array_file", "max_input_bytes", "check_seed", "MAX_INPUT_BYTES_ENV"]
+
+MAX_INPUT_BYTES_ENV = "XPURUNTIME_MAX_INPUT_BYTES"
+_DEFAULT_MAX_INPUT = 16 << 30
+_MAX_DIM = int(np.iinfo(np.intp).max)
 
 Dim = int | str | None
 
@@ -79,26 +91,88 @@ def _to_host(name: str, value: Any, info: TensorInfo) -> Any:
     device = as_device_array(value)
     if device is not None:
         return device
+    if isinstance(value, np.ma.MaskedArray):
+        raise InputError(f"input {name!r} is a masked array", expected=info.describe() + " (a plain array)",
+                         received=f"numpy.ma.MaskedArray{list(value.shape)}",
+                         hint="the engine would read the masked values as data: pass value.filled(FILL) "
+                              "(or value.data to keep them on purpose)")
     if isinstance(value, np.ndarray):
-        return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+        return _contiguous(name, value, info)
     if hasattr(value, "__dlpack__"):
         try:
-            return np.ascontiguousarray(np.from_dlpack(value))
+            host = np.from_dlpack(value)
         except (RuntimeError, TypeError, BufferError) as exc:
             raise InputError(f"input {name!r} could not be read through DLPack: {exc}",
                              expected="a numpy array or a DLPack tensor on the CPU or a CUDA device",
                              received=type(value).__name__,
                              hint="for a torch tensor that requires grad, pass tensor.detach()") from None
+        return _contiguous(name, host, info)
     return _converted(name, value, info)
+
+
+def _contiguous(name: str, value: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Checked on the view first (a broadcast view of the wrong rank is never copied), then sized, then copied."""
+    _checked(name, value, info)
+    if value.flags.c_contiguous:
+        return value
+    check_nbytes(name, value.shape, value.dtype, "as a contiguous copy")
+    return np.ascontiguousarray(value)
+
+
+def max_input_bytes() -> int:
+    """The largest array xpuruntime allocates for one input: ``XPURUNTIME_MAX_INPUT_BYTES`` when set, else
+    16 GiB or half the machine's memory, whichever is smaller.
+
+    >>> os.environ["XPURUNTIME_MAX_INPUT_BYTES"] = str(1 << 30); max_input_bytes()   # doctest: +SKIP
+    1073741824
+    """
+    raw = os.environ.get(MAX_INPUT_BYTES_ENV, "").strip()
+    if not raw:
+        return min(_DEFAULT_MAX_INPUT, _half_memory() or _DEFAULT_MAX_INPUT)
+    if not raw.isdigit() or len(raw) > 20 or int(raw) < 1:
+        raise InputError(f"invalid {MAX_INPUT_BYTES_ENV}", expected="a number of bytes >= 1, e.g. 17179869184",
+                         received=short_repr(raw), hint=f"unset {MAX_INPUT_BYTES_ENV} to use the default")
+    return int(raw)
+
+
+def _half_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_nbytes(name: str, shape: Sequence[int], dtype: np.dtype, what: str = "") -> int:
+    """The byte size of an array of ``shape`` and ``dtype`` (Python integers: no overflow); an InputError when
+    it passes :func:`max_input_bytes`."""
+    nbytes = int(np.dtype(dtype).itemsize)
+    for dim in shape:
+        nbytes *= int(dim)
+    limit = max_input_bytes()
+    if nbytes > limit:
+        raise InputError(f"input {name!r} is too large: {np.dtype(dtype)}{[int(d) for d in shape]} is "
+                         f"{_size(nbytes)}{f' ({what})' if what else ''}",
+                         expected=f"at most {_size(limit)} per input", received=_size(nbytes),
+                         hint=f"use smaller shapes, or raise the limit with {MAX_INPUT_BYTES_ENV}=BYTES")
+    return nbytes
+
+
+def _size(nbytes: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):.4g} {unit} ({nbytes} bytes)"
+    return f"{nbytes} bytes"
 
 
 def _converted(name: str, value: Any, info: TensorInfo) -> np.ndarray:
     """Lists and scalars become arrays of the input's dtype only where no value changes: 2.5 is not
     truncated into an integer input, 2**40 does not wrap in an int32 one, inf does not become garbage."""
     target = np.dtype(info.dtype)
+    if target.kind == "O":
+        return _strings(name, np.asarray(value, dtype=object), info)
     try:
         raw = np.asarray(value)
-        if raw.dtype == target or target.kind == "O":
+        if raw.dtype == target:
             return raw.astype(target, copy=False)
         if not np.can_cast(raw.dtype, target, casting="same_kind"):
             raise TypeError(f"{raw.dtype} data cannot become {target} without changing values")
@@ -110,6 +184,19 @@ def _converted(name: str, value: Any, info: TensorInfo) -> np.ndarray:
         raise InputError(f"input {name!r} cannot be converted to {info.dtype}: {exc}",
                          expected=info.describe(), received=type(value).__name__,
                          hint=f"pass a numpy array of dtype {info.dtype}") from None
+
+
+def _strings(name: str, value: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """A string input holds strings only: the engine would turn ``1`` or ``None`` into ``'1'`` or ``'None'``."""
+    bad = next((v for v in value.flat if not isinstance(v, (str, bytes))), _NONE)
+    if bad is not _NONE:
+        raise InputError(f"input {name!r} is a string input but holds a {type(bad).__name__}",
+                         expected=info.describe() + " (str or bytes elements)", received=short_repr(bad),
+                         hint="convert the values to strings yourself (None has no string form)")
+    return value
+
+
+_NONE = object()
 
 
 def normalize_feeds(feeds: Any, inputs: Sequence[TensorInfo]) -> dict[str, Any]:
@@ -174,8 +261,15 @@ def _checked(name: str, value: Any, info: TensorInfo) -> Any:
     if dtype != np.dtype(info.dtype):
         raise InputError(f"input {name!r} has dtype {dtype}", expected=info.describe(), received=f"{dtype}{list(shape)}",
                          hint=f"convert it with .astype(np.{info.dtype})")
+    if dtype.kind == "O":
+        _strings(name, value, info)
+    _check_shape(name, shape, dtype, info)
+    return value
+
+
+def _check_shape(name: str, shape: tuple[int, ...], dtype: np.dtype, info: TensorInfo) -> None:
     if info.shape is None:
-        return value
+        return
     if len(shape) != len(info.shape):
         raise InputError(f"input {name!r} has rank {len(shape)}", expected=info.describe(),
                          received=f"{dtype}{list(shape)} (rank {len(shape)}, expected {len(info.shape)})")
@@ -183,25 +277,55 @@ def _checked(name: str, value: Any, info: TensorInfo) -> Any:
         if isinstance(want, int) and want >= 0 and got != want:
             raise InputError(f"input {name!r} has size {got} on axis {axis}", expected=info.describe(),
                              received=f"{dtype}{list(shape)}")
-    return value
+
+
+def check_seed(seed: Any) -> int:
+    """A seed for random inputs: an integer from 0 to 2**128 - 1; an InputError otherwise.
+
+    >>> check_seed(7)
+    7
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 1 << 128:
+        raise InputError("invalid seed for random inputs", expected="an integer from 0 to 2**128 - 1",
+                         received=short_repr(seed), hint="pass --seed 0 (the default) or another integer >= 0")
+    return int(seed)
 
 
 def random_feeds(inputs: list[TensorInfo], fixed: dict[str, tuple[int, ...]] | None = None,
                  seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random feeds shaped like the inputs; symbolic dims become 1 unless ``fixed`` says."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for info in inputs:
-        shape = (fixed or {}).get(info.name) or tuple(d if isinstance(d, int) and d > 0 else 1
-                                                       for d in (info.shape or ()))
-        dtype = np.dtype(info.dtype)
-        if dtype.kind in "iu":
-            feeds[info.name] = rng.integers(0, 8, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
-    return feeds
+    """Seeded random feeds shaped like the inputs; symbolic dims become 1 unless ``fixed`` says.
+
+    Every shape is checked (rank, static dims, bytes against :func:`max_input_bytes`) before anything is made.
+
+    >>> random_feeds([TensorInfo("x", ("batch", 4), "float32")], seed=1)["x"].shape
+    (1, 4)
+    """
+    rng = np.random.default_rng(check_seed(seed))
+    shapes = {info.name: _random_shape(info, (fixed or {}).get(info.name)) for info in inputs}
+    return {info.name: _random_array(rng, shapes[info.name], np.dtype(info.dtype)) for info in inputs}
+
+
+def _random_shape(info: TensorInfo, fixed: Sequence[int] | None) -> tuple[int, ...]:
+    shape = tuple(fixed) if fixed else tuple(d if isinstance(d, int) and d > 0 else 1 for d in (info.shape or ()))
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+        raise InputError(f"input {info.name!r}: invalid shape for random data", expected=info.describe(),
+                         received=short_repr(list(shape)))
+    _check_shape(info.name, shape, np.dtype(info.dtype), info)
+    check_nbytes(info.name, shape, np.dtype(info.dtype), "as random data")
+    return shape
+
+
+def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Made in the target dtype (no float64 twice the size first)."""
+    if dtype.kind in "iu":
+        return rng.integers(0, 8, size=shape, dtype=dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape, dtype=np.bool_)
+    if dtype in (np.float32, np.float64):
+        return rng.standard_normal(shape, dtype=dtype)
+    if dtype.kind == "O":
+        return np.full(shape, "", dtype=object)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
 class FeedChecker:
@@ -217,9 +341,10 @@ class FeedChecker:
                               tuple((a, d) for a, d in enumerate(i.shape or ()) if isinstance(d, int) and d >= 0))
                      for i in inputs}
         self.shared = list(shared_dims(inputs).values())
+        self.fast = all(spec[0].kind != "O" for spec in self.spec.values())  # string inputs: every element checked
 
     def __call__(self, feeds: Any) -> dict[str, Any]:
-        if type(feeds) is dict and len(feeds) == len(self.spec) and self._matches(feeds):
+        if self.fast and type(feeds) is dict and len(feeds) == len(self.spec) and self._matches(feeds):
             return feeds
         return normalize_feeds(feeds, self.inputs)
 
@@ -254,3 +379,62 @@ def check_output_buffer(name: str, buffer: Any, info: TensorInfo) -> None:
     if not same_dtype or not fits:
         raise InputError(f"preallocated output {name!r} does not fit the output", expected=info.describe(),
                          received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")
+
+
+def load_array_file(path: str | os.PathLike[str], name: str | None = None) -> np.ndarray:
+    """Read one array from a ``.npy`` file, checked before anything is allocated.
+
+    The file must be a regular file (a FIFO would block the read, a device never end); its header is read and
+    checked first: a ``.npy`` magic, no pickled objects, a size within :func:`max_input_bytes`, and a file long
+    enough to hold the data it declares. Every failure is an :class:`~xpuruntime.errors.InputError`.
+
+    >>> load_array_file("x.npy").shape                        # doctest: +SKIP
+    (1, 16)
+    """
+    label = name if name is not None else str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _file_error(label, path, exc.strerror or str(exc)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _file_error(label, path, "not a regular file (a FIFO, device or folder)")
+    with os.fdopen(fd, "rb") as fh:
+        header = _npy_header(fh, label, path)
+        _check_header(label, path, header, st.st_size - fh.tell())
+        fh.seek(0)
+        try:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+        except (OSError, ValueError, OverflowError) as exc:  # e.g. dims whose product passes intp beside a 0
+            raise _file_error(label, path, str(exc)) from None
+
+
+def _file_error(label: str, path: str | os.PathLike[str], why: str) -> InputError:
+    return InputError(f"cannot read input {label!r} from {os.fspath(path)}: {why}",
+                      expected="a regular .npy file saved by numpy.save (no pickled objects)",
+                      received=short_repr(os.fspath(path)))
+
+
+def _npy_header(fh: Any, label: str, path: str | os.PathLike[str]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0 and 2.0 are)")
+        return readers[version](fh)
+    except (OSError, ValueError, SyntaxError, TypeError, OverflowError) as exc:
+        raise _file_error(label, path, f"not a .npy file ({exc})") from None
+
+
+def _check_header(label: str, path: str | os.PathLike[str], header: tuple[Any, bool, np.dtype], left: int) -> None:
+    shape, _, dtype = header
+    if any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= _MAX_DIM for d in shape):
+        raise _file_error(label, path, f"its header declares an invalid shape {short_repr(shape)}")
+    if dtype.hasobject:
+        raise _file_error(label, path, "it holds Python objects, which would need pickle")
+    nbytes = check_nbytes(label, shape, dtype, "as declared by the .npy header")
+    if left < nbytes:
+        raise _file_error(label, path, f"truncated: its header declares {dtype}{list(shape)} ({nbytes} bytes) "
+                                       f"but only {left} bytes follow")

@@ -47,10 +47,9 @@ class InferenceSession:
         policy: PolicyLike = None,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        lock = _lock_of(policy)
+        lock = _lock_of(policy, exec_policy)
         self.policy: Policy = coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy)
-        self._engine: Engine = get_engine_class(engine).create(
-            model, device, self.policy, engine_options, tuning=lock.engine_tuning if lock else None)
+        self._engine: Engine = get_engine_class(engine).create(model, device, self.policy, engine_options, lock=lock)
         self.device = self._engine.device
 
     # -- introspection -------------------------------------------------------------------
@@ -129,8 +128,14 @@ class InferenceSession:
                 f"policy={self.policy.short_hash}, inputs={[i.describe() for i in self.input_info]})")
 
 
-def _lock_of(policy: Any) -> Any:
-    """A checked Lock when ``policy`` is one or names a lock file, else None."""
+def _lock_of(policy: Any, exec_policy: Any = None) -> Any:
+    """A checked Lock when ``policy`` is one or names a lock file, else None; the drift rule is the caller's
+    (``exec_policy``'s fallback when it sets one), never the lock's own."""
     from xpuruntime.policies.lock import as_lock
 
-    return as_lock(policy)
+    rule = None
+    if isinstance(exec_policy, ExecutionPolicy) and "fallback" in exec_policy.model_fields_set:
+        rule = exec_policy.fallback
+    elif isinstance(exec_policy, Mapping) and exec_policy.get("fallback") is not None:
+        rule = ExecutionPolicy(fallback=exec_policy["fallback"]).fallback
+    return as_lock(policy, fallback=rule)

@@ -67,6 +67,9 @@ def check_plain_data(data: Any, field: str = "") -> None:
         if depth > MAX_DEPTH:
             raise PolicyError("the policy nests too deeply", field=path or None,
                               expected=f"at most {MAX_DEPTH} levels of mappings and lists", received="deeper nesting")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raise PolicyError("bytes are not policy data", field=path or None, expected="text, numbers, lists, mappings",
+                              received=short_repr(value), hint="decode it to text first")
         if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
             raise PolicyError("integer out of range", field=path or None, expected=f"an integer within +-{MAX_INT}",
                               received=short_repr(value))

@@ -79,6 +79,8 @@ class ExecutionPolicy(BaseModel):
     @classmethod
     def _cache_dir(cls, v: object) -> object:
         v = os.fspath(v) if isinstance(v, os.PathLike) else v
+        if isinstance(v, (bytes, bytearray)):  # pydantic would decode them; a policy file cannot write them back
+            raise ValueError("cache_dir must be text, not bytes (a YAML !!binary value, say)")
         if isinstance(v, str) and "\x00" in v:
             raise ValueError("a folder name cannot contain a NUL character")
         return v
@@ -91,7 +93,7 @@ class ExecutionPolicy(BaseModel):
                 raise ValueError(f"input {name!r}: a dimension is larger than {MAX_INT}")
             if not name or any(d < 1 for d in shape):
                 raise ValueError(f"input {name!r}: every dimension must be >= 1, got {list(shape)}")
-        return v
+        return v or None  # `fixed_shapes: {}` means no fixed shapes: one representation, one hash
 
     @model_validator(mode="before")
     @classmethod
@@ -182,7 +184,15 @@ def policy_error_from_validation(exc: ValidationError, prefix: str) -> PolicyErr
         names = list(ExecutionPolicy.model_fields)
         return PolicyError(f"unknown field {loc!r}", field=field, expected=f"one of {', '.join(names)}",
                            received=short_repr(err["loc"][-1]), hint=did_you_mean(str(err["loc"][-1]), names))
-    return PolicyError(_message(err), field=field, expected=_expected(err, loc), received=short_repr(err.get("input")))
+    return PolicyError(_message(err), field=field, expected=_expected(err, loc), received=short_repr(err.get("input")),
+                       hint=_yaml_hint(err))
+
+
+def _yaml_hint(err: Mapping[str, Any]) -> str | None:
+    """Text where a number or a boolean belongs is often YAML 1.1 habit (``yes``, ``1:30``, ``1_000``)."""
+    if isinstance(err.get("input"), str) and err["type"] in ("int_type", "bool_type", "int_parsing", "bool_parsing"):
+        return "policy files are read as YAML 1.2: write integers as plain digits and booleans as true or false"
+    return None
 
 
 def _message(err: Mapping[str, Any]) -> str:

@@ -378,9 +378,18 @@ class KernelPolicy:
         if preferences is not None and not isinstance(preferences, Mapping):
             raise PolicyError("invalid kernel policy", field="kernels", expected="a mapping of op -> kernel",
                               received=type(preferences).__name__)
-        check_plain_data({**(preferences or {}), **ops}, "kernels")
-        for op, raw in {**(preferences or {}), **ops}.items():
-            self._put(parse_preference(str(op), raw, f"kernels.{op}"))
+        items = [*(preferences or {}).items(), *ops.items()]
+        check_plain_data(dict(items), "kernels")
+        spelled: dict[str, str] = {}
+        for op, raw in items:
+            pref = parse_preference(str(op), raw, f"kernels.{op}")
+            if pref.op in spelled:  # `matmul` + `MatMul`, `matmul` + `gemm`: one would silently win
+                raise PolicyError(f"op {pref.op!r} is given twice", field=f"kernels.{op}",
+                                  expected="each op once (aliases and spellings name the same op)",
+                                  received=f"{spelled[pref.op]!r} and {str(op)!r}",
+                                  hint=f"keep one of them, spelled {pref.op!r}")
+            spelled[pref.op] = str(op)
+            self._put(pref)
 
     def _put(self, pref: Preference) -> None:
         self._prefs[pref.op] = pref

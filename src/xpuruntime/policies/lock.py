@@ -2,7 +2,10 @@
 
 A lock makes tuning a portable, verified asset. Loading one compares the fingerprint it holds with this
 machine's, field by field (:meth:`Lock.drift`: GPU, driver, CUDA, cuDNN, the libraries kernels come from), and
-the policy's fallback rule decides what a drift means:
+the *caller's* fallback rule decides what a drift means: the ``fallback`` argument of :meth:`Lock.load` /
+:meth:`Lock.check` / ``Policy.load``, or the ``fallback`` of the ``exec_policy`` an ``InferenceSession`` is
+given beside the lock; without one, :data:`DEFAULT_DRIFT_RULE` (``warn``). Never the lock's own policy: a
+lock does not choose how its own drift is judged.
 
 =========  ===================================================================================================
 fallback   on drift
@@ -14,7 +17,21 @@ allow      the tuned policy is used anyway; ``lock.drift_found`` keeps the field
 =========  ===================================================================================================
 
 Fields that do not change what kernels do (Python, the OS release, numpy, xpuruntime itself) are reported as
-notes, never as drift. A lock edited by hand fails its hash check on load.
+notes, never as drift.
+
+**What the hashes prove, and what they do not.** Every part of a lock (format, version, creation time, the
+xpuruntime that wrote it, both policies, the fingerprint, the records, the engine's results) is hashed
+(SHA-256 of canonical JSON), and ``hashes.lock`` covers them all. A lock damaged in transit or edited by hand
+without recomputing the hashes is refused. The hashes are *unkeyed*: anyone who can edit the file can also
+recompute them, so they prove integrity against accidents, not who wrote the lock. For provenance, sign locks
+with a key (:func:`lock_key`): ``XPURUNTIME_LOCK_KEY`` (the key itself) or ``XPURUNTIME_LOCK_KEY_FILE`` (a file
+holding it; one trailing newline is dropped), at least 16 bytes. A lock saved while a key is set carries
+``signature`` (HMAC-SHA256 of the lock hash, and the first 16 hex digits of the key's SHA-256 to tell keys
+apart); while a key is set, loading refuses an unsigned lock and one signed with another key. Without a key,
+a signature is kept but not checked (``lock.signature_status == "unverified"``).
+
+Locks of ``lock_version`` 1 (before creation time and version were hashed) still load, with a note saying
+those two fields are not covered; they cannot be signed: tune again to get a version 2 lock.
 
 >>> from xpuruntime.policies.lock import Lock
 >>> lock = Lock.load("tuned.lock.json")                     # doctest: +SKIP
@@ -30,6 +47,8 @@ job compare hashes with :func:`verify_same_policy` (``torch.distributed.all_gath
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import hmac
 import json
 import os
 import warnings
@@ -40,7 +59,6 @@ from typing import Any
 
 from xpuruntime._io import atomic_write_text, read_bounded
 from xpuruntime.errors import LockDriftError, PolicyError, PolicyViolationError, short_repr
-from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import content_hash
 from xpuruntime.policies.policy import Policy, as_policy
 from xpuruntime.policies.records import TuningRecord, records_from_data, records_hash, records_to_data
@@ -48,11 +66,19 @@ from xpuruntime.runtime.fingerprint import FieldChange, Fingerprint
 from xpuruntime.runtime.fingerprint import fingerprint as current_fingerprint
 
 __all__ = ["Lock", "Drift", "LOCK_FORMAT", "LOCK_VERSION", "DRIFT_FIELDS", "is_lock_document", "as_lock",
-           "verify_same_policy", "gather_policy_hashes", "compare_fingerprints", "MAX_LOCK_BYTES"]
+           "verify_same_policy", "gather_policy_hashes", "compare_fingerprints", "MAX_LOCK_BYTES", "DEFAULT_DRIFT_RULE",
+           "drift_rule", "lock_key", "LOCK_KEY_ENV", "LOCK_KEY_FILE_ENV"]
 
 LOCK_FORMAT = "xpuruntime-lock"
-LOCK_VERSION = 1
+LOCK_VERSION = 2  # 2: creation time and xpuruntime version hashed too; optional signature
+_READABLE_VERSIONS = (1, 2)
 MAX_LOCK_BYTES = 64 << 20
+#: the drift rule when the caller gives none (the default ``execution.fallback``): untuned policy, a warning
+DEFAULT_DRIFT_RULE = "warn"
+LOCK_KEY_ENV = "XPURUNTIME_LOCK_KEY"
+LOCK_KEY_FILE_ENV = "XPURUNTIME_LOCK_KEY_FILE"
+_MIN_KEY_BYTES = 16
+_SIGNATURE_ALG = "hmac-sha256"
 #: fingerprint fields (dotted prefixes) whose change means tuned results may no longer hold
 DRIFT_FIELDS: tuple[str, ...] = (
     "devices", "driver", "cuda", "cudnn", "nccl", "machine", "libraries.torch", "libraries.triton",
@@ -60,7 +86,7 @@ DRIFT_FIELDS: tuple[str, ...] = (
     "libraries.cuda-core", "libraries.cuda-python", "libraries.openvino",
 )
 _KEYS = ("format", "lock_version", "created", "xpuruntime", "policy", "base_policy", "fingerprint", "records",
-         "engine_tuning", "hashes")
+         "engine_tuning", "hashes", "signature")
 
 
 @dataclass(frozen=True)
@@ -116,7 +142,8 @@ class Lock:
 
     def __init__(self, policy: Policy, *, fingerprint: Fingerprint, records: Sequence[TuningRecord] = (),
                  base_policy: Policy | None = None, engine_tuning: Mapping[str, Any] | None = None,
-                 created: str | None = None, version: str | None = None) -> None:
+                 created: str | None = None, version: str | None = None, lock_version: int = LOCK_VERSION) -> None:
+        self.lock_version = lock_version
         self.tuned_policy = policy
         self.base_policy = base_policy if base_policy is not None else Policy(execution=policy.execution)
         self.fingerprint = fingerprint
@@ -129,6 +156,10 @@ class Lock:
         self.drift_found: Drift | None = None
         self.policy = self.tuned_policy  # the policy to use here, once checked
         self.engine_tuning: dict[str, Any] = dict(self.locked_engine_tuning)
+        self.drift_rule: str | None = None  # the rule the last check applied
+        self.signature: dict[str, str] | None = None
+        self.signature_status = "unsigned"  # unsigned | verified | unverified (signed; no key here to check)
+        self.notes: list[str] = []
 
     @classmethod
     def create(cls, policy: Any, records: Sequence[TuningRecord] = (), *, base_policy: Any = None,
@@ -143,10 +174,14 @@ class Lock:
 
     # -- hashes -----------------------------------------------------------------------------------------------
     def hashes(self) -> dict[str, str]:
-        """Each part's content hash, and ``lock`` over all of them (creation time and tool version left out)."""
+        """Each part's content hash, and ``lock`` over all of them (``meta``: format, version, creation time and
+        the xpuruntime that wrote it; version 1 locks left ``meta`` out)."""
         parts = {"policy": self.tuned_policy.hash, "base_policy": self.base_policy.hash,
                  "fingerprint": self.fingerprint.hash, "records": records_hash(self.records),
                  "engine_tuning": content_hash(self.locked_engine_tuning)}
+        if self.lock_version >= 2:
+            parts["meta"] = content_hash({"format": LOCK_FORMAT, "lock_version": self.lock_version,
+                                          "created": self.created, "xpuruntime": self.version})
         return {**parts, "lock": content_hash(parts)}
 
     @property
@@ -165,13 +200,10 @@ class Lock:
         return compare_fingerprints(self.fingerprint, current or current_fingerprint())
 
     def check(self, *, fallback: str | None = None, current: Fingerprint | None = None, stacklevel: int = 2) -> Lock:
-        """Apply the fallback rule to the drift (see the module notes); returns self.
-
-        ``fallback`` overrides the tuned policy's own ``execution.fallback``.
+        """Apply the caller's drift rule (``fallback``; :data:`DEFAULT_DRIFT_RULE` when None) to the drift (see the
+        module notes); returns self. The lock's own ``execution.fallback`` is not consulted.
         """
-        rule = fallback or self.tuned_policy.execution.fallback
-        if rule not in vocab.FALLBACKS:
-            raise PolicyError(f"unknown fallback {rule!r}", expected=f"one of {', '.join(vocab.FALLBACKS)}", received=repr(rule))
+        rule = self.drift_rule = drift_rule(fallback)
         drift = self.drift(current)
         self.drift_found = drift if drift else None
         if not drift:
@@ -195,30 +227,48 @@ class Lock:
         return self
 
     # -- files ------------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": LOCK_FORMAT, "lock_version": LOCK_VERSION, "created": self.created,
+    def to_dict(self, *, key: bytes | str | None = None) -> dict[str, Any]:
+        """The lock document; signed with ``key``, else with :func:`lock_key` when one is set."""
+        data = {"format": LOCK_FORMAT, "lock_version": self.lock_version, "created": self.created,
                 "xpuruntime": self.version, "policy": self.tuned_policy.to_dict(),
                 "base_policy": self.base_policy.to_dict(), "fingerprint": self.fingerprint.to_dict(),
                 "records": records_to_data(self.records), "engine_tuning": _plain(self.locked_engine_tuning),
                 "hashes": self.hashes()}
+        secret = _key_bytes(key) if key is not None else lock_key()
+        if secret is not None:
+            if self.lock_version < 2:
+                raise PolicyError("a version 1 lock cannot be signed", field="lock_version",
+                                  expected=f"lock_version {LOCK_VERSION}", received=str(self.lock_version),
+                                  hint="tune again to write a version 2 lock")
+            data["signature"] = _sign(secret, data["hashes"]["lock"])
+        return data
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
+    def dumps(self, *, key: bytes | str | None = None) -> str:
+        return json.dumps(self.to_dict(key=key), indent=1, sort_keys=False) + "\n"
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the lock atomically as JSON."""
+    def save(self, path: str | os.PathLike[str], *, key: bytes | str | None = None) -> Path:
+        """Write the lock atomically as JSON; signed with ``key``, else with :func:`lock_key` when one is set."""
         path = Path(path)
         if path.is_dir() or not path.parent.is_dir():
             raise PolicyError("cannot write the lock there", file=str(path),
                               expected="a file path in an existing folder",
                               received="a directory" if path.is_dir() else f"no folder {path.parent}")
-        return atomic_write_text(path, self.dumps())
+        return atomic_write_text(path, self.dumps(key=key))
+
+    def receipt(self) -> dict[str, Any]:
+        """What a session's receipt records of the lock it was built from: hash, rule, drift, signature."""
+        return {"file": self.file, "hash": self.hash, "lock_version": self.lock_version, "status": self.status,
+                "drift_rule": self.drift_rule, "drift": self.drift_found.to_dict() if self.drift_found else None,
+                "signature": self.signature_status, "policy_hash": self.policy_hash,
+                "tuned_policy_hash": self.tuned_policy.hash}
 
     @classmethod
-    def from_dict(cls, data: Any, *, file: str | None = None) -> Lock:
-        """Validate a lock document; a part whose hash does not match its content raises PolicyError."""
+    def from_dict(cls, data: Any, *, file: str | None = None, key: bytes | str | None = None) -> Lock:
+        """Validate a lock document; a part whose hash does not match its content raises PolicyError, and so does
+        a missing or wrong signature while a key is set (``key``, else :func:`lock_key`)."""
         try:
             lock = cls._parse(data)
+            _verify_signature(lock, data.get("signature"), _key_bytes(key) if key is not None else lock_key())
         except PolicyError as exc:
             raise exc.located(file=file) from None
         lock.file = file
@@ -230,25 +280,31 @@ class Lock:
             raise PolicyError("not an xpuruntime lock", expected=f"a mapping with format: {LOCK_FORMAT}",
                               received=short_repr(data.get("format") if isinstance(data, Mapping) else data))
         unknown = [k for k in data if k not in _KEYS]
-        if unknown or data.get("lock_version") != LOCK_VERSION:
+        version = data.get("lock_version")
+        if unknown or isinstance(version, bool) or version not in _READABLE_VERSIONS:
             raise PolicyError("unsupported lock", field=str(unknown[0]) if unknown else "lock_version",
-                              expected=f"lock_version {LOCK_VERSION} with keys {', '.join(_KEYS)}",
-                              received=short_repr(unknown[0] if unknown else data.get("lock_version")),
+                              expected=f"lock_version {' or '.join(map(str, _READABLE_VERSIONS))} with keys "
+                                       f"{', '.join(_KEYS)}",
+                              received=short_repr(unknown[0] if unknown else version),
                               hint="upgrade xpuruntime, or tune again to write a new lock")
         lock = cls(_policy(data.get("policy"), "policy"), fingerprint=_fingerprint(data.get("fingerprint")),
                    records=records_from_data(data.get("records", [])),
                    base_policy=_policy(data.get("base_policy", {}), "base_policy"),
-                   engine_tuning=data.get("engine_tuning") or {}, created=_str(data.get("created")),
-                   version=_str(data.get("xpuruntime")))
+                   engine_tuning=data.get("engine_tuning") or {}, created=_meta_str(data, "created", version),
+                   version=_meta_str(data, "xpuruntime", version), lock_version=version)
         _verify_hashes(lock, data.get("hashes"))
+        if version == 1:
+            lock.notes.append("lock_version 1: its creation time and xpuruntime version are not covered by its hash; "
+                              "tune again to write a version 2 lock")
         return lock
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, check: bool = True, fallback: str | None = None,
-             current: Fingerprint | None = None, stacklevel: int = 2) -> Lock:
-        """Read a lock file; with ``check`` (default), compare it with this machine and apply the fallback rule."""
+             current: Fingerprint | None = None, stacklevel: int = 2, key: bytes | str | None = None) -> Lock:
+        """Read a lock file; with ``check`` (default), compare it with this machine and apply the caller's drift rule
+        (``fallback``, else :data:`DEFAULT_DRIFT_RULE`)."""
         path = Path(path)
-        lock = cls.from_dict(_read(path), file=str(path))
+        lock = cls.from_dict(_read(path), file=str(path), key=key)
         return lock.check(fallback=fallback, current=current, stacklevel=stacklevel + 1) if check else lock
 
     def __repr__(self) -> str:
@@ -297,6 +353,88 @@ def _verify_hashes(lock: Lock, stored: Any) -> None:
             raise PolicyError(f"the lock's {part} does not match its hash (edited or corrupt)", field=f"hashes.{part}",
                               expected=value, received=short_repr(stored.get(part)),
                               hint="locks are written by `xpuruntime tune`; tune again instead of editing one")
+
+
+def _meta_str(data: Mapping[str, Any], name: str, version: int) -> str | None:
+    value = data.get(name)
+    if version >= 2 and not isinstance(value, str):  # hashed since version 2: refuse rather than invent one
+        raise PolicyError(f"invalid {name}", field=name, expected="the text xpuruntime wrote", received=short_repr(value))
+    return _str(value)
+
+
+def drift_rule(fallback: str | None = None) -> str:
+    """The drift rule to apply: the caller's ``fallback`` (error, warn, allow), else :data:`DEFAULT_DRIFT_RULE`.
+
+    >>> drift_rule(None), drift_rule(" Error ")
+    ('warn', 'error')
+    """
+    if fallback is None:
+        return DEFAULT_DRIFT_RULE
+    rule = fallback.strip().lower() if isinstance(fallback, str) else fallback
+    if rule not in ("error", "warn", "allow"):
+        raise PolicyError(f"unknown fallback {short_repr(fallback)}", expected="one of error, warn, allow",
+                          received=short_repr(fallback))
+    return rule
+
+
+def lock_key() -> bytes | None:
+    """The signing key from ``XPURUNTIME_LOCK_KEY`` (the key) or ``XPURUNTIME_LOCK_KEY_FILE`` (a file holding it;
+    one trailing newline dropped); None when neither is set. Both set, or a key under 16 bytes, is a PolicyError.
+
+    >>> os.environ["XPURUNTIME_LOCK_KEY"] = "a team secret of 32 characters.."; len(lock_key())   # doctest: +SKIP
+    32
+    """
+    direct, file = os.environ.get(LOCK_KEY_ENV), os.environ.get(LOCK_KEY_FILE_ENV)
+    if direct and file:
+        raise PolicyError("two lock keys are set", expected=f"{LOCK_KEY_ENV} or {LOCK_KEY_FILE_ENV}, not both",
+                          received="both", hint="unset one of them")
+    if file:
+        try:
+            raw = read_bounded(Path(file), 1 << 16)
+        except (OSError, ValueError) as exc:
+            raise PolicyError(f"cannot read the lock key file: {exc}", expected=f"{LOCK_KEY_FILE_ENV} naming a regular "
+                              "file of at most 64 KiB", received=short_repr(file)) from None
+        return _key_bytes(raw[:-1] if raw.endswith(b"\n") else raw)
+    return _key_bytes(direct) if direct else None
+
+
+def _key_bytes(key: bytes | str) -> bytes:
+    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if len(raw) < _MIN_KEY_BYTES:
+        raise PolicyError("the lock key is too short", expected=f"at least {_MIN_KEY_BYTES} bytes (32 random bytes "
+                          "are best)", received=f"{len(raw)} bytes",
+                          hint="make one with: python -c 'import secrets; print(secrets.token_hex(32))'")
+    return raw
+
+
+def _sign(key: bytes, lock_hash: str) -> dict[str, str]:
+    mac = hmac.new(key, f"{LOCK_FORMAT}\0{lock_hash}".encode("ascii"), hashlib.sha256).hexdigest()
+    return {"alg": _SIGNATURE_ALG, "key_id": hashlib.sha256(key).hexdigest()[:16], "value": mac}
+
+
+def _verify_signature(lock: Lock, signature: Any, key: bytes | None) -> None:
+    if signature is not None and (not isinstance(signature, Mapping) or signature.get("alg") != _SIGNATURE_ALG
+                                  or not all(isinstance(signature.get(k), str) for k in ("key_id", "value"))):
+        raise PolicyError("invalid lock signature", field="signature",
+                          expected=f"{{alg: {_SIGNATURE_ALG}, key_id, value}} as xpuruntime writes it",
+                          received=short_repr(signature))
+    lock.signature = dict(signature) if signature is not None else None
+    if key is None:
+        lock.signature_status = "unsigned" if signature is None else "unverified"
+        return
+    if signature is None:
+        raise PolicyError("the lock is not signed, and a lock key is set", field="signature",
+                          expected="a lock signed with the key (HMAC-SHA256)", received="no signature",
+                          hint=f"tune again with {LOCK_KEY_ENV} or {LOCK_KEY_FILE_ENV} set, or unset them to accept "
+                               "unsigned locks")
+    expected = _sign(key, lock.hash)
+    if not hmac.compare_digest(expected["value"], str(signature["value"])):
+        other = signature["key_id"] != expected["key_id"]
+        raise PolicyError("the lock's signature does not match " + ("(signed with another key)" if other else
+                          "(edited after signing)"), field="signature", expected=f"key {expected['key_id']}",
+                          received=f"key {short_repr(signature['key_id'])}",
+                          hint="locks are signed by `xpuruntime tune`; tune again with this key")
+    lock.signature_status = "verified"
 
 
 def _engine_tuning(data: Any, field_name: str) -> dict[str, Any]:

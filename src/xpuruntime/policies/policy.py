@@ -94,8 +94,15 @@ class Policy:
         return self.hash[:12]
 
     def diff(self, other: Policy) -> list[Change]:
-        """Every leaf field that differs, e.g. ``execution.precision: 'fp32' -> 'bf16'``."""
-        return diff_dicts(self.to_dict(), other.to_dict())
+        """Every leaf field that differs, e.g. ``execution.precision: 'fp32' -> 'bf16'``.
+
+        Never empty for two policies whose hashes differ: should the fields agree while the hashes do not (two
+        representations of one setting that normalisation missed), a ``hash`` change says so.
+        """
+        changes = diff_dicts(self.to_dict(), other.to_dict())
+        if not changes and self.hash != other.hash:
+            changes = [Change("hash", self.hash, other.hash)]
+        return changes
 
     def merge(self, other: Policy) -> Policy:
         """A new policy: ``other``'s kernel preferences win op by op, its explicit execution and communication
@@ -130,17 +137,18 @@ class Policy:
         return atomic_write_text(path, self.dumps(_format_for(path)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Policy:
+    def load(cls, path: str | os.PathLike[str], *, fallback: str | None = None) -> Policy:
         """Read and validate a policy file; every error is a PolicyError naming the file and field.
 
         A lock file (``xpuruntime tune --lock``) gives its policy after the drift check
-        (:class:`~xpuruntime.policies.lock.Lock`: the fallback rule decides on drift).
+        (:class:`~xpuruntime.policies.lock.Lock`): ``fallback`` is the drift rule (error, warn, allow; default
+        warn), never the lock's own.
         """
         path = Path(path)
         if is_lock_file(path):
             from xpuruntime.policies.lock import Lock
 
-            return Lock.load(path, stacklevel=3).policy
+            return Lock.load(path, fallback=fallback, stacklevel=3).policy
         try:
             return cls.from_dict(parse_document(path))
         except PolicyError as exc:

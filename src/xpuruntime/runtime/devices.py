@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from xpuruntime.errors import CudaError, DeviceError, closest, did_you_mean
+from xpuruntime.errors import CudaError, DeviceError, closest, did_you_mean, short_repr
 
 __all__ = [
     "Device",
@@ -55,6 +55,7 @@ _EXPECTED_FORMS = (
     "'auto', None, or an int N >= 0 meaning 'cuda:N'"
 )
 _GIB = 1024**3
+_MAX_INDEX = 1 << 16  # no host has more devices of one kind; an index beyond it is a typo, not a device
 
 
 class _Lookup(type):
@@ -181,14 +182,16 @@ DeviceLike = Union[str, int, Device, DeviceSpec, None]
 
 
 def _bad_spec(received: Any, hint: str | None) -> DeviceError:
-    return DeviceError("malformed device", expected=_EXPECTED_FORMS, received=repr(received), hint=hint)
+    return DeviceError("malformed device", expected=_EXPECTED_FORMS, received=short_repr(received), hint=hint)
 
 
 def _parse_index(kind: str, text: str, raw: Any) -> int | None:
     if kind == "auto" or (kind == "cpu" and text != "0"):
         raise _bad_spec(raw, f"{kind!r} takes no index; write {kind!r}")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise _bad_spec(raw, f"the index after ':' must be an integer >= 0, e.g. '{kind}:0'")
+    if len(text) > len(str(_MAX_INDEX)) or int(text) >= _MAX_INDEX:  # int() of 5,000 digits would raise
+        raise _bad_spec(raw, f"device indices are below {_MAX_INDEX}; see `xpuruntime devices` for this host's")
     return None if kind == "cpu" else int(text)
 
 
@@ -196,7 +199,7 @@ def _kind_hint(kind: str, suffix: str) -> str | None:
     if not kind:
         return "pass 'auto' or None to pick a device"
     guess = closest(kind, _SPEC_WORDS)
-    return f"did you mean {guess + suffix!r}?" if guess else None
+    return f"did you mean {short_repr(guess + suffix)}?" if guess else None
 
 
 def _parse_str(raw: str) -> DeviceSpec:
@@ -225,8 +228,8 @@ def parse_device(spec: DeviceLike) -> DeviceSpec:
     if isinstance(spec, Device):
         return DeviceSpec(spec.kind, None if spec.is_cpu else spec.id)
     if isinstance(spec, int) and not isinstance(spec, bool):
-        if spec < 0:
-            raise _bad_spec(spec, "device indices start at 0, e.g. 0 for 'cuda:0'")
+        if not 0 <= spec < _MAX_INDEX:
+            raise _bad_spec(spec, f"device indices start at 0 and are below {_MAX_INDEX}, e.g. 0 for 'cuda:0'")
         return DeviceSpec("cuda", spec)
     if isinstance(spec, str):
         return _parse_str(spec)

@@ -301,9 +301,18 @@ def _qnn_context_cache(cache_dir: str | None, plan: OrtPlan, key: str) -> None:
         plan.cached_model = path
         plan.notes.append(f"loaded the compiled QNN context model {path} (no recompilation)")
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _make_private(cache_dir, "qnn")  # ONNX Runtime writes the file but not its folder; 0o700 like every cache level
     plan.config.update({"ep.context_enable": "1", "ep.context_file_path": path, "ep.context_embed_mode": "0"})
     plan.notes.append(f"the compiled QNN context is written to {path} (its .bin beside it)")
+
+
+def _make_private(cache_dir: str, name: str) -> None:
+    from xpuruntime import _cache
+
+    try:
+        _cache.private_folder(cache_dir, name)
+    except (OSError, ValueError):  # the session's own check warns and drops the cache
+        pass
 
 
 def _npu_missing(plan: OrtPlan, kind: str) -> None:
