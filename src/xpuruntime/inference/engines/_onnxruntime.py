@@ -73,7 +73,7 @@ _QNN_INT8 = ("the QNN HTP runs int8 only from QuantizeLinear/DequantizeLinear no
              "has no QNN kernels, so the model runs as given (for a QDQ model, accept this with fallback 'allow')")
 _NPU_MISSING = ("this onnxruntime build has no NPU provider: on a Snapdragon device (Windows on Arm, Android) pip "
                 "uninstall onnxruntime && pip install onnxruntime-qnn (QNN provider); on an Intel NPU pip install "
-                "onnxruntime-openvino (OpenVINO provider) or use engine='openvino'")
+                "onnxruntime-ep-openvino (the OpenVINO plugin provider) or use engine='openvino'")
 
 
 @dataclass
@@ -119,7 +119,8 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
                              if _plugin_device(p, device_kind, device_index, accelerators_only=True)]
         chain = _chain(device_kind, device_index, tensorrt, usable)
     plan = provider_plan(chain, usable, plugins)
-    _npu_missing(plan, device_kind)
+    if not providers:  # a provider the user named keeps its own reason
+        _npu_missing(plan, device_kind)
     _plugin_devices(plan, plugins, device_kind, device_index)
     plan.graph_level = GRAPH_LEVELS[ex.optimize_level]
     plan.intra_op_threads = ex.num_threads
