@@ -120,6 +120,34 @@ def test_a_real_architecture_runs_on_the_plugin() -> None:
         np.testing.assert_allclose(out[name], value, rtol=1e-4, atol=1e-4)
 
 
+def _relu_det() -> Any:
+    """Relu then Det: OpenVINO takes the Relu; the plugin has no Det, so ONNX Runtime gives it to the CPU."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Det", ["r"], ["y"], name="det")]
+    graph = helper.make_graph(nodes, "relu_det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@needs_plugin
+def test_a_node_the_plugin_leaves_to_the_cpu_is_a_fallback_with_its_reason() -> None:
+    x = np.abs(np.random.default_rng(2).standard_normal((4, 4))).astype(np.float32)
+    with pytest.raises(PolicyViolationError) as info:
+        xrt.InferenceSession(_relu_det(), engine_options=ON_OV, exec_policy={"fallback": "error"})
+    [fallback] = info.value.violations
+    assert (fallback.kind, fallback.subject, fallback.requested, fallback.actual) == ("provider_fallback", "det", OV,
+                                                                                      CPU)
+    assert "has no kernel for Det" in fallback.reason
+    with xrt.InferenceSession(_relu_det(), engine_options=ON_OV, exec_policy={"fallback": "allow"}) as s:
+        placed = {n.name: n.provider for n in s.report.nodes}
+        y = s.run({"x": x})["y"]
+    assert placed == {"relu": OV, "det": CPU} and not s.report.honored
+    np.testing.assert_allclose(y, np.linalg.det(x), rtol=1e-4)
+
+
 @needs_plugin
 def test_the_plugin_never_takes_the_cpu_device_or_auto_without_an_accelerator(mm: Any) -> None:
     with xrt.InferenceSession(mm) as s:

@@ -47,7 +47,7 @@ from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
 from xpuruntime.runtime.devices import DeviceSpec
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError", "plugin_providers"]
 
 _OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
 _SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
@@ -379,15 +379,23 @@ class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
 # -- plugin providers -------------------------------------------------------------------------
 _plugin_lock = threading.Lock()
 _registered: dict[str, tuple[tr.PluginPackage, tuple[str, ...], str | None]] = {}  # distribution -> names, why not
+_discovered = False
 
 
 def plugin_providers(ort: Any) -> dict[str, tr.PluginProvider]:
-    """Register every installed plugin package once per process (thread-safe), then describe its providers
-    with the devices ONNX Runtime lists for them now."""
+    """Register every installed plugin package once per process (thread-safe: found and registered on the first
+    call), then describe its providers with the devices ONNX Runtime lists for them now.
+
+    >>> import onnxruntime
+    >>> plugin_providers(onnxruntime)["OpenVINOExecutionProvider"].devices   # doctest: +SKIP
+    (('cpu', 'CPU'),)
+    """
+    global _discovered
     with _plugin_lock:
-        for package in tr.installed_plugins():
-            if package.distribution not in _registered:
+        if not _discovered:  # once: a scan of the installed distributions costs tens of milliseconds
+            for package in tr.installed_plugins():
                 _registered[package.distribution] = (package, *_register(ort, package))
+            _discovered = True
         devices = _ep_devices(ort)
         found: dict[str, tr.PluginProvider] = {}
         for package, names, reason in _registered.values():
