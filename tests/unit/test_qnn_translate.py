@@ -140,18 +140,22 @@ def test_npu_without_an_npu_provider_names_both_packages() -> None:
     [violation] = plan.violations
     assert violation.kind == "provider_unavailable"
     assert "pip install onnxruntime-qnn" in violation.reason and "Snapdragon" in violation.reason
-    assert "onnxruntime-openvino" in violation.reason and "engine='openvino'" in violation.reason
+    assert "onnxruntime-ep-openvino" in violation.reason and "engine='openvino'" in violation.reason
 
 
 def test_npu_session_without_an_npu_provider_fails_under_fallback_error_naming_what_to_install() -> None:
     ort = pytest.importorskip("onnxruntime")
-    if {QNN, OPENVINO} & set(ort.get_available_providers()):
-        pytest.skip("this onnxruntime build has an NPU provider")
+    from xpuruntime.inference.engines.onnxruntime import plugin_providers
+
+    plugin = plugin_providers(ort).get(OPENVINO)
+    npu_plugin = plugin is not None and any(kind == "npu" for kind, _ in plugin.devices)
+    if QNN in ort.get_available_providers() or npu_plugin or (plugin is None and OPENVINO in ort.get_available_providers()):
+        pytest.skip("this onnxruntime has an NPU provider")
     import xpuruntime as xrt
     from xpuruntime.inference.samples import matmul_relu
 
     with pytest.raises(xrt.PolicyViolationError) as info:
         xrt.InferenceSession(matmul_relu(k=8, n=4), device="npu", exec_policy={"fallback": "error"})
     message = str(info.value)
-    assert "pip install onnxruntime-qnn" in message and "onnxruntime-openvino" in message
+    assert "pip install onnxruntime-qnn" in message and "onnxruntime-ep-openvino" in message
     assert {v.kind for v in info.value.violations} >= {"provider_unavailable"}

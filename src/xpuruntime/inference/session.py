@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xpuruntime.inference.engine import Engine, get_engine_class
+from xpuruntime.errors import EngineUnavailableError, PolicyError, did_you_mean
+from xpuruntime.inference.engine import Engine, engine_names, get_engine_class
 from xpuruntime.inference.feeds import TensorInfo
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
@@ -35,21 +36,40 @@ class InferenceSession:
 
     The session is a thin handle: checks, timing, error wrapping, receipts and the fallback rule live in the
     engine base class (:class:`~xpuruntime.inference.engine.Engine`), the same for every engine.
+
+    Aliases kept from the original API:
+
+    - ``fp16=True`` is ``exec_policy={"precision": "fp16"}``, merged over the policy; with another precision
+      set explicitly it raises :class:`~xpuruntime.PolicyError` naming both. ``fp16=False`` asks nothing.
+    - ``backend=`` is ``engine=`` (any engine name or alias, e.g. ``backend="openvino"``), plus
+      ``backend="qnn"``: ONNX Runtime's QNN provider, i.e. ``engine="onnxruntime"``, ``device="npu"`` and
+      ``engine_options={"providers": ["QNNExecutionProvider"]}``. ``engine=`` and ``backend=`` naming
+      different engines raise; an unknown backend raises
+      :class:`~xpuruntime.EngineUnavailableError` listing the supported spellings.
+
+    >>> sess = xrt.InferenceSession("model.onnx", backend="qnn", fp16=True)            # doctest: +SKIP
     """
 
     def __init__(
         self,
         model: Any,
         device: str | int | None = "cpu",
-        engine: str = DEFAULT_ENGINE,
+        engine: str | None = None,
         kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
         exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None,
         policy: PolicyLike = None,
         engine_options: Mapping[str, Any] | None = None,
+        *,
+        fp16: bool | None = None,
+        backend: str | None = None,
     ) -> None:
         lock = _lock_of(policy, exec_policy)
-        self.policy: Policy = coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy)
-        self._engine: Engine = get_engine_class(engine).create(model, device, self.policy, engine_options, lock=lock)
+        self.policy: Policy = _with_fp16(coerce_policy(lock.policy if lock else policy, kernel_policy, exec_policy),
+                                         fp16)
+        if backend is not None:
+            engine, device, engine_options = _backend(backend, engine, device, engine_options)
+        self._engine: Engine = get_engine_class(engine or DEFAULT_ENGINE).create(
+            model, device, self.policy, engine_options, lock=lock)
         self.device = self._engine.device
 
     # -- introspection -------------------------------------------------------------------
@@ -139,3 +159,70 @@ def _lock_of(policy: Any, exec_policy: Any = None) -> Any:
     elif isinstance(exec_policy, Mapping) and exec_policy.get("fallback") is not None:
         rule = ExecutionPolicy(fallback=exec_policy["fallback"]).fallback
     return as_lock(policy, fallback=rule)
+
+
+# backend= spellings that are not engine names: backend -> (engine, device kind, provider)
+_BACKENDS = {"qnn": ("onnxruntime", "npu", "QNNExecutionProvider")}
+
+
+def _with_fp16(policy: Policy, fp16: Any) -> Policy:
+    """``fp16=True``: precision fp16 merged over ``policy``; an explicit other precision is a conflict."""
+    if fp16 is None or fp16 is False:
+        return policy
+    if fp16 is not True:
+        raise PolicyError("fp16 must be True, False or None", field="fp16", expected="a bool",
+                          received=repr(fp16), hint="or set exec_policy={'precision': 'fp16'}")
+    ex = policy.execution
+    if "precision" in ex.model_fields_set and ex.precision != "fp16":
+        raise PolicyError(f"fp16=True conflicts with precision {ex.precision!r}", field="execution.precision",
+                          expected="one precision", received=f"fp16=True and precision={ex.precision!r}",
+                          hint="drop fp16=True, or set precision 'fp16' (fp16=True is its alias)")
+    return policy.merge(Policy(execution=ExecutionPolicy(precision="fp16")))
+
+
+def _backend(backend: Any, engine: str | None, device: Any,
+             options: Mapping[str, Any] | None) -> tuple[str, Any, Mapping[str, Any] | None]:
+    """``backend=`` (the original API's spelling) -> engine, device and engine options."""
+    name = str(backend).strip().lower()
+    if name not in _BACKENDS:
+        try:
+            cls = get_engine_class(name)
+        except EngineUnavailableError:
+            supported = sorted({*engine_names(), *_BACKENDS})
+            raise EngineUnavailableError(f"unknown backend {backend!r}", expected=f"one of {', '.join(supported)}",
+                                         received=repr(backend), hint=did_you_mean(name, supported)) from None
+        _same_engine(engine, cls.name, backend)
+        return cls.name, device, options
+    target, kind, provider = _BACKENDS[name]
+    _same_engine(engine, target, backend)
+    return target, _backend_device(device, kind, backend), _with_provider(options, provider, backend)
+
+
+def _same_engine(engine: str | None, target: str, backend: Any) -> None:
+    if engine is not None and get_engine_class(engine).name != target:
+        raise PolicyError(f"engine={engine!r} and backend={backend!r} name different engines", field="backend",
+                          expected="one of them (backend= is an alias of engine=)",
+                          received=f"engine={engine!r}, backend={backend!r}", hint="pass only engine=")
+
+
+def _backend_device(device: Any, kind: str, backend: Any) -> Any:
+    from xpuruntime.runtime.devices import parse_device
+
+    spec = parse_device(device)
+    if spec.kind in ("cpu", "auto"):  # the default device: the backend's own
+        return kind
+    if spec.kind != kind:
+        raise PolicyError(f"backend={backend!r} runs on device {kind!r}, not {device!r}", field="device",
+                          expected=f"device={kind!r} (or leave it out)", received=repr(device))
+    return device
+
+
+def _with_provider(options: Mapping[str, Any] | None, provider: str, backend: Any) -> dict[str, Any]:
+    merged = dict(options or {})
+    wanted = merged.get("providers")
+    if wanted and list(wanted)[:1] != [provider]:
+        raise PolicyError(f"backend={backend!r} means provider {provider}, but engine_options.providers is "
+                          f"{list(wanted)!r}", field="engine_options.providers",
+                          expected=f"[{provider!r}, ...] or no providers", received=repr(wanted))
+    merged.setdefault("providers", [provider])
+    return merged

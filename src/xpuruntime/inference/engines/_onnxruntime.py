@@ -8,6 +8,10 @@
   int8 copy), cached by model hash + policy hash + fingerprint under ``cache_dir/onnxruntime`` through
   :mod:`xpuruntime._cache` (a private folder, atomic writes, a checksum per entry, one builder at a time across
   processes); without a cache_dir the last few live in memory. A damaged entry is rebuilt with a warning.
+- Plugin providers (ONNX Runtime >= 1.24 loads providers from separate packages, ``onnxruntime-ep-*``):
+  :data:`PLUGIN_PACKAGES` names the known ones, :func:`installed_plugins` finds them through their distribution
+  metadata, and :func:`translate` takes what registration found (:class:`PluginProvider`, plain data) so the
+  plan says which plugin device each provider gets and which options, in the plugin's own option names.
 - :class:`GraphBinding`: CUDA graphs on ONNX Runtime, one persistent IO binding whose device buffers never move.
   ONNX Runtime replays a captured graph on the addresses it captured, so host feeds are copied into buffers
   allocated once (``update_inplace``), outputs land in buffers allocated once, and device feeds must be the
@@ -17,13 +21,15 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import json
 import logging
 import os
 import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,14 +43,16 @@ from xpuruntime.inference.feeds import DeviceArray
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import Violation
 
-__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "SDPA_BITS",
-           "QNN_PERFORMANCE_MODE", "convert", "GraphBinding", "ORT_TYPES"]
+__all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "TRT_RTX", "SDPA_BITS",
+           "QNN_PERFORMANCE_MODE", "convert", "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider",
+           "PLUGIN_PACKAGES", "installed_plugins"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TRT = "TensorrtExecutionProvider"
 OPENVINO = "OpenVINOExecutionProvider"
 QNN = "QNNExecutionProvider"
+TRT_RTX = "NvTensorRTRTXExecutionProvider"  # a plugin provider only (onnxruntime-ep-nv-tensorrt-rtx)
 
 # onnxruntime/contrib_ops/cpu/bert/attention_common.h, enum AttentionBackend
 SDPA_BITS = {"flash": 1, "efficient": 2, "cudnn": 8, "math": 16}
@@ -65,7 +73,7 @@ _QNN_INT8 = ("the QNN HTP runs int8 only from QuantizeLinear/DequantizeLinear no
              "has no QNN kernels, so the model runs as given (for a QDQ model, accept this with fallback 'allow')")
 _NPU_MISSING = ("this onnxruntime build has no NPU provider: on a Snapdragon device (Windows on Arm, Android) pip "
                 "uninstall onnxruntime && pip install onnxruntime-qnn (QNN provider); on an Intel NPU pip install "
-                "onnxruntime-openvino (OpenVINO provider) or use engine='openvino'")
+                "onnxruntime-ep-openvino (the OpenVINO plugin provider) or use engine='openvino'")
 
 
 @dataclass
@@ -81,6 +89,7 @@ class OrtPlan:
     config: dict[str, str] = field(default_factory=dict)  # session config entries
     model_variant: str = "original"  # original | fp16 | int8
     cached_model: str | None = None  # a compiled context model (QNN EPContext) to load instead of the model
+    plugins: dict[str, str] = field(default_factory=dict)  # plugin provider -> its device (add_provider_for_devices)
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -96,11 +105,23 @@ class OrtPlan:
 
 
 def translate(policy: Policy, device_kind: str, device_index: int | None, *, tensorrt: bool,
-              available: list[str], key: str) -> OrtPlan:
-    """Policy + device -> OrtPlan. ``available`` is ``onnxruntime.get_available_providers()``."""
-    ex = policy.execution
-    plan = provider_plan(_chain(device_kind, device_index, tensorrt, available), available)
-    _npu_missing(plan, device_kind)
+              available: list[str], key: str, plugins: Mapping[str, PluginProvider] | None = None,
+              providers: Sequence[str] | None = None) -> OrtPlan:
+    """Policy + device -> OrtPlan. ``available`` is ``onnxruntime.get_available_providers()``; ``plugins`` the
+    registered plugin providers with their devices; ``providers`` the user's own provider list, if any."""
+    ex, plugins = policy.execution, dict(plugins or {})
+    built_in = [a for a in available if a not in plugins]
+    if providers:
+        chain = [(n, _base_options(n, device_index)) for n in providers]
+        usable = built_in + [n for n, p in plugins.items() if _plugin_device(p, device_kind, device_index)]
+    else:
+        usable = built_in + [n for n, p in plugins.items()
+                             if _plugin_device(p, device_kind, device_index, accelerators_only=True)]
+        chain = _chain(device_kind, device_index, tensorrt, usable)
+    plan = provider_plan(chain, usable, plugins)
+    if not providers:  # a provider the user named keeps its own reason
+        _npu_missing(plan, device_kind)
+    _plugin_devices(plan, plugins, device_kind, device_index)
     plan.graph_level = GRAPH_LEVELS[ex.optimize_level]
     plan.intra_op_threads = ex.num_threads
     plan.deterministic = ex.deterministic
@@ -111,11 +132,13 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
     _tensorrt_options(policy, plan, key)
     _openvino_options(policy, plan, device_kind)
     _qnn_options(policy, plan, key, device_index)
+    _tensorrt_rtx_options(policy, plan, key)
     _graph_options(policy, plan)
     return plan
 
 
-def provider_plan(chain: list[tuple[str, dict[str, str]]], available: list[str]) -> OrtPlan:
+def provider_plan(chain: list[tuple[str, dict[str, str]]], available: list[str],
+                  plugins: Mapping[str, PluginProvider] | None = None) -> OrtPlan:
     """A plan for a provider chain: unavailable providers are refused by name; CPU is always last."""
     chain = [(n, o) for n, o in chain if n != CPU]
     plan = OrtPlan(providers=[], target=chain[0][0] if chain else CPU, asked=[n for n, _ in chain] + [CPU])
@@ -123,10 +146,15 @@ def provider_plan(chain: list[tuple[str, dict[str, str]]], available: list[str])
         if name in available:
             plan.providers.append((name, dict(opts)))
         else:
-            plan.refuse("provider_unavailable", name, name, "not in onnxruntime.get_available_providers()",
-                        _missing_reason(name))
+            plugin = (plugins or {}).get(name)
+            plan.refuse("provider_unavailable", name, name, "not in onnxruntime.get_available_providers()"
+                        if plugin is None else "no usable plugin device", _missing_reason(name, plugin))
     plan.providers.append((CPU, {}))
     return plan
+
+
+def _base_options(name: str, index: int | None) -> dict[str, str]:
+    return {"device_id": str(index or 0)} if name in (CUDA, TRT) else {}
 
 
 def _chain(kind: str, index: int | None, tensorrt: bool, available: list[str]) -> list[tuple[str, dict[str, str]]]:
@@ -150,13 +178,19 @@ def _npu_gpu_chain(kind: str, available: list[str]) -> list[tuple[str, dict[str,
     return [(OPENVINO, {"device_type": _OV_DEVICE.get(kind, "AUTO:GPU,CPU")})]
 
 
-def _missing_reason(provider: str) -> str:
+def _missing_reason(provider: str, plugin: PluginProvider | None = None) -> str:
+    if plugin is not None:
+        return plugin.reason or f"{provider} ({plugin.distribution} {plugin.version}) lists no device of the kind asked " \
+                                f"for; ONNX Runtime lists {', '.join(l for _, l in plugin.devices) or 'none'}"
     return {
         CUDA: "this onnxruntime build has no CUDA provider, or no CUDA device/driver is present "
               "(pip install 'xpuruntime[gpu]' on a machine with an NVIDIA GPU)",
         TRT: "this onnxruntime build has no TensorRT provider (needs onnxruntime-gpu and the TensorRT libraries)",
-        OPENVINO: "the OpenVINO provider is not in this onnxruntime build (pip install onnxruntime-openvino), "
-                  "or use engine='openvino'",
+        OPENVINO: "the OpenVINO provider is not in this onnxruntime build: pip install onnxruntime-ep-openvino "
+                  "(its plugin package, onnxruntime >= 1.23; or pip install 'xpuruntime[openvino-ep]'), or use "
+                  "engine='openvino'",
+        TRT_RTX: "the TensorRT RTX provider is a plugin package: pip install onnxruntime-ep-nv-tensorrt-rtx "
+                 "(onnxruntime >= 1.24; RTX GPUs of compute capability 8.6, 8.9 or 12.0 and newer)",
         QNN: "the QNN provider is not in this onnxruntime build (pip uninstall onnxruntime && pip install "
              "onnxruntime-qnn, on a Snapdragon device: Windows on Arm or Android)",
     }.get(provider, "provider not available in this onnxruntime build")
@@ -251,6 +285,9 @@ def _openvino_options(policy: Policy, plan: OrtPlan, kind: str) -> None:
     opts = dict(plan.providers)
     if OPENVINO not in opts:
         return
+    if OPENVINO in plan.plugins:
+        _openvino_plugin_options(policy, plan, opts[OPENVINO])
+        return
     ov, ex = opts[OPENVINO], policy.execution
     hint = _OV_PRECISION[ex.precision]
     if hint:
@@ -262,6 +299,60 @@ def _openvino_options(policy: Policy, plan: OrtPlan, kind: str) -> None:
         ov["num_of_threads"] = str(ex.num_threads)
     if ex.cache_dir:
         ov["cache_dir"] = os.path.join(ex.cache_dir, "openvino-ep")
+
+
+# the OpenVINO plugin (onnxruntime-ep-openvino) ignores precision/num_of_threads/cache_dir/device_type (it says
+# so in its log): OpenVINO properties go in load_config, as JSON {device: {property: value}}, and the device is
+# the plugin device chosen with add_provider_for_devices. Same hints as engine='openvino'.
+_OV_PLUGIN_HINTS = {"fp32": ("f32", "ACCURACY"), "tf32": ("f32", "ACCURACY"), "fp16": ("f16", "PERFORMANCE"),
+                    "bf16": ("bf16", "PERFORMANCE"), "int8": ("f32", None)}
+
+
+def _openvino_plugin_options(policy: Policy, plan: OrtPlan, ov: dict[str, str]) -> None:
+    ex = policy.execution
+    ov.pop("device_type", None)  # the plugin device is the device
+    hint, mode = _OV_PLUGIN_HINTS[ex.precision]
+    props = {"INFERENCE_PRECISION_HINT": hint, **({"EXECUTION_MODE_HINT": mode} if mode else {})}
+    if ex.num_threads:
+        props["INFERENCE_NUM_THREADS"] = str(ex.num_threads)
+    if ex.cache_dir:
+        props["CACHE_DIR"] = os.path.join(ex.cache_dir, "openvino-ep")
+    ov["load_config"] = json.dumps({plan.plugins[OPENVINO].split(".")[0]: props}, sort_keys=True)
+    if plan.target == OPENVINO and ex.precision != "int8":
+        plan.model_variant = "original"  # OpenVINO converts itself, by INFERENCE_PRECISION_HINT
+    if plan.target == OPENVINO and ex.precision in ("fp16", "bf16"):
+        plan.notes.append(f"{ex.precision} on the OpenVINO plugin: INFERENCE_PRECISION_HINT={hint} is configured; "
+                          "ONNX Runtime does not report the precision OpenVINO chose per layer (engine='openvino' does)")
+
+
+def _tensorrt_rtx_options(policy: Policy, plan: OrtPlan, key: str) -> None:
+    """NvTensorRTRTXExecutionProvider options (names from the plugin's tensorrt_rtx_provider_options.h)."""
+    opts = dict(plan.providers)
+    if TRT_RTX not in opts:
+        return
+    rtx, ex = opts[TRT_RTX], policy.execution
+    if ex.cuda_graphs:
+        rtx["enable_cuda_graph"] = "1"
+    if ex.cache_dir:
+        rtx["nv_runtime_cache_path"] = os.path.join(ex.cache_dir, "tensorrt-rtx", key)
+    if ex.fixed_shapes:
+        shapes = ",".join(f"{name}:{'x'.join(str(int(d)) for d in dims)}" for name, dims in ex.fixed_shapes.items())
+        rtx.update(nv_profile_min_shapes=shapes, nv_profile_opt_shapes=shapes, nv_profile_max_shapes=shapes)
+    if plan.target == TRT_RTX:
+        _rtx_precision(ex.precision, plan)
+
+
+def _rtx_precision(precision: str, plan: OrtPlan) -> None:
+    if precision == "int8":
+        plan.model_variant = "original"
+        plan.refuse("precision", "model", "int8", "the model's own precision",
+                    "TensorRT RTX builds int8 only from QuantizeLinear/DequantizeLinear nodes already in the model "
+                    "(quantise it statically, e.g. onnxruntime.quantization.quantize_static, and pass precision "
+                    "'fp32'); xpuruntime's dynamic int8 copy is not such a model")
+    elif precision == "fp16":
+        plan.notes.append("the TensorRT RTX provider has no precision switch: the float16 copy of the model sets it")
+    elif precision in ("fp32", "tf32"):
+        plan.notes.append("the TensorRT RTX provider has no precision switch: it builds the model's own types")
 
 
 def _qnn_options(policy: Policy, plan: OrtPlan, key: str, index: int | None) -> None:
@@ -323,7 +414,7 @@ def _npu_missing(plan: OrtPlan, kind: str) -> None:
 
 
 def _graph_options(policy: Policy, plan: OrtPlan) -> None:
-    if policy.execution.cuda_graphs and plan.target not in (CUDA, TRT):
+    if policy.execution.cuda_graphs and plan.target not in (CUDA, TRT, TRT_RTX):
         plan.refuse("option", "cuda_graphs", "CUDA graph capture", "no capture",
                     f"CUDA graphs are captured only by the CUDA and TensorRT providers; {plan.target} runs "
                     "the graph op by op")
@@ -331,6 +422,98 @@ def _graph_options(policy: Policy, plan: OrtPlan) -> None:
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
+
+
+# -- plugin providers ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PluginPackage:
+    """A plugin provider package: its module, the function returning its library path, the providers it brings."""
+
+    distribution: str
+    module: str
+    providers: tuple[str, ...] = ()  # () for packages not in PLUGIN_PACKAGES: read from module.get_ep_names()
+    library: str = "get_library_path"
+    version: str = ""
+    hint: str = ""  # which devices it lists (said when it lists none)
+
+
+_RTX_HINT = "it lists only NVIDIA RTX GPUs of compute capability 8.6, 8.9 or 12.0 and newer (not data-centre GPUs)"
+#: the plugin packages xpuruntime knows, by distribution name; any other ``onnxruntime-ep-*`` distribution is
+#: tried by the convention these share (a module with get_library_path() and get_ep_names())
+PLUGIN_PACKAGES: dict[str, PluginPackage] = {p.distribution: p for p in (
+    PluginPackage("onnxruntime-ep-openvino", "onnxruntime_ep_openvino", (OPENVINO,),
+                  hint="it lists the Intel CPU, GPU and NPU devices OpenVINO finds"),
+    PluginPackage("onnxruntime-ep-nv-tensorrt-rtx-cu13", "onnxruntime_ep_nv_tensorrt_rtx", (TRT_RTX,), hint=_RTX_HINT),
+    PluginPackage("onnxruntime-ep-nv-tensorrt-rtx-cu12", "onnxruntime_ep_nv_tensorrt_rtx", (TRT_RTX,), hint=_RTX_HINT),
+)}
+_META_PACKAGES = {"onnxruntime-ep-nv-tensorrt-rtx"}  # installs a -cuNN variant and holds no module itself
+
+
+@dataclass(frozen=True)
+class PluginProvider:
+    """One provider of a registered plugin package and the devices ONNX Runtime lists for it (plain data).
+
+    ``devices`` holds ``(kind, label)`` pairs: kind ``cpu``/``gpu``/``npu``; the label is OpenVINO's own device
+    name (``ov_device``) where the plugin gives one, else ``<kind>:<n>``.
+    """
+
+    name: str
+    distribution: str
+    version: str
+    devices: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None  # why it is unusable (failed to register, or no device)
+
+
+def installed_plugins(distributions: Iterable[Any] | None = None) -> list[PluginPackage]:
+    """The installed ``onnxruntime-ep-*`` plugin packages (``importlib.metadata``), sorted by name."""
+    found: dict[str, PluginPackage] = {}
+    for dist in importlib.metadata.distributions() if distributions is None else distributions:
+        name = _normalise(dist.metadata["Name"] or "")
+        if not name.startswith("onnxruntime-ep-") or name in _META_PACKAGES or name in found:
+            continue
+        known = PLUGIN_PACKAGES.get(name)
+        module = known.module if known else _top_level(dist) or name.replace("-", "_")
+        found[name] = replace(known, version=dist.version) if known else PluginPackage(name, module,
+                                                                                        version=dist.version)
+    return [found[n] for n in sorted(found)]
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _top_level(dist: Any) -> str | None:
+    text = dist.read_text("top_level.txt") or ""
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    return names[0] if names else None
+
+
+_KIND_ORDER = {"auto": ("gpu", "npu", "cpu"), "cuda": ("gpu",)}
+
+
+def _plugin_device(plugin: PluginProvider, kind: str, index: int | None, *,
+                   accelerators_only: bool = False) -> str | None:
+    """The label of the plugin device for an xpuruntime device: kind ``cuda`` is a GPU, ``auto`` the first
+    GPU, NPU (or, unless ``accelerators_only``, CPU) it lists; ``index`` counts devices of that kind."""
+    kinds = _KIND_ORDER.get(kind, (kind,))
+    if kind == "auto" and accelerators_only:
+        kinds = ("gpu", "npu")
+    for wanted in kinds:
+        labels = [label for k, label in plugin.devices if k == wanted]
+        if len(labels) > (index or 0):
+            return labels[index or 0]
+    return None
+
+
+def _plugin_devices(plan: OrtPlan, plugins: Mapping[str, PluginProvider], kind: str, index: int | None) -> None:
+    """Record the device each plugin provider gets, and say where it comes from."""
+    for name, _ in plan.providers:
+        plugin = plugins.get(name)
+        label = _plugin_device(plugin, kind, index) if plugin else None
+        if plugin and label:
+            plan.plugins[name] = label
+            plan.notes.append(f"{name} is the plugin provider of {plugin.distribution} {plugin.version} "
+                              f"(register_execution_provider_library), on its device {label}")
 
 #: ONNX Runtime's type strings -> numpy dtype names
 ORT_TYPES = {

@@ -3,12 +3,19 @@
 Names: ``onnxruntime`` (aliases ``onnxrt``, ``ort``) and ``onnxrt+trt`` (the TensorRT provider
 first, CUDA then CPU behind it). Receipts come from ONNX Runtime's own graph assignment
 (``get_provider_graph_assignment_info``) and, for ``explain``, its profiling JSON.
+
+Plugin providers (ONNX Runtime >= 1.24 ships providers as packages, e.g. ``onnxruntime-ep-openvino``): every
+installed ``onnxruntime-ep-*`` package is registered once per process on the first session
+(``register_execution_provider_library``), its devices are read from ``get_ep_devices()``, and a session that
+uses one is built with ``SessionOptions.add_provider_for_devices`` (ONNX Runtime ignores plugin providers
+passed in the ``providers`` list: the session would run on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import re
@@ -40,7 +47,7 @@ from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
 from xpuruntime.runtime.devices import DeviceSpec
 
-__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError"]
+__all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError", "plugin_providers"]
 
 _OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
 _SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
@@ -94,9 +101,12 @@ class OnnxRuntimeEngine(Engine):
         """The translation table (:func:`._onnxruntime.translate`), the user's engine options over it, private
         cache folders and the static-shape check: everything decided before the session is built."""
         ort = _ort()
+        plugins = plugin_providers(ort)
+        wanted = _wanted_providers(ort, options.get("providers"), plugins)
         native = tr.translate(policy, device.kind, device.index, tensorrt=self.tensorrt,
-                              available=ort.get_available_providers(), key=self.cache_key())
-        _apply_engine_options(native, ort, options)
+                              available=ort.get_available_providers(), key=self.cache_key(), plugins=plugins,
+                              providers=wanted)
+        _apply_engine_options(native, ort, options, plugins)
         _private_caches(native, policy.execution.cache_dir)
         _check_shapes(native, policy, self._graph_inputs())
         return Plan(native, requested=_requested(native, policy), targets=tuple(native.asked),
@@ -172,6 +182,8 @@ class OnnxRuntimeEngine(Engine):
         so.log_severity_level = int(self.options.get("log_severity_level", 3))
         for key, value in self.plan.config.items():
             so.add_session_config_entry(key, value)
+        if self.plan.plugins:
+            _add_providers(ort, so, self.plan.providers, self.plan.plugins)
         self._fix_shapes(so)
         if profile_dir:
             so.enable_profiling = True
@@ -195,7 +207,8 @@ class OnnxRuntimeEngine(Engine):
         try:
             with _timeout(self.policy.execution.compile_timeout_ms, so.set_load_cancellation_flag
                           if hasattr(so, "set_load_cancellation_flag") else None, "compile"):
-                return ort.InferenceSession(source, sess_options=so, providers=self.plan.providers)
+                providers = None if self.plan.plugins else self.plan.providers  # else in ``so`` already
+                return ort.InferenceSession(source, sess_options=so, providers=providers)
         except XpuRuntimeError:
             raise
         except Exception as exc:  # ORT raises its own pybind exception types
@@ -364,13 +377,91 @@ class OnnxRuntimeTensorRTEngine(OnnxRuntimeEngine):
     tensorrt = True
 
 
+# -- plugin providers -------------------------------------------------------------------------
+_plugin_lock = threading.Lock()
+_registered: dict[str, tuple[tr.PluginPackage, tuple[str, ...], str | None]] = {}  # distribution -> names, why not
+_discovered = False
+
+
+def plugin_providers(ort: Any) -> dict[str, tr.PluginProvider]:
+    """Register every installed plugin package once per process (thread-safe: found and registered on the first
+    call), then describe its providers with the devices ONNX Runtime lists for them now.
+
+    >>> import onnxruntime
+    >>> plugin_providers(onnxruntime)["OpenVINOExecutionProvider"].devices   # doctest: +SKIP
+    (('cpu', 'CPU'),)
+    """
+    global _discovered
+    with _plugin_lock:
+        if not _discovered:  # once: a scan of the installed distributions costs tens of milliseconds
+            for package in tr.installed_plugins():
+                _registered[package.distribution] = (package, *_register(ort, package))
+            _discovered = True
+        devices = _ep_devices(ort)
+        found: dict[str, tr.PluginProvider] = {}
+        for package, names, reason in _registered.values():
+            for name in names:
+                listed = tuple((kind, label) for kind, label, _ in devices.get(name, []))
+                why = reason or (None if listed else f"{name} ({package.distribution} {package.version}) is "
+                                 f"registered, but ONNX Runtime lists no device for it: {package.hint or 'none found'}")
+                found[name] = tr.PluginProvider(name, package.distribution, package.version, listed, why)
+        return found
+
+
+def _register(ort: Any, package: tr.PluginPackage) -> tuple[tuple[str, ...], str | None]:
+    """Register one package's library; an application that registered it already is left alone."""
+    label = f"{package.distribution} {package.version}"
+    if not hasattr(ort, "register_execution_provider_library"):
+        return package.providers, f"onnxruntime {ort.__version__} cannot load plugin providers ({label}): needs >= 1.23"
+    try:
+        module = importlib.import_module(package.module)
+        path = getattr(module, package.library)()
+        names = tuple(getattr(module, "get_ep_names", lambda: package.providers)()) or package.providers
+    except Exception as exc:  # a broken plugin package must not break the session
+        return package.providers, f"{label} could not be loaded: {_first_line(str(exc))}"
+    if any(d.ep_name in names for d in ort.get_ep_devices()):
+        return names, None
+    try:
+        ort.register_execution_provider_library(f"xpuruntime:{package.distribution}", path)
+    except Exception as exc:  # ORT's own exception types (an ABI it does not accept, a missing library)
+        if "already registered" not in str(exc).lower():
+            return names, f"onnxruntime {ort.__version__} did not register {label}: {_first_line(str(exc))}"
+    return names, None
+
+
+def _ep_devices(ort: Any) -> dict[str, list[tuple[str, str, Any]]]:
+    """Provider name -> (kind, label, OrtEpDevice) for every device ONNX Runtime lists."""
+    out: dict[str, list[tuple[str, str, Any]]] = {}
+    for dev in ort.get_ep_devices() if hasattr(ort, "get_ep_devices") else ():
+        kind = str(dev.device.type).rsplit(".", 1)[-1].lower()
+        same = out.setdefault(dev.ep_name, [])
+        label = dict(dev.ep_metadata).get("ov_device") or f"{kind}:{sum(k == kind for k, _, _ in same)}"
+        same.append((kind, label, dev))
+    return out
+
+
+def _add_providers(ort: Any, so: Any, providers: list[tuple[str, dict[str, str]]], plugins: dict[str, str]) -> None:
+    """Plugin providers go in by device (``add_provider_for_devices``), others by name; CPU is ORT's default."""
+    devices = _ep_devices(ort)
+    for name, opts in providers:
+        if name in plugins:
+            chosen = [d for _, label, d in devices.get(name, []) if label == plugins[name]]
+            if not chosen:
+                raise ModelLoadError(f"the plugin device {plugins[name]} of {name} is no longer listed",
+                                     expected="the device ONNX Runtime listed when the plan was made",
+                                     received="not in onnxruntime.get_ep_devices()",
+                                     hint="was the plugin library unregistered? create the session again")
+            so.add_provider_for_devices(chosen[:1], opts)
+        elif name != tr.CPU:
+            so.add_provider(name, opts)
+
+
 # -- helpers -------------------------------------------------------------------------------
-def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any]) -> None:
+def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any],
+                          plugins: Mapping[str, tr.PluginProvider]) -> None:
     """User overrides win, and are recorded in the receipt's ``requested``."""
-    if options.get("providers"):
-        _override_providers(plan, ort, options["providers"])
     for name, extra in (options.get("provider_options") or {}).items():
-        _check_provider_name(ort, name, "provider_options")
+        _check_provider_name(ort, name, "provider_options", plugins)
         if not plan.in_use(name):
             plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
         plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
@@ -387,6 +478,12 @@ def _private_caches(plan: tr.OrtPlan, root: str | None) -> None:
             if path_key in opts and not _private_folder(root, opts[path_key]):
                 for key in keys:
                     opts.pop(key, None)
+        if "CACHE_DIR" in opts.get("load_config", ""):  # the OpenVINO plugin: properties by device, as JSON
+            config = json.loads(opts["load_config"])
+            for props in config.values():
+                if "CACHE_DIR" in props and not _private_folder(root, props["CACHE_DIR"]):
+                    props.pop("CACHE_DIR")
+            opts["load_config"] = json.dumps(config, sort_keys=True)
     context = plan.config.get("ep.context_file_path")
     if context and not _private_folder(root, os.path.dirname(context)):
         for key in ("ep.context_enable", "ep.context_file_path", "ep.context_embed_mode"):
@@ -397,18 +494,17 @@ def _private_caches(plan: tr.OrtPlan, root: str | None) -> None:
         plan.cached_model = None
 
 
-def _override_providers(plan: tr.OrtPlan, ort: Any, wanted: Any) -> None:
-    if isinstance(wanted, str) or not all(isinstance(n, str) for n in wanted):
+def _wanted_providers(ort: Any, wanted: Any, plugins: Mapping[str, tr.PluginProvider]) -> list[str] | None:
+    """``engine_options["providers"]``, checked: a list of known provider names (None: not given)."""
+    if not wanted:
+        return None
+    if isinstance(wanted, str) or not isinstance(wanted, Sequence) or not all(isinstance(n, str) for n in wanted):
         raise PolicyError("engine_options.providers must be a list of provider names",
                           expected="e.g. ['CUDAExecutionProvider', 'CPUExecutionProvider']",
                           received=repr(wanted), hint="put per-provider options in engine_options.provider_options")
     for name in wanted:
-        _check_provider_name(ort, name, "providers")
-    opts = dict(plan.providers)
-    chosen = tr.provider_plan([(n, opts.get(n, {})) for n in wanted], ort.get_available_providers())
-    kept = [v for v in plan.violations if v.kind != "provider_unavailable"]
-    plan.providers, plan.target, plan.asked = chosen.providers, chosen.target, chosen.asked
-    plan.violations = [*chosen.violations, *kept]
+        _check_provider_name(ort, name, "providers", plugins)
+    return list(wanted)
 
 
 def _check_shapes(plan: tr.OrtPlan, policy: Policy, inputs: dict[str, list[Any]]) -> None:
@@ -428,7 +524,9 @@ def _check_shapes(plan: tr.OrtPlan, policy: Policy, inputs: dict[str, list[Any]]
 
 def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
     """What was asked of ONNX Runtime, as the receipt shows it."""
-    return {"providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(), "target": plan.target,
+    extra = {"plugin_devices": dict(plan.plugins)} if plan.plugins else {}
+    return {**extra, "providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(),
+            "target": plan.target,
             "provider_options": {n: dict(o) for n, o in plan.providers}, "graph_optimization_level": plan.graph_level,
             "model_variant": plan.model_variant, "precision": policy.execution.precision,
             "session_config": dict(plan.config)}
@@ -436,7 +534,7 @@ def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
 # provider option naming a cache folder -> the options to drop when that folder cannot be made private
 _CACHE_OPTIONS = {"trt_engine_cache_path": ("trt_engine_cache_enable", "trt_engine_cache_path",
                                             "trt_timing_cache_enable", "trt_timing_cache_path"),
-                  "cache_dir": ("cache_dir",)}
+                  "cache_dir": ("cache_dir",), "nv_runtime_cache_path": ("nv_runtime_cache_path",)}
 
 
 def _private_folder(root: str, folder: str) -> bool:
@@ -490,12 +588,12 @@ def _load_hint(text: str) -> str | None:
     return "check the model with onnx.checker.check_model(model)"
 
 
-def _check_provider_name(ort: Any, name: Any, option: str) -> None:
-    known = ort.get_all_providers()
+def _check_provider_name(ort: Any, name: Any, option: str, plugins: Mapping[str, tr.PluginProvider]) -> None:
+    known = [*ort.get_all_providers(), *plugins, *(n for p in tr.PLUGIN_PACKAGES.values() for n in p.providers)]
     if name not in known:
         raise PolicyError(f"unknown ONNX Runtime provider {name!r}", field=f"engine_options.{option}",
-                          expected="a name from onnxruntime.get_all_providers()", received=repr(name),
-                          hint=did_you_mean(str(name), known))
+                          expected="a name from onnxruntime.get_all_providers() or a plugin provider",
+                          received=repr(name), hint=did_you_mean(str(name), known))
 
 
 def _check_fixed(name: str, shape: Sequence[int], inputs: dict[str, list[Any]]) -> None:
@@ -593,9 +691,11 @@ def _node_events(events: list[dict[str, Any]]) -> dict[str, _NodeEvent]:
         args = ev.get("args") or {}
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
-        op = args.get("op_name", "?")
-        node = nodes.setdefault(ev["name"][: -len("_kernel_time")],
-                                _NodeEvent(op, args.get("provider", "?"), _event_precision(op, args)))
+        op, provider = args.get("op_name", "?"), args.get("provider", "?")
+        # a provider's fused subgraph (OpenVINO, TensorRT, QNN): its input and output types prove nothing about
+        # the precision inside, so none is claimed
+        precision = None if op.startswith(f"{provider}_") else _event_precision(op, args)
+        node = nodes.setdefault(ev["name"][: -len("_kernel_time")], _NodeEvent(op, provider, precision))
         node.time_us += float(ev.get("dur", 0))
         node.calls += 1
     return nodes
