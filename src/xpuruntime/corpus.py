@@ -34,13 +34,23 @@ import numpy as np
 
 from xpuruntime.errors import EngineUnavailableError, InputError, did_you_mean
 
-__all__ = ["CORPUS", "CorpusModel", "InputSpec", "SIZES", "build_onnx", "build_module", "sample_feeds",
-           "input_shapes", "names", "default_cache_dir"]
+__all__ = [
+    "CORPUS",
+    "SIZES",
+    "CorpusModel",
+    "InputSpec",
+    "build_module",
+    "build_onnx",
+    "default_cache_dir",
+    "input_shapes",
+    "names",
+    "sample_feeds",
+]
 
 SIZES = ("tiny", "base")
 OPSET = 17
 IR_VERSION = 10  # ONNX Runtime 1.2x refuses newer IR versions
-_FORMAT = 1  # bump when the export recipe changes: old cache entries are then never read
+_FORMAT = 2  # bump when the export recipe changes (weights, norms, wrapper): old cache entries are then never read
 
 
 @dataclass(frozen=True)
@@ -86,52 +96,52 @@ _PIXELS = (InputSpec("pixel_values", ("batch", "channels", "height", "width"), "
 _TEXT_SHAPES = {"tiny": {"batch": 2, "seq": 16}, "base": {"batch": 8, "seq": 128}}
 _IMAGE_SHAPES = {"tiny": {"batch": 2, "channels": 3, "height": 64, "width": 64},
                  "base": {"batch": 8, "channels": 3, "height": 224, "width": 224}}
-_BERT_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                  vocab_size=1000, max_position_embeddings=512)
+_BERT_TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                  "vocab_size": 1000, "max_position_embeddings": 512}
 
 CORPUS: dict[str, CorpusModel] = {m.name: m for m in (
     CorpusModel("bert", "text", "BertModel", "BertConfig",
-                {"tiny": _BERT_TINY, "base": dict(vocab_size=30522)}, _text("bert", 1000),
+                {"tiny": _BERT_TINY, "base": {"vocab_size": 30522}}, _text("bert", 1000),
                 _TEXT_SHAPES, ("batch", "seq"), {"add_pooling_layer": False},
                 "BERT-base at size base; padding mask becomes an additive attention mask"),
     CorpusModel("minilm", "text", "BertModel", "BertConfig",
-                {"tiny": _BERT_TINY, "base": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                                  intermediate_size=1536, vocab_size=30522)},
+                {"tiny": _BERT_TINY, "base": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                                                  "intermediate_size": 1536, "vocab_size": 30522}},
                 _text("minilm", 1000), _TEXT_SHAPES, ("batch", "seq"), {"add_pooling_layer": False},
                 "all-MiniLM-L6 shape (a BERT) at size base: the common sentence encoder"),
     CorpusModel("distilbert", "text", "DistilBertModel", "DistilBertConfig",
-                {"tiny": dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, vocab_size=1000,
-                              max_position_embeddings=512), "base": {}},
+                {"tiny": {"dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 128, "vocab_size": 1000,
+                              "max_position_embeddings": 512}, "base": {}},
                 _text("distilbert", 1000), _TEXT_SHAPES, ("batch", "seq")),
     CorpusModel("gpt2", "text", "GPT2Model", "GPT2Config",
-                {"tiny": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=512,
-                              bos_token_id=999, eos_token_id=999), "base": {}},
+                {"tiny": {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000, "n_positions": 512,
+                              "bos_token_id": 999, "eos_token_id": 999}, "base": {}},
                 _text("gpt2", 1000), _TEXT_SHAPES, ("batch", "seq"), {"use_cache": False},
                 "causal mask combined with the padding mask"),
     CorpusModel("t5-encoder", "text", "T5EncoderModel", "T5Config",
-                {"tiny": dict(d_model=64, num_layers=2, num_heads=4, d_kv=16, d_ff=128, vocab_size=1000),
-                 "base": dict(d_model=768, num_layers=12, num_heads=12, d_kv=64, d_ff=3072)},
+                {"tiny": {"d_model": 64, "num_layers": 2, "num_heads": 4, "d_kv": 16, "d_ff": 128, "vocab_size": 1000},
+                 "base": {"d_model": 768, "num_layers": 12, "num_heads": 12, "d_kv": 64, "d_ff": 3072}},
                 _text("t5-encoder", 1000), _TEXT_SHAPES, ("batch", "seq"), {},
                 "relative position buckets; RMS norm"),
     CorpusModel("vit", "vision", "ViTModel", "ViTConfig",
-                {"tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                              image_size=64, patch_size=16), "base": {}},
+                {"tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                              "image_size": 64, "patch_size": 16}, "base": {}},
                 _PIXELS, _IMAGE_SHAPES, ("batch",), {"add_pooling_layer": False}, "ViT-B/16 at size base"),
     CorpusModel("resnet50", "vision", "ResNetModel", "ResNetConfig",
-                {"tiny": dict(embedding_size=16, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
-                              layer_type="bottleneck"), "base": {}},
+                {"tiny": {"embedding_size": 16, "hidden_sizes": [32, 64, 128, 256], "depths": [1, 1, 1, 1],
+                              "layer_type": "bottleneck"}, "base": {}},
                 _PIXELS, _IMAGE_SHAPES, ("batch", "height", "width"), {},
                 "bottleneck blocks with batch norm folded by the exporter; ResNet-50 at size base"),
     CorpusModel("convnext", "vision", "ConvNextModel", "ConvNextConfig",
-                {"tiny": dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]), "base": {}},
+                {"tiny": {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}, "base": {}},
                 _PIXELS, _IMAGE_SHAPES, ("batch", "height", "width"), {}, "ConvNeXt-T at size base"),
     CorpusModel("efficientnet", "vision", "EfficientNetModel", "EfficientNetConfig",
-                {"tiny": dict(width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, image_size=64),
-                 "base": dict(width_coefficient=1.0, depth_coefficient=1.0, hidden_dim=1280, image_size=224)},
+                {"tiny": {"width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 320, "image_size": 64},
+                 "base": {"width_coefficient": 1.0, "depth_coefficient": 1.0, "hidden_dim": 1280, "image_size": 224}},
                 _PIXELS, _IMAGE_SHAPES, ("batch", "height", "width"), {},
                 "squeeze-excitation, swish; EfficientNet-B0 at size base"),
     CorpusModel("mobilenet", "vision", "MobileNetV2Model", "MobileNetV2Config",
-                {"tiny": dict(depth_multiplier=0.35, image_size=64), "base": {}},
+                {"tiny": {"depth_multiplier": 0.35, "image_size": 64}, "base": {}},
                 _PIXELS, _IMAGE_SHAPES, ("batch", "height", "width"), {},
                 "depthwise convs, ReLU6; MobileNetV2 1.0 at size base"),
 )}

@@ -7,9 +7,8 @@ outputs must be finite. A sample runs on every push; every cell runs under ``-m 
 
 from __future__ import annotations
 
-import pytest
-
 import cells
+import pytest
 from expectations import CI_SAMPLE, MODELS, expected
 
 pytest.importorskip("openvino")
