@@ -39,9 +39,9 @@ def _helpers() -> Any:
 _m = _helpers()
 Cell, run_cell, assert_cell, cell_id = _m.Cell, _m.run_cell, _m.assert_cell, _m.cell_id
 
-FLASH, EFF, CUDNN = r"(?i)flash", r"(?i)fmha_cutlass|memeff|attentionkernel|efficient", r"(?i)cudnn"
+FLASH, EFF, CUDNN = r"flash", r"fmha_cutlass|memeff|attentionkernel|efficient", r"cudnn"
 MATH = r"attention_math"
-GEMM = r"(?i)gemm|xmma|nvjet|cutlass|kernel2|gemv"
+GEMM = r"gemm|xmma|nvjet|cutlass|kernel2|gemv"
 CPU_CONV = r"aten::(mkldnn_convolution|_slow_conv2d_forward|convolution)"
 
 
@@ -119,7 +119,7 @@ CELLS = [
     Cell("conv", "auto", "fp32", "cudnn_exhaustive", r".+", "honoured"),
     Cell("conv", "cudnn_exhaustive", "cpu tensor", "default", CPU_CONV, "violation", "receipt"),
     # layernorm
-    Cell("layernorm", "native", "fp32", "native", r"(?i)layer_?norm", "honoured"),
+    Cell("layernorm", "native", "fp32", "native", r"layer_?norm", "honoured"),
 ]
 TRITON_CELLS = [
     Cell("layernorm", "triton", "fp32", "triton", r"xpuruntime::layer_norm", "honoured"),

@@ -82,7 +82,7 @@ def assert_cell(cell: Cell, fallback: str, seen: Seen, here: str) -> None:
         ran = seen.ran(cell.op)
         kernels = {k for k, _ in ran}
         assert len(kernels) == 1 and kernels <= set(cell.ran.split("|")), seen.receipt.table()
-        assert all(re.search(cell.evidence, name) for _, name in ran), seen.receipt.table()
+        assert all(re.search(cell.evidence, name, re.IGNORECASE) for _, name in ran), seen.receipt.table()
         assert seen.receipt.honored == (cell.kind != "violation"), seen.receipt.table()
     warned = {phase: msgs for phase, msgs in seen.warned.items() if msgs}
     if fallback == "warn" and cell.kind == "violation":
