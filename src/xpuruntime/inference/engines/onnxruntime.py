@@ -220,6 +220,12 @@ class OnnxRuntimeEngine(Engine):
                              received=self.model.description, hint=_load_hint(text)) from None
 
     def _model_variant(self, model: ModelSource) -> ModelSource:
+        if self.plan.fusions != "off":
+            fused = tr.fuse(model, self.plan.fusions, self.plan.target == tr.CUDA, self.policy.execution.cache_dir,
+                            self.cache_key())
+            if fused is None:
+                self.load_notes.append("fusions 'auto': no attention in the graph, so no transformer fusions")
+            model = fused or model
         variant = self.plan.model_variant
         if variant == "original":
             return model
@@ -429,7 +435,7 @@ def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
     """What was asked of ONNX Runtime, as the receipt shows it."""
     return {"providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(), "target": plan.target,
             "provider_options": {n: dict(o) for n, o in plan.providers}, "graph_optimization_level": plan.graph_level,
-            "model_variant": plan.model_variant, "precision": policy.execution.precision,
+            "model_variant": plan.model_variant, "precision": policy.execution.precision, "fusions": plan.fusions,
             "session_config": dict(plan.config)}
 
 # provider option naming a cache folder -> the options to drop when that folder cannot be made private
