@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 #: Modules that add commands to :data:`app`; each defines ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare", "xpuruntime.cli_kernels")
+COMMAND_MODULES: tuple[str, ...] = ("xpuruntime.cli_inference", "xpuruntime.cli_compare", "xpuruntime.cli_kernels",
+                                     "xpuruntime.cli_bench")
 
 
 class _Group(TyperGroup):

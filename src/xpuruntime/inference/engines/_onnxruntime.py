@@ -453,9 +453,11 @@ def _build(model: ModelSource, variant: str) -> ModelSource:
 def _fused(proto: Any, model_type: str, use_gpu: bool) -> Any:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    logger = logging.getLogger("onnxruntime.transformers")  # it logs every fusion at INFO/WARNING
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(n) for n in ("onnxruntime.transformers", "fusion_attention", "fusion_base",
+                                               "onnx_model", "optimizer", "fusion_utils")]
+    levels = [lg.level for lg in loggers]  # the optimizer logs every fusion (and what it could not fuse)
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         # opt_level=0: the optimizer's Python fusions only; ONNX Runtime's own graph optimisations run when the
         # session is built (optimize_level), on the provider actually used. num_heads/hidden_size 0: detected.
@@ -466,7 +468,8 @@ def _fused(proto: Any, model_type: str, use_gpu: bool) -> Any:
                                         expected=f"a {model_type} graph the optimizer knows",
                                         received="a graph it rejects", hint="set execution.fusions to 'off'") from None
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _fp16(proto: Any) -> Any:
