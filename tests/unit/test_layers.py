@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "pytorch": 5,
     "inference": 6,
     "corpus": 6,
-    "__init__": 7, "demo": 7, "cli": 7, "cli_compare": 7, "cli_inference": 7, "cli_kernels": 7, "__main__": 8,
+    "__init__": 7, "demo": 7, "cli": 7, "cli_compare": 7, "cli_bench": 7, "cli_inference": 7, "cli_kernels": 7, "__main__": 8,
 }
 
 
