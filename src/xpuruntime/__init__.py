@@ -51,6 +51,8 @@ _LAZY = {
     "list_engines": "xpuruntime.inference.engine",
     "compare": "xpuruntime.inference.compare",
     "ComparisonResult": "xpuruntime.inference.compare",
+    "bench": "xpuruntime.inference.bench",
+    "BenchResult": "xpuruntime.inference.bench",
 }
 _SUBMODULES = ("pytorch", "policies", "runtime", "inference", "kernels", "cli")
 

@@ -75,7 +75,7 @@ def test_help_lists_every_command_group_in_order(runner: CliRunner):
     assert result.exit_code == 0, result.output
     commands = result.stdout.partition("Commands")[2].splitlines()[1:]
     listed = [line.split()[1] for line in commands if line.startswith("│ ") and line.split()[1][:1].isalpha()]
-    assert listed == ["devices", "fingerprint", "run", "explain", "demo", "engines", "compare", "kernels", "tune", "report",
+    assert listed == ["devices", "fingerprint", "run", "explain", "demo", "engines", "compare", "bench", "kernels", "tune", "report",
                       "policy", "lock"]
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
 

@@ -21,10 +21,12 @@ from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, content_hash, diff_dicts
 
-__all__ = ["ExecutionPolicy", "Fallback", "Precision", "policy_error_from_validation"]
+__all__ = ["ExecutionPolicy", "Fallback", "Precision", "Compile", "Fusions", "policy_error_from_validation"]
 
 Precision = Literal[tuple(vocab.PRECISIONS)]  # type: ignore[valid-type]  # fp32, tf32, fp16, bf16, int8
 Fallback = Literal[vocab.FALLBACKS]  # type: ignore[valid-type]  # error, warn, allow
+Compile = Literal[vocab.COMPILE_MODES]  # type: ignore[valid-type]  # off, default, reduce-overhead, max-autotune
+Fusions = Literal[vocab.FUSIONS]  # type: ignore[valid-type]  # off, auto, bert, gpt2, vit
 _DAY_MS = 24 * 3600 * 1000
 
 
@@ -52,6 +54,10 @@ class ExecutionPolicy(BaseModel):
     cache_dir: str | None = Field(None, min_length=1, description="folder for compiled engines and caches")
     compile_timeout_ms: StrictInt | None = Field(None, gt=0, le=_DAY_MS, description="limit on model compilation")
     execution_timeout_ms: StrictInt | None = Field(None, gt=0, le=_DAY_MS, description="limit on one run")
+    compile: Compile = Field("off", description="compile the model with the engine's compiler: off, default, "
+                             "reduce-overhead or max-autotune (torch.compile modes; engines without one refuse it)")
+    fusions: Fusions = Field("off", description="rewrite the graph with fused transformer ops: off, auto (detect), "
+                             "bert, gpt2 or vit (ONNX Runtime's transformers optimizer)")
 
     def __init__(self, **data: Any) -> None:
         check_plain_data(data, "execution")
@@ -73,6 +79,18 @@ class ExecutionPolicy(BaseModel):
         if isinstance(v, str) and v.strip().lower() in choices:
             return v.strip().lower()
         raise PolicyError(f"unknown fallback {short_repr(v)}", expected=f"one of {', '.join(choices)}",
+                          received=short_repr(v), hint=did_you_mean(str(v), choices))
+
+    @field_validator("compile", "fusions", mode="before")
+    @classmethod
+    def _choice(cls, v: object, info: Any) -> object:
+        choices = vocab.COMPILE_MODES if info.field_name == "compile" else vocab.FUSIONS
+        if v is False or v is None:
+            return "off"
+        text = v.strip().lower().replace("_", "-") if isinstance(v, str) else v
+        if text in choices:
+            return text
+        raise PolicyError(f"unknown {info.field_name} value {short_repr(v)}", expected=f"one of {', '.join(choices)}",
                           received=short_repr(v), hint=did_you_mean(str(v), choices))
 
     @field_validator("cache_dir", mode="before")

@@ -208,6 +208,8 @@ def as_policy(policy: Any) -> Policy:
     """
     if isinstance(policy, KernelPolicy):
         return Policy(kernels=policy)
+    if isinstance(policy, Policy):  # immutable: nothing to merge over it (this runs on every torch engine call)
+        return policy
     return coerce_policy(policy)
 
 

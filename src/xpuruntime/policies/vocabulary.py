@@ -19,6 +19,8 @@ from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 
 __all__ = [
     "FALLBACKS",
+    "COMPILE_MODES",
+    "FUSIONS",
     "DEFAULT_FALLBACK",
     "DEFAULT_ENGINE",
     "AUTO",
@@ -42,6 +44,11 @@ FALLBACKS: tuple[str, ...] = ("error", "warn", "allow")
 DEFAULT_FALLBACK = "warn"
 #: the engine used when none is named (API, CLI and tuner alike)
 DEFAULT_ENGINE = "onnxruntime"
+
+#: execution.compile: the engine's compiler mode (torch.compile's modes; "off" compiles nothing)
+COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune")
+#: execution.fusions: transformer graph fusions (ONNX Runtime's transformers optimizer model types)
+FUSIONS: tuple[str, ...] = ("off", "auto", "bert", "gpt2", "vit")
 
 AUTO = "auto"
 DEFAULT = "default"

@@ -16,6 +16,7 @@ second, which rebuilds the exact state.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -87,11 +88,20 @@ def _readers() -> dict[str, Callable[[], Any]]:
 def snapshot() -> dict[str, Any]:
     """Every switch that can be read now, by name (a legacy flag torch refuses to read is left out)."""
     snap = {}
-    for name, read in _readers().items():
-        ok, value = _try(read)
-        if ok and value is not None or name.startswith("env."):
-            snap[name] = value
+    with _quiet():  # one warnings block for all reads: this runs on every engine call
+        for name, read in _cached_readers().items():
+            try:
+                value = read()
+            except (RuntimeError, AttributeError):  # a legacy read after mixed API use, or an older torch
+                continue
+            if value is not None or name.startswith("env."):
+                snap[name] = value
     return snap
+
+
+@functools.cache
+def _cached_readers() -> dict[str, Callable[[], Any]]:
+    return _readers()  # the readers read the switches when called; which readers exist never changes
 
 
 def snapshot_sdpa() -> dict[str, Any]:

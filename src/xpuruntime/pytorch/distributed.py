@@ -279,7 +279,7 @@ def wrap(model: torch.nn.Module, policy: Any = None, strategy: str = "ddp", *,
       blocks), then the root, with the precision as ``MixedPrecisionPolicy(param_dtype=...)``; ``fsdp.prefetch``
       sets explicit forward/backward prefetching. CUDA graphs are refused by name (a violation, judged by the
       policy's fallback): torch documents whole-step capture for DDP only.
-    - ``execution.compile`` (where the policy has it) compiles the wrapped model.
+    - ``execution.compile`` (``default``, ``reduce-overhead``, ``max-autotune``) compiles the wrapped model.
 
     The receipt of what was configured is :func:`report_of` the returned module.
 
@@ -296,9 +296,10 @@ def wrap(model: torch.nn.Module, policy: Any = None, strategy: str = "ddp", *,
                          received="no process group", hint="call init_process_group(policy) first (under torchrun)")
     report = communication_report(resolved, strategy)
     wrapped = (_wrap_ddp if strategy == "ddp" else _wrap_fsdp)(model, resolved, report, units, process_group)
-    if getattr(resolved.execution, "compile", False):
-        wrapped = torch.compile(wrapped)
-        _configured(report, "torch.compile", True, "the wrapped model is compiled")
+    mode = resolved.execution.compile
+    if mode != "off":
+        wrapped = torch.compile(wrapped, mode=None if mode == "default" else mode)
+        _configured(report, "torch.compile", mode, "the wrapped model is compiled")
     _enforce(report, resolved.execution.fallback)
     wrapped.xpuruntime_report = report
     return wrapped

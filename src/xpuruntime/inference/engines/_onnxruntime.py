@@ -44,8 +44,8 @@ from xpuruntime.policies import Policy
 from xpuruntime.receipts import Violation
 
 __all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "TRT_RTX", "SDPA_BITS",
-           "QNN_PERFORMANCE_MODE", "convert", "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider",
-           "PLUGIN_PACKAGES", "installed_plugins"]
+           "QNN_PERFORMANCE_MODE", "convert", "fuse", "fusion_model_type", "fused_op_counts", "FUSED_OPS",
+           "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider", "PLUGIN_PACKAGES", "installed_plugins"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -88,6 +88,7 @@ class OrtPlan:
     deterministic: bool = False
     config: dict[str, str] = field(default_factory=dict)  # session config entries
     model_variant: str = "original"  # original | fp16 | int8
+    fusions: str = "off"  # off | auto | bert | gpt2 | vit: ONNX Runtime's transformers optimizer, before the variant
     cached_model: str | None = None  # a compiled context model (QNN EPContext) to load instead of the model
     plugins: dict[str, str] = field(default_factory=dict)  # plugin provider -> its device (add_provider_for_devices)
     violations: list[Violation] = field(default_factory=list)
@@ -134,6 +135,7 @@ def translate(policy: Policy, device_kind: str, device_index: int | None, *, ten
     _qnn_options(policy, plan, key, device_index)
     _tensorrt_rtx_options(policy, plan, key)
     _graph_options(policy, plan)
+    _compile_and_fusions(policy, plan)
     return plan
 
 
@@ -420,6 +422,26 @@ def _graph_options(policy: Policy, plan: OrtPlan) -> None:
                     "the graph op by op")
 
 
+def _compile_and_fusions(policy: Policy, plan: OrtPlan) -> None:
+    ex = policy.execution
+    if ex.compile != "off":
+        plan.refuse("option", "compile", ex.compile, "ONNX Runtime's own graph optimiser",
+                    "execution.compile names a torch.compile mode; ONNX Runtime has no model compiler to run it "
+                    "(its graph optimisations follow optimize_level; use engine='torch' for torch.compile)")
+    if ex.fusions == "off":
+        return
+    if plan.target in (TRT, OPENVINO, QNN):
+        plan.refuse("option", "fusions", ex.fusions, "the provider's own fusions",
+                    f"{plan.target} compiles the whole graph and fuses it itself; ONNX Runtime's transformer "
+                    "fusions would hide the patterns it looks for")
+        return
+    if plan.model_variant == "int8":
+        plan.refuse("option", "fusions", ex.fusions, "no fusions",
+                    "the transformer fusions run before quantisation only on float models; int8 copies are not fused")
+        return
+    plan.fusions = ex.fusions
+
+
 def _flag(value: bool) -> str:
     return "1" if value else "0"
 
@@ -564,20 +586,93 @@ def _from_disk(cache_dir: str, name: str, model: ModelSource, variant: str) -> M
     return result
 
 
+#: op types ONNX Runtime's transformers optimizer writes (contrib ops, domain com.microsoft)
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu",
+             "FastGelu", "Gelu", "BiasSplitGelu", "BiasAdd", "LayerNormalization", "SkipSimplifiedLayerNormalization",
+             "GroupQueryAttention", "RotaryEmbedding", "FusedMatMul", "QuickGelu")
+
+
+def fusion_model_type(proto: Any, fusions: str) -> str | None:
+    """The optimizer's model type for ``fusions``; ``auto``: vit for a graph with a Conv (a patch embedding) and
+    attention, bert for other graphs with attention (a Softmax or a fused attention op), None for the rest."""
+    if fusions != "auto":
+        return fusions
+    ops = {n.op_type for n in proto.graph.node}
+    if not ops & {"Softmax", "Attention", "MultiHeadAttention"}:
+        return None
+    return "vit" if "Conv" in ops else "bert"
+
+
+def fuse(model: ModelSource, fusions: str, use_gpu: bool, cache_dir: str | None, key: str) -> ModelSource | None:
+    """The model rewritten by ONNX Runtime's transformers optimizer (cached like the fp16 copy); None when
+    ``fusions='auto'`` finds no transformer in the graph."""
+    model_type = fusion_model_type(model.proto, fusions)
+    if model_type is None:
+        return None
+    return convert(model, f"fused-{model_type}-{'gpu' if use_gpu else 'cpu'}", cache_dir, key)
+
+
+def fused_op_counts(proto: Any) -> dict[str, int]:
+    """How many nodes of each fused op type the graph holds."""
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.op_type in FUSED_OPS and node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
 def _note(variant: str) -> str:
+    if variant.startswith("fused-"):
+        _, model_type, target = variant.split("-")
+        return (f"transformer fusions by onnxruntime.transformers.optimizer.optimize_model(model_type={model_type!r}, "
+                f"opt_level=0, use_gpu={target == 'gpu'})")
     return {"fp16": "float16 copy made with onnxruntime.transformers.float16 (inputs and outputs kept float32)",
             "int8": "int8 copy made with onnxruntime.quantization.quantize_dynamic (weights QInt8)"}[variant]
 
 
 def _build(model: ModelSource, variant: str) -> ModelSource:
+    if variant.startswith("fused-"):
+        _, model_type, target = variant.split("-")
+        proto = _fused(model.proto, model_type, target == "gpu")
+        counts = fused_op_counts(proto)
+        made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "no fused ops (no pattern matched)"
+        return model.replaced(proto, f"{_note(variant)}: {made}")
     proto = _fp16(model.proto) if variant == "fp16" else _int8(model.proto)
     return model.replaced(proto, _note(variant))
+
+
+def _fused(proto: Any, model_type: str, use_gpu: bool) -> Any:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    loggers = [logging.getLogger(n) for n in ("onnxruntime.transformers", "fusion_attention", "fusion_base",
+                                               "onnx_model", "optimizer", "fusion_utils")]
+    levels = [lg.level for lg in loggers]  # the optimizer logs every fusion (and what it could not fuse)
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        # opt_level=0: the optimizer's Python fusions only; ONNX Runtime's own graph optimisations run when the
+        # session is built (optimize_level), on the provider actually used. num_heads/hidden_size 0: detected.
+        return optimize_model(proto, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
+                              use_gpu=use_gpu).model
+    except Exception as exc:  # the optimizer raises plain exceptions on graphs it cannot walk
+        raise UnsupportedOperationError(f"ONNX Runtime's transformers optimizer failed ({model_type}): {exc}",
+                                        expected=f"a {model_type} graph the optimizer knows",
+                                        received="a graph it rejects", hint="set execution.fusions to 'off'") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _fp16(proto: Any) -> Any:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     try:
+        if any(n.domain == "com.microsoft" for n in proto.graph.node):  # fused ops: ONNX's shape inference
+            from onnxruntime.transformers.onnx_model import OnnxModel  # cannot type them, the symbolic one can
+
+            fused = OnnxModel(proto)
+            fused.convert_float_to_float16(keep_io_types=True)
+            return fused.model
         return convert_float_to_float16(proto, keep_io_types=True)
     except Exception as exc:  # the converter raises plain exceptions on models it cannot handle
         raise UnsupportedOperationError(f"the float16 converter failed: {exc}", expected="a float32 model",
@@ -624,7 +719,10 @@ def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> Mo
         warnings.warn(f"cache entry {folder / name} is corrupt (not a model); rebuilding it", RuntimeWarning,
                       stacklevel=7)
         return None
-    cached.notes = [*model.notes, _note(variant) + f" (cached: {name})"]
+    extra = ""
+    if variant.startswith("fused-"):
+        extra = ": " + ", ".join(f"{op} x{n}" for op, n in sorted(fused_op_counts(cached.proto).items()))
+    cached.notes = [*model.notes, _note(variant) + extra + f" (cached: {name})"]
     cached.description = model.description
     return cached
 

@@ -254,6 +254,16 @@ def _unsupported(policy: Policy, plan: OvPlan) -> None:
     if ex.compile_timeout_ms:
         plan.refuse("option", "compile_timeout_ms", f"{ex.compile_timeout_ms} ms", "no limit",
                     "OpenVINO's compile_model cannot be cancelled")
+    if ex.compile != "off":
+        plan.refuse("option", "compile", ex.compile, "OpenVINO's own compile_model",
+                    "execution.compile names a torch.compile mode; OpenVINO always compiles with its plugin and has "
+                    "no such modes (use engine='torch' for torch.compile)")
+    if ex.fusions not in ("off", "auto"):
+        plan.refuse("option", "fusions", ex.fusions, "OpenVINO's own transformations",
+                    "fusions names an ONNX Runtime transformers-optimizer model type; OpenVINO fuses transformer "
+                    "patterns itself (use fusions 'auto' or 'off')")
+    elif ex.fusions == "auto":
+        plan.notes.append("fusions 'auto': OpenVINO applies its own transformer fusions (SDPA, MHA) while compiling")
     if ex.optimize_level < 3:
         plan.refuse("option", "optimize_level", str(ex.optimize_level), "all transformations",
                     "OpenVINO has no optimisation levels: its plugins always apply their own transformations")

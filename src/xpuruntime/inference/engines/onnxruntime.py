@@ -233,6 +233,12 @@ class OnnxRuntimeEngine(Engine):
                              received=self.model.description, hint=_load_hint(text)) from None
 
     def _model_variant(self, model: ModelSource) -> ModelSource:
+        if self.plan.fusions != "off":
+            fused = tr.fuse(model, self.plan.fusions, self.plan.target == tr.CUDA, self.policy.execution.cache_dir,
+                            self.cache_key())
+            if fused is None:
+                self.load_notes.append("fusions 'auto': no attention in the graph, so no transformer fusions")
+            model = fused or model
         variant = self.plan.model_variant
         if variant == "original":
             return model
@@ -281,14 +287,33 @@ class OnnxRuntimeEngine(Engine):
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
         with self._run_lock:
-            binding = self.session.io_binding()
-            for name, value in feeds.items():
-                _bind_input(binding, name, value, self._device_type())
-            for name in names:
-                _bind_output(binding, name, outputs.get(name), self._device_type(), self.device.index or 0)
+            binding = self._binding(feeds, names, outputs)
             self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
             values = binding.get_outputs()
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
+
+    def _binding(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> Any:
+        """The IO binding of the last run while buffers, shapes and dtypes are unchanged, else a new one.
+
+        Device inputs and caller-owned outputs are bound by address (in the key); host inputs of a CUDA session
+        live in device buffers the binding owns, refreshed in place (``update_inplace``) on reuse."""
+        device = self._device_type()
+        key = (tuple((n, *_buffer_key(v, device)) for n, v in feeds.items()), tuple(names),
+               tuple((n, *_buffer_key(outputs[n], device)) for n in names if n in outputs))
+        cached = getattr(self, "_bound", None)
+        if cached is not None and cached[0] == key:
+            for name, value in cached[2].items():
+                value.update_inplace(feeds[name])
+            return cached[1]
+        binding, staged = self.session.io_binding(), {}
+        for name, value in feeds.items():
+            staged_value = _bind_input(binding, name, value, device)
+            if staged_value is not None:
+                staged[name] = staged_value
+        for name in names:
+            _bind_output(binding, name, outputs.get(name), device, self.device.index or 0)
+        self._bound = (key, binding, staged)
+        return binding
 
     def _run_graph(self, feeds: dict[str, Any], names: Sequence[str]) -> list[Any]:
         """CUDA graphs: one persistent binding, buffers that never move (see _onnxruntime.GraphBinding)."""
@@ -528,7 +553,7 @@ def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
     return {**extra, "providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(),
             "target": plan.target,
             "provider_options": {n: dict(o) for n, o in plan.providers}, "graph_optimization_level": plan.graph_level,
-            "model_variant": plan.model_variant, "precision": policy.execution.precision,
+            "model_variant": plan.model_variant, "precision": policy.execution.precision, "fusions": plan.fusions,
             "session_config": dict(plan.config)}
 
 # provider option naming a cache folder -> the options to drop when that folder cannot be made private
@@ -723,13 +748,30 @@ def _host_feeds(feeds: dict[str, Any]) -> dict[str, Any]:
     return feeds
 
 
-def _bind_input(binding: Any, name: str, value: Any, device_type: str) -> None:
+def _buffer_key(value: Any, device_type: str) -> tuple[Any, ...]:
+    """What a binding depends on for one buffer: address (where bound by address), shape and dtype."""
+    if isinstance(value, DeviceArray):
+        return ("device", value.ptr, tuple(value.shape), str(value.dtype))
+    if isinstance(value, np.ndarray):
+        where = None if device_type == "cuda" else value.__array_interface__["data"][0]  # copied, or by address
+        return ("host", where, value.shape, value.dtype.str, value.flags.c_contiguous)
+    from xpuruntime.inference.feeds import as_device_array
+
+    dev = as_device_array(value)
+    return ("device", dev.ptr, tuple(dev.shape), str(dev.dtype)) if dev is not None else ("other", id(value))
+
+
+def _bind_input(binding: Any, name: str, value: Any, device_type: str) -> Any:
+    """Bind one input; returns the device OrtValue a host input was copied into (refreshed in place on reuse)."""
     if isinstance(value, DeviceArray):
         binding.bind_input(name, "cuda", value.device_id, value.dtype, list(value.shape), value.ptr)
     elif device_type == "cuda":
-        binding.bind_ortvalue_input(name, _ort().OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        staged = _ort().OrtValue.ortvalue_from_numpy(value, "cuda", 0)
+        binding.bind_ortvalue_input(name, staged)
+        return staged
     else:
         binding.bind_cpu_input(name, value)
+    return None
 
 
 def _bind_output(binding: Any, name: str, target: Any, device_type: str, device_id: int) -> None:

@@ -1,8 +1,17 @@
 """PyTorch as an inference engine: an ``nn.Module`` or a ``torch.export`` ExportedProgram under a policy.
 
 Name ``torch`` (alias ``pytorch``), devices ``cpu`` and ``cuda[:N]``. The policy is translated by the same
-table as training (:mod:`xpuruntime.pytorch._translate`) and applied around each run, then restored;
-``precision`` fp16/bf16 runs under ``torch.autocast``. Receipts: ``session.report`` lists the model's
+table as training (:mod:`xpuruntime.pytorch._translate`) and applied around each run, then restored.
+``precision`` fp16/bf16 casts the weights once at load (no ``torch.autocast`` on every call): floating inputs
+are cast to that dtype and floating outputs back to float32 (the I/O types stay those of the fp32 model, as ONNX
+Runtime's fp16 copy keeps them). The ops torch's autocast keeps in float32 that live in modules (``LayerNorm``,
+``GroupNorm``, ``RMSNorm``) keep float32 weights and run in float32 (their input upcast, their output cast back);
+``BatchNorm`` runs in the input dtype, as under autocast; the softmax inside ``scaled_dot_product_attention``
+accumulates in float32 in torch's fused kernels. The receipt's ``requested["weights_cast"]`` says what was cast.
+``engine_options={"precision_mode": "autocast"}`` keeps fp32 weights under ``torch.autocast`` instead.
+``execution.compile`` (``default``, ``reduce-overhead``, ``max-autotune``) compiles the module with
+``torch.compile`` in that mode; ``reduce-overhead`` and ``max-autotune`` bring torch's own CUDA graphs, so
+``cuda_graphs`` then adds no second capture. Receipts: ``session.report`` lists the model's
 ops (from the exported graph, or the module tree) with the kernels asked for; ``explain()`` reads what
 ran from ``torch.profiler``.
 
@@ -10,9 +19,10 @@ ran from ``torch.profiler``.
 
 - ``example_inputs``: a tuple of tensors or arrays; required for an ``nn.Module`` (input names come from
   ``forward``'s signature, output names from one example run), optional for an ExportedProgram;
-- ``compile``: ``True``, a ``torch.compile`` mode string or a dict of its keyword arguments. Off by
-  default: compilation costs seconds to minutes at the first run, so it is asked for, never implied by
-  ``optimize_level`` (which torch has no cheap equivalent of);
+- ``compile``: ``True``, a ``torch.compile`` mode string or a dict of its keyword arguments: the raw escape
+  hatch over ``execution.compile`` (which it overrides). Off by default: compilation costs seconds to
+  minutes at the first run, so it is asked for, never implied by ``optimize_level``;
+- ``precision_mode``: ``"cast"`` (default: fp16/bf16 weights cast once) or ``"autocast"``;
 - ``copy``: ``True`` (default) serves a deep copy of an ``nn.Module``, so the training model keeps its device
   and train mode; ``False`` moves and evaluates the module itself (no second copy of the weights);
 - ``input_names`` / ``output_names``: names to use instead of the derived ones.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import os
 import threading
@@ -44,6 +55,7 @@ from xpuruntime.errors import (
     InputError,
     ModelLoadError,
     OutOfMemoryError,
+    PolicyError,
     XpuRuntimeError,
     did_you_mean,
 )
@@ -56,7 +68,10 @@ from xpuruntime.runtime.devices import DeviceSpec
 
 __all__ = ["TorchEngine", "TorchModel"]
 
-_OPTION_KEYS = ("example_inputs", "compile", "copy", "input_names", "output_names")
+_OPTION_KEYS = ("example_inputs", "compile", "copy", "input_names", "output_names", "precision_mode")
+# modules whose ops torch.autocast runs in float32 (layer_norm, group_norm, rms_norm are on its fp32 list)
+_FP32_MODULES = ("LayerNorm", "GroupNorm", "RMSNorm", "LocalResponseNorm")
+_GRAPHING_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs themselves
 _RUN_LOCK = threading.RLock()  # torch's switches are process-global: one policy at a time
 _GRAPH_OPS = {
     **dict.fromkeys(("linear", "mm", "addmm", "bmm", "matmul", "baddbmm"), "matmul"),
@@ -130,22 +145,37 @@ class TorchEngine(Engine):
         native = translate(policy, execution=True, custom_kernels=kernel_available, device=self.target.type)
         violations = [*native.violations, *target_violations]
         notes = list(native.notes)
-        compile_option = options.get("compile")
+        mode = options.get("precision_mode", "cast")
+        if mode not in ("cast", "autocast"):
+            raise PolicyError("unknown precision_mode", field="engine_options.precision_mode",
+                              expected="'cast' (weights cast once) or 'autocast'", received=repr(mode))
+        self.cast_dtype = policy.execution.precision if native.autocast and mode == "cast" else None
+        if self.cast_dtype:
+            native = dataclasses.replace(native, autocast=None)
+        compile_option = _compile_option(policy, options)
         if compile_option:
             kwargs = ", ".join(f"{k}={v!r}" for k, v in _compile_kwargs(compile_option, policy).items())
             notes.append(f"torch.compile({kwargs}): compiled at the first run")
+        if compile_option and options.get("compile") and policy.execution.compile != "off":
+            notes.append(f"engine_options.compile overrides execution.compile={policy.execution.compile!r}")
         if policy.execution.cuda_graphs and self.target.type != "cuda":
             violations.append(Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution",
                                         f"CUDA graphs need a CUDA device; the model runs on {self.target}"))
         use_graph = policy.execution.cuda_graphs and self.target.type == "cuda"
+        if use_graph and _compile_mode(compile_option) in _GRAPHING_MODES:
+            notes.append(f"cuda_graphs: captured by torch.compile mode {_compile_mode(compile_option)!r} "
+                         "(CUDA graph trees), not a second time by xpuruntime")
+        violations += _fusion_violations(policy)
         requested = {"providers": [self.target.type], "device": str(self.target), **native.requested,
-                     "compile": bool(compile_option), "cuda_graphs": use_graph,
-                     "precision": policy.execution.precision}
+                     "compile": _compile_mode(compile_option) if compile_option else False, "cuda_graphs": use_graph,
+                     "precision": policy.execution.precision,
+                     "weights": f"cast once to {_TORCH_DTYPES[self.cast_dtype]}" if self.cast_dtype else "as given"}
         return Plan(native, requested=requested, targets=(str(self.target),), violations=violations, notes=notes)
 
     def load_impl(self) -> None:
         self.violations: list[Violation] = []  # found while running (a graph capture that fell back)
         self.module = self._prepare(self.model)
+        self.weights_cast = _cast_weights(self.module, self.cast_dtype) if self.cast_dtype else None
         self._graph: Any = None
         self._compiled: Callable[..., Any] | None = None
         self.examples = self._examples()
@@ -259,18 +289,27 @@ class TorchEngine(Engine):
                                    "are used for CUDA graphs")
 
     def _compile(self) -> Callable[..., Any] | None:
-        option = self.options.get("compile")
+        option = _compile_option(self.policy, self.options)
         if not option:
             return None
         return _torch().compile(self.module, **_compile_kwargs(option, self.policy))
 
     def _forward(self, inputs: Sequence[Any]) -> Any:
+        torch = _torch()
         fn = self._compiled if self._compiled is not None else self.module
-        with _torch().inference_mode():
-            return fn(*inputs)
+        with torch.inference_mode():
+            if self.cast_dtype is None:
+                return fn(*inputs)
+            dtype = getattr(torch, _TORCH_DTYPES[self.cast_dtype])
+            result = fn(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+            return _float_outputs(result, dtype)
+
+    def _graphs_by_compile(self) -> bool:
+        return _compile_mode(_compile_option(self.policy, self.options)) in _GRAPHING_MODES \
+            and self.device_kind == "cuda"
 
     def _use_graph(self) -> bool:
-        return self.policy.execution.cuda_graphs and self.device_kind == "cuda"
+        return self.policy.execution.cuda_graphs and self.device_kind == "cuda" and not self._graphs_by_compile()
 
     def _graph_forward(self, inputs: Sequence[Any]) -> Any:
         from xpuruntime.pytorch import capture_graph
@@ -299,10 +338,12 @@ class TorchEngine(Engine):
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
         inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
         with _RUN_LOCK, _torch_errors(), self._scope():
+            if self._graphs_by_compile():
+                torch.compiler.cudagraph_mark_step_begin()
             result = self._graph_forward(inputs) if self._use_graph() else self._forward(inputs)
             flat = dict(_flatten(result))
             picked = [flat[self._output_keys[self._output_list.index(n)]] for n in output_names]
-            if self._use_graph():
+            if self._use_graph() or self._graphs_by_compile():  # the graph's output buffers are reused
                 picked = [t.clone() for t in picked]
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
@@ -318,6 +359,8 @@ class TorchEngine(Engine):
         report.evidence.append("the exported graph" if self.model.exported else "the module tree")
         report.nodes.extend(self._structure_nodes())
         report.notes.append("kernels are read from torch.profiler by explain(); this receipt lists the model's ops")
+        if self.weights_cast:
+            report.requested["weights_cast"] = dict(self.weights_cast)
         with _RUN_LOCK, self._scope() as applied:
             for v in applied.violations:  # switches torch refused while being set
                 report.add(v)
@@ -357,6 +400,75 @@ class TorchEngine(Engine):
 
 
 # -- helpers -------------------------------------------------------------------------------
+_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def _compile_option(policy: Policy, options: Mapping[str, Any]) -> Any:
+    """engine_options["compile"] (the raw escape hatch) over execution.compile; None when off."""
+    raw = options.get("compile")
+    if raw:
+        return raw
+    mode = policy.execution.compile
+    return None if mode == "off" else ({"mode": "default"} if mode == "default" else mode)
+
+
+def _compile_mode(option: Any) -> str | None:
+    if option is None or option is False:
+        return None
+    if isinstance(option, Mapping):
+        return str(option.get("mode") or "default")
+    return option if isinstance(option, str) else "default"
+
+
+def _fusion_violations(policy: Policy) -> list[Violation]:
+    fusions = policy.execution.fusions
+    if fusions in ("off", "auto"):
+        return []
+    return [Violation("option", "fusions", fusions, "torch's own kernels",
+                      "fusions names an ONNX Runtime transformers-optimizer model type; torch fuses with "
+                      "execution.compile (Inductor) instead")]
+
+
+def _cast_weights(module: Any, precision: str) -> dict[str, Any]:
+    """Cast ``module``'s floating parameters and buffers to fp16/bf16 once; norms of autocast's fp32 list stay
+    float32 and run in float32 (input upcast, output cast back). Returns what was done, for the receipt."""
+    torch = _torch()
+    dtype = getattr(torch, _TORCH_DTYPES[precision])
+    before = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    module.to(dtype)
+    kept: list[str] = []
+    for name, sub in module.named_modules():
+        if type(sub).__name__ in _FP32_MODULES:
+            sub.float()
+            sub.register_forward_pre_hook(_upcast_inputs)
+            sub.register_forward_hook(lambda _m, _a, out, dtype=dtype: out.to(dtype) if
+                                      isinstance(out, torch.Tensor) and out.is_floating_point() else out)
+            kept.append(name or type(sub).__name__)
+    tensors = [*module.parameters(), *module.buffers()]
+    after = sum(t.numel() * t.element_size() for t in tensors)
+    cast = sum(1 for t in tensors if t.dtype == dtype)
+    return {"dtype": _TORCH_DTYPES[precision], "tensors_cast": cast, "bytes_before": before, "bytes_after": after,
+            "kept_float32": kept, "how": "cast once at load; inputs cast in, floating outputs cast back to float32"}
+
+
+def _upcast_inputs(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    torch = _torch()
+    return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _float_outputs(result: Any, dtype: Any) -> Any:
+    """Floating outputs of a cast model back to float32 (the model's I/O types stay those of fp32)."""
+    torch = _torch()
+    if isinstance(result, torch.Tensor):
+        return result.float() if result.dtype == dtype else result
+    if isinstance(result, Mapping):
+        return type(result)(**{k: _float_outputs(v, dtype) for k, v in result.items()}) \
+            if hasattr(result, "to_tuple") else {k: _float_outputs(v, dtype) for k, v in result.items()}
+    if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
+        return type(result)(_float_outputs(v, dtype) for v in result)
+    return result
+
+
 def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
     kwargs = dict(option) if isinstance(option, Mapping) else {"mode": option} if isinstance(option, str) else {}
     kwargs.setdefault("dynamic", False if policy.execution.static_shape else None)

@@ -1,0 +1,83 @@
+"""CLI command ``bench``: time one model under several policies and engines, interleaved, in one process.
+
+    $ xpuruntime bench model.onnx --policy fp16.yaml --policy fused.yaml --dim batch=1 --dim seq=128
+    $ xpuruntime bench model.onnx --engine onnxruntime --engine openvino --baseline --json
+
+Exit status 0 when every candidate ran, 1 when any failed (its error is in its row) or on an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xpuruntime.errors import InputError
+
+__all__ = ["register"]
+
+_Model = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
+_Policies = Annotated[Optional[list[Path]], typer.Option(
+    "--policy", "-p", help="Policy file; repeat for several (the default policy when none).")]
+_Engines = Annotated[Optional[list[str]], typer.Option("--engine", "-e", help="Engine; repeat for several.")]
+_Dims = Annotated[Optional[list[str]], typer.Option("--dim", help="NAME=SIZE for a symbolic dim; repeat.")]
+_Shapes = Annotated[Optional[list[str]], typer.Option("--shape", help="INPUT=AxBxC: a whole input's shape; repeat.")]
+_Device = Annotated[str, typer.Option("--device", "-d", help="Device: cpu, cuda, cuda:1, gpu, npu.")]
+_Warmup = Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls per candidate after the first run.")]
+_Repeat = Annotated[int, typer.Option("--repeat", min=1, help="Timed calls per candidate (interleaved).")]
+_Io = Annotated[str, typer.Option("--io", help="host (numpy in and out) or device (CUDA tensors, IO binding).")]
+_Baseline = Annotated[bool, typer.Option("--baseline", help="Add the bare engine with the same settings.")]
+_Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of a table.")]
+
+
+def parse_sizes(items: list[str], what: str) -> dict[str, int]:
+    """``NAME=SIZE`` items -> {name: size}."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.strip().isdigit():
+            raise InputError(f"malformed {what}", expected="NAME=SIZE, e.g. batch=32", received=repr(item))
+        out[name] = int(size)
+    return out
+
+
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """``INPUT=AxBxC`` items -> {input: (A, B, C)}."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, shape = item.partition("=")
+        dims = shape.lower().replace(",", "x").split("x")
+        if not sep or not name or not all(d.strip().isdigit() for d in dims):
+            raise InputError("malformed --shape", expected="INPUT=AxBxC, e.g. input_ids=1x128", received=repr(item))
+        out[name] = tuple(int(d) for d in dims)
+    return out
+
+
+ORDER = 45  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bench`` to the root app."""
+
+    @app.command("bench")
+    def bench_cmd(model: _Model, policy: _Policies = None, engine: _Engines = None, dim: _Dims = None,
+                  shape: _Shapes = None, device: _Device = "cpu", warmup: _Warmup = 10, repeat: _Repeat = 50,
+                  io: _Io = "host", baseline: _Baseline = False, as_json: _Json = False) -> None:
+        """p50/p90/p99 latency, throughput, first-run time and memory of each policy x engine, interleaved.
+
+        With --baseline each candidate is paired with the bare engine configured the same way by hand, and the
+        overhead column is xpuruntime's p50 over the bare p50.
+        """
+        from xpuruntime.cli import print_json, stdout_console
+        from xpuruntime.inference.bench import bench
+
+        result = bench(model, policies=list(policy or []) or None, engines=list(engine or []) or None,
+                       device=device, dims=parse_sizes(dim or [], "--dim"), shapes=parse_shapes(shape or []),
+                       warmup=warmup, repeat=repeat, io=io, baseline=baseline)
+        if as_json:
+            print_json(result.to_dict())
+        else:
+            stdout_console().print(result)
+        if any(r.error for r in result.rows):
+            raise typer.Exit(1)

@@ -1,0 +1,150 @@
+"""Bare engines for :func:`xpuruntime.inference.bench.bench`'s baseline: each engine's own API, configured by hand
+the way an xpuruntime engine was (same model copy, same settings), with none of xpuruntime's checks.
+
+Each maker takes a loaded xpuruntime engine and returns ``(make, notes)``; ``make(feeds, io)`` returns the
+zero-argument call that is timed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["onnxruntime", "torch", "openvino"]
+
+Maker = tuple[Callable[[dict[str, Any], str], Callable[[], Any]], list[str]]
+
+
+def onnxruntime(eng: Any) -> Maker:
+    """``onnxruntime.InferenceSession`` with the engine's model copy, SessionOptions and providers; on CUDA with
+    graphs or device I/O, one IO binding built once (the best a hand-written loop does)."""
+    import onnxruntime as ort
+
+    source = str(eng.model.path) if eng.model.path else eng.model.data
+    sess = ort.InferenceSession(source, sess_options=eng._session_options(), providers=eng.plan.providers)
+    on_cuda = eng._device_type() == "cuda"
+    graphs = bool(eng.policy.execution.cuda_graphs and on_cuda)
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        if not on_cuda or (io == "host" and not graphs):
+            return lambda: sess.run(None, feeds)
+        shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
+        binding = sess.io_binding()
+        inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in feeds.items()}
+        for k, v in inputs.items():
+            binding.bind_ortvalue_input(k, v)
+        outputs = {o.name: ort.OrtValue.ortvalue_from_shape_and_type(
+            list(shapes[o.name]), np.dtype(_ort_dtype(o.type)), "cuda", 0) for o in sess.get_outputs()}
+        for k, v in outputs.items():
+            binding.bind_ortvalue_output(k, v)
+        if io == "device":
+            return lambda: sess.run_with_iobinding(binding)
+
+        def host_call() -> Any:
+            for k, v in inputs.items():
+                v.update_inplace(feeds[k])
+            sess.run_with_iobinding(binding)
+            return [v.numpy() for v in outputs.values()]
+        return host_call
+
+    return make, ["onnxruntime.InferenceSession, same model copy, SessionOptions and providers"]
+
+
+def _ort_dtype(type_str: str) -> str:
+    from xpuruntime.inference.engines._onnxruntime import ORT_TYPES
+
+    return ORT_TYPES[type_str]
+
+
+def torch(eng: Any) -> Maker:
+    """The module moved and cast by hand (``.half()``/``.bfloat16()`` of every weight, norms included),
+    ``torch.compile``\\ d with the same arguments, CUDA graphs captured by hand where xpuruntime captures them."""
+    import torch as th
+
+    from xpuruntime.inference.engines.torch import _compile_kwargs, _compile_option
+
+    source = eng.model.model
+    module = source.module() if eng.model.exported else copy.deepcopy(source)
+    module = module.to(eng.target).eval()
+    dtype = getattr(th, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+    notes = [f"module.to({dtype})" if dtype else "module as given"]
+    if dtype is not None:
+        module.to(dtype)
+    option = _compile_option(eng.policy, eng.options)
+    fn = th.compile(module, **_compile_kwargs(option, eng.policy)) if option else module
+    if option:
+        notes.append(f"torch.compile({_compile_kwargs(option, eng.policy)})")
+    names = [i.name for i in eng.input_info]
+    graphs = eng._use_graph()
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        def prepare(value: Any) -> Any:
+            t = th.from_numpy(np.ascontiguousarray(value)).to(eng.target)
+            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+        static = [prepare(feeds[n]) for n in names]
+        run = _graphed(fn, static) if graphs else (lambda *xs: fn(*xs))
+        if io == "device":
+            def device_call() -> Any:
+                with th.inference_mode():
+                    return run(*static)
+            return device_call
+
+        def host_call() -> Any:
+            with th.inference_mode():
+                out = run(*[prepare(feeds[n]) for n in names])
+            return [t.float().cpu().numpy() for t in _tensors(out)]
+        return host_call
+
+    return make, notes
+
+
+def _graphed(fn: Callable[..., Any], static: list[Any]) -> Callable[..., Any]:
+    """torch's documented capture recipe: warm up on a side stream, capture, replay after copying inputs in."""
+    import torch as th
+
+    stream = th.cuda.Stream()
+    stream.wait_stream(th.cuda.current_stream())
+    with th.cuda.stream(stream), th.inference_mode():
+        for _ in range(3):
+            fn(*static)
+    th.cuda.current_stream().wait_stream(stream)
+    graph = th.cuda.CUDAGraph()
+    with th.cuda.graph(graph), th.inference_mode():
+        out = fn(*static)
+
+    def replay(*xs: Any) -> Any:
+        for s, x in zip(static, xs):
+            if s is not x:
+                s.copy_(x)
+        graph.replay()
+        return out
+    return replay
+
+
+def _tensors(out: Any) -> list[Any]:
+    import torch as th
+
+    if isinstance(out, th.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [v for v in out.values() if isinstance(v, th.Tensor)]
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    return []
+
+
+def openvino(eng: Any) -> Maker:
+    """``openvino.Core().compile_model`` with the engine's (reshaped) model, device and config; one infer request."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(eng.ov_model, eng.plan.device, dict(eng.plan.config))
+    request = compiled.create_infer_request()
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        return lambda: request.infer(feeds)
+
+    return make, [f"openvino compile_model on {eng.plan.device} with the same config"]

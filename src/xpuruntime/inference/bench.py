@@ -1,0 +1,383 @@
+"""Benchmark one model under several policies and engines, side by side, in one process.
+
+:func:`bench` builds every candidate (engine x policy), times its first run apart (compilation, graph capture,
+conversions), warms each up, then times them **interleaved** (round robin: one call of each candidate per
+round), so clock drift, thermal state and other load hit all of them alike. ``baseline=True`` adds, per
+xpuruntime candidate, the bare engine configured the same way by hand (a plain ``onnxruntime.InferenceSession``
+with the same model copy, session options and providers; the same module cast and ``torch.compile``\\ d the same
+way; ``openvino.Core().compile_model`` with the same config) and reports xpuruntime's overhead ratio.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each candidate's build and first run (torch's
+allocator only, so 0 for ONNX Runtime, whose arena it cannot see) and the drop of free device memory
+(``torch.cuda.mem_get_info``, every allocator); on the CPU, the growth of the process's resident set
+(``/proc/self/statm``) over the build and first run.
+
+>>> result = xrt.bench("model.onnx", policies=[None, "fp16.yaml"], dims={"batch": 1})   # doctest: +SKIP
+>>> print(result.table()); result.fastest().label                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xpuruntime.errors import InputError, XpuRuntimeError
+
+__all__ = ["bench", "BenchResult", "BenchRow"]
+
+PolicyLike = Any  # a Policy, a mapping, a policy file path, or None (the default policy)
+
+
+@dataclass
+class BenchRow:
+    """One candidate's figures (times in milliseconds)."""
+
+    label: str
+    engine: str
+    policy: str  # the policy's name (file stem or given label) or "default"
+    kind: str = "xpuruntime"  # xpuruntime | bare
+    policy_hash: str | None = None
+    load_s: float | None = None
+    first_run_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    throughput: float | None = None  # items (first input's leading dim) per second at p50
+    torch_peak_mb: float | None = None
+    device_mem_mb: float | None = None
+    rss_mb: float | None = None
+    overhead: float | None = None  # xpuruntime p50 / bare p50 (on the xpuruntime row)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchResult:
+    """Every candidate's row, the run's settings and the environment."""
+
+    model: str
+    device: str
+    rows: list[BenchRow]
+    settings: dict[str, Any]
+    versions: dict[str, str]
+
+    def fastest(self, kind: str = "xpuruntime") -> BenchRow | None:
+        """The row with the lowest p50 among ``kind`` rows that ran."""
+        ok = [r for r in self.rows if r.kind == kind and r.p50_ms is not None]
+        return min(ok, key=lambda r: r.p50_ms) if ok else None  # type: ignore[arg-type,return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.fastest()
+        return {"model": self.model, "device": self.device, "settings": self.settings, "versions": self.versions,
+                "fastest": best.label if best else None, "rows": [r.to_dict() for r in self.rows]}
+
+    def table(self) -> Any:
+        """A rich Table of the rows (fastest xpuruntime row marked)."""
+        from rich.table import Table
+
+        best = self.fastest()
+        table = Table(title=f"{self.model} on {self.device}")
+        for col in ("candidate", "first run", "p50", "p90", "p99", "items/s", "memory", "overhead"):
+            table.add_column(col, justify="left" if col == "candidate" else "right")
+        for r in self.rows:
+            mark = " *" if best is r else ""
+            if r.error:
+                table.add_row(r.label, f"[red]{r.error[:60]}[/red]", "", "", "", "", "", "")
+                continue
+            mem = r.torch_peak_mb if r.torch_peak_mb else r.device_mem_mb if r.device_mem_mb is not None else r.rss_mb
+            table.add_row(r.label + mark, _ms(r.first_run_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
+                          f"{r.throughput:.1f}" if r.throughput else "", f"{mem:.0f} MB" if mem is not None else "",
+                          f"{r.overhead:.3f}x" if r.overhead else "")
+        return table
+
+    def __rich__(self) -> Any:
+        return self.table()
+
+
+def _ms(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f} ms"
+
+
+@dataclass
+class _Candidate:
+    row: BenchRow
+    call: Callable[[], Any] | None = None
+    close: Callable[[], None] = lambda: None
+    samples: list[float] = field(default_factory=list)
+    pair: BenchRow | None = None  # the xpuruntime row a bare candidate measures against
+
+
+def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: Sequence[str] | str | None = None,
+          device: str = "cpu", dims: Mapping[str, int] | None = None,
+          shapes: Mapping[str, Sequence[int]] | None = None, feeds: Mapping[str, Any] | None = None,
+          warmup: int = 10, repeat: int = 50, io: str = "host", baseline: bool = False,
+          engine_options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> BenchResult:
+    """Time ``model`` under every engine x policy, interleaved, in this process.
+
+    ``policies``: Policy objects, mappings, policy files or None (the default policy); ``engines``: names (default
+    ``onnxruntime``, or ``torch`` for an ``nn.Module``); ``dims`` sizes symbolic dims, ``shapes`` whole inputs;
+    ``io="device"`` feeds CUDA tensors and writes outputs into preallocated CUDA tensors (needs torch and CUDA);
+    ``engine_options`` maps an engine name to its options (``{"torch": {"example_inputs": (x,)}}``).
+
+    >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
+    """
+    _check_counts(warmup, repeat, io)
+    names = _engine_names(engines, model)
+    pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
+    cands: list[_Candidate] = []
+    for engine in names:
+        for label, policy in pols:
+            cands.append(_build(model, engine, label, policy, device, (engine_options or {}).get(engine, {})))
+    feed_set = _feeds(cands, feeds, dims, shapes, seed)
+    if baseline:
+        cands += [b for c in list(cands) if c.call is not None for b in [_bare(c, model, device)] if b is not None]
+    for c in cands:
+        _first_run(c, feed_set, io, device)
+    _warm(cands, warmup)
+    _timed(cands, repeat, device)
+    for c in cands:
+        _summarise(c, feed_set)
+        c.close()
+    return BenchResult(str(model if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>"),
+                       device, [c.row for c in cands], {"warmup": warmup, "repeat": repeat, "io": io,
+                       "dims": dict(dims or {}), "shapes": {k: list(v) for k, v in (shapes or {}).items()},
+                       "order": "interleaved round robin"}, _versions(names))
+
+
+# -- building -------------------------------------------------------------------------------------
+def _check_counts(warmup: int, repeat: int, io: str) -> None:
+    if warmup < 0 or repeat < 1:
+        raise InputError("invalid warmup/repeat", expected="warmup >= 0 and repeat >= 1",
+                         received=f"warmup={warmup}, repeat={repeat}")
+    if io not in ("host", "device"):
+        raise InputError(f"unknown io {io!r}", expected="'host' (numpy) or 'device' (CUDA tensors)", received=repr(io))
+
+
+def _engine_names(engines: Sequence[str] | str | None, model: Any) -> list[str]:
+    if engines is None:
+        is_file = isinstance(model, (str, os.PathLike, bytes)) or hasattr(model, "graph")
+        return ["onnxruntime" if is_file else "torch"]
+    return [e.strip() for e in engines.split(",")] if isinstance(engines, str) else list(engines)
+
+
+def _policy_label(policy: PolicyLike, index: int) -> str:
+    if policy is None:
+        return "default"
+    if isinstance(policy, (str, os.PathLike)):
+        return Path(policy).stem
+    if isinstance(policy, tuple) and len(policy) == 2 and isinstance(policy[0], str):
+        return policy[0]
+    return f"policy{index}"
+
+
+def _build(model: Any, engine: str, label: str, policy: PolicyLike, device: str,
+           options: Mapping[str, Any]) -> _Candidate:
+    from xpuruntime.inference.engine import get_engine_class
+    from xpuruntime.policies.policy import as_policy
+
+    if isinstance(policy, tuple) and len(policy) == 2 and isinstance(policy[0], str):
+        policy = policy[1]
+    row = BenchRow(f"{engine}:{label}", engine, label)
+    cand = _Candidate(row)
+    try:
+        pol = as_policy(policy)
+        row.policy_hash = pol.hash
+        with _memory(row, device):
+            start = time.perf_counter()
+            eng = get_engine_class(engine).create(model, device, pol, options)
+            row.load_s = time.perf_counter() - start
+        row.notes = [f"{v.kind} {v.subject}: {v.reason}" for v in eng.report.violations]
+        cand.engine = eng  # type: ignore[attr-defined]
+        cand.close = eng.close
+        cand.call = lambda: None  # replaced once the feeds are known
+    except XpuRuntimeError as exc:
+        row.error = _error(exc)
+    return cand
+
+
+def _error(exc: BaseException) -> str:
+    """An exception on one line (its first lines hold what and why), for a row."""
+    return " ".join(str(exc).split())[:400] or type(exc).__name__
+
+
+def _feeds(cands: list[_Candidate], feeds: Mapping[str, Any] | None, dims: Mapping[str, int] | None,
+           shapes: Mapping[str, Sequence[int]] | None, seed: int) -> dict[str, np.ndarray]:
+    from xpuruntime.inference.feeds import random_feeds
+
+    live = [c for c in cands if c.call is not None]
+    if feeds is not None or not live:
+        return dict(feeds or {})
+    infos = live[0].engine.input_info  # type: ignore[attr-defined]
+    fixed = {}
+    for info in infos:
+        if shapes and info.name in shapes:
+            fixed[info.name] = tuple(int(d) for d in shapes[info.name])
+        else:
+            fixed[info.name] = tuple(d if isinstance(d, int) and d > 0 else int((dims or {}).get(str(d), 1))
+                                     for d in (info.shape or ()))
+    return random_feeds(infos, fixed, seed=seed)
+
+
+def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> None:
+    if c.call is None or c.row.error:
+        return
+    try:
+        c.call = _caller(c, feeds, io, device)
+        with _memory(c.row, device, accumulate=True):
+            start = time.perf_counter()
+            c.call()
+            _sync(device)
+            c.row.first_run_ms = (time.perf_counter() - start) * 1e3
+    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+        c.row.error = _error(exc)
+        c.call = None
+
+
+def _caller(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> Callable[[], Any]:
+    if c.row.kind == "bare":
+        return c.bare_call(feeds, io)  # type: ignore[attr-defined,no-any-return]
+    eng = c.engine  # type: ignore[attr-defined]
+    if io == "host" or not device.startswith("cuda"):
+        return lambda: eng.run(feeds)
+    dev_feeds, outputs = _device_buffers(eng, feeds)
+    return lambda: eng.run(dev_feeds, outputs=outputs)
+
+
+def _device_buffers(eng: Any, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    dev = {k: torch.from_numpy(np.ascontiguousarray(v)).cuda() for k, v in feeds.items()}
+    shaped = eng.run(feeds)
+    outputs = {k: torch.empty(v.shape, dtype=getattr(torch, str(v.dtype)), device="cuda") for k, v in shaped.items()
+               if isinstance(v, np.ndarray)}
+    return dev, outputs
+
+
+@contextlib.contextmanager
+def _memory(row: BenchRow, device: str, accumulate: bool = False) -> Any:
+    cuda = device.startswith("cuda") and _torch_cuda()
+    rss0 = _rss_mb()
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base, free0 = torch.cuda.memory_allocated(), torch.cuda.mem_get_info()[0]
+    yield
+    grow = max(0.0, _rss_mb() - rss0)
+    row.rss_mb = (row.rss_mb or 0.0) + grow if accumulate else grow
+    if cuda:
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        drop = max(0.0, (free0 - torch.cuda.mem_get_info()[0]) / 2**20)
+        row.torch_peak_mb = max(row.torch_peak_mb or 0.0, peak)
+        row.device_mem_mb = (row.device_mem_mb or 0.0) + drop if accumulate else drop
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _torch_cuda() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda") and _torch_cuda():
+        import torch
+
+        torch.cuda.synchronize()
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def _warm(cands: list[_Candidate], warmup: int) -> None:
+    for _ in range(warmup):
+        for c in cands:
+            _guarded(c, c.call)
+
+
+def _guarded(c: _Candidate, fn: Callable[[], Any] | None) -> None:
+    if fn is None or c.call is None:
+        return
+    try:
+        fn()
+    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+        c.row.error = _error(exc)
+        c.call = None
+
+
+def _timed(cands: list[_Candidate], repeat: int, device: str) -> None:
+    for _ in range(repeat):
+        for c in cands:
+            if c.call is None:
+                continue
+            start = time.perf_counter()
+            _guarded(c, c.call)
+            _sync(device)
+            c.samples.append((time.perf_counter() - start) * 1e3)
+
+
+def _summarise(c: _Candidate, feeds: dict[str, Any]) -> None:
+    if not c.samples or c.call is None:
+        return
+    p50, p90, p99 = np.percentile(c.samples, [50, 90, 99])
+    c.row.p50_ms, c.row.p90_ms, c.row.p99_ms = float(p50), float(p90), float(p99)
+    c.row.mean_ms = float(np.mean(c.samples))
+    first = next(iter(feeds.values()), None)
+    batch = int(first.shape[0]) if first is not None and getattr(first, "ndim", 0) else 1
+    c.row.throughput = float(batch / (p50 / 1e3))
+    if c.pair is not None and c.pair.p50_ms is not None:
+        c.pair.overhead = c.pair.p50_ms / c.row.p50_ms
+
+
+def _versions(engines: Sequence[str]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from xpuruntime._version import __version__
+
+    out = {"xpuruntime": __version__}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+# -- bare engines ---------------------------------------------------------------------------------
+def _bare(c: _Candidate, model: Any, device: str) -> _Candidate | None:
+    """The same engine configured the same way without xpuruntime, paired with ``c``."""
+    from xpuruntime.inference import _bare as bare
+
+    eng = c.engine  # type: ignore[attr-defined]
+    maker = {"onnxruntime": bare.onnxruntime, "torch": bare.torch, "openvino": bare.openvino}.get(eng.name)
+    row = BenchRow(f"bare {c.row.engine}:{c.row.policy}", eng.name, c.row.policy, kind="bare")
+    cand = _Candidate(row, pair=c.row)
+    if maker is None:
+        row.error = f"no bare counterpart for engine {eng.name!r}"
+        return cand
+    try:
+        with _memory(row, device):
+            start = time.perf_counter()
+            cand.bare_call, row.notes = maker(eng)  # type: ignore[attr-defined]
+            row.load_s = time.perf_counter() - start
+        cand.call = lambda: None
+    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+        row.error = _error(exc)
+    return cand

@@ -1,0 +1,226 @@
+"""bench (API and CLI), the compile and fusions policy fields, fp16/bf16 weights cast once on torch, IO binding
+reuse on ONNX Runtime. Real engines, small models; no timed assertions."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+import xpuruntime as xrt
+from xpuruntime.cli import app
+from xpuruntime.inference.samples import tiny_transformer
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
+    onnx.save(tiny_transformer(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real BERT (transformers BertModel, random weights) exported to ONNX."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                  vocab_size=100, max_position_embeddings=64)
+    torch.manual_seed(0)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = transformers.BertModel(cfg).eval()
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
+    ids, mask = torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrapped().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                        "last_hidden_state": {0: "batch", 1: "seq"}})
+    proto = onnx.load(str(path))
+    proto.ir_version = 10
+    onnx.save(proto, str(path))
+    return path
+
+
+def _bert_feeds(batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),
+            "attention_mask": np.ones((batch, seq), np.int64)}
+
+
+# -- policy fields -----------------------------------------------------------------------------------
+def test_compile_and_fusions_are_policy_fields_that_keep_old_hashes() -> None:
+    ex = xrt.ExecutionPolicy(compile="reduce_overhead", fusions="BERT")
+    assert (ex.compile, ex.fusions) == ("reduce-overhead", "bert")
+    assert xrt.ExecutionPolicy(compile="off", fusions="off").hash == xrt.ExecutionPolicy().hash
+    with pytest.raises(xrt.PolicyError, match="did you mean 'max-autotune'"):
+        xrt.ExecutionPolicy(compile="max-autotun")
+
+
+def test_engines_without_a_compiler_refuse_compile_by_name(tiny: Path) -> None:
+    sess = xrt.InferenceSession(tiny, exec_policy={"compile": "reduce-overhead", "fallback": "allow"})
+    refused = [v for v in sess.report.violations if v.subject == "compile"]
+    assert refused and refused[0].kind == "option" and "torch.compile" in refused[0].reason
+    with pytest.raises(xrt.PolicyViolationError, match="compile"):
+        xrt.InferenceSession(tiny, exec_policy={"compile": "default", "fallback": "error"})
+
+
+def test_openvino_refuses_compile_by_name(tiny: Path) -> None:
+    pytest.importorskip("openvino")
+    sess = xrt.InferenceSession(tiny, engine="openvino", exec_policy={"compile": "default", "fallback": "allow"})
+    assert any(v.subject == "compile" and v.kind == "option" for v in sess.report.violations)
+
+
+# -- ONNX Runtime transformer fusions ----------------------------------------------------------------------
+def test_bert_fusions_show_fused_ops_in_the_receipt_and_keep_outputs(bert: Path) -> None:
+    plain = xrt.InferenceSession(bert)
+    fused = xrt.InferenceSession(bert, exec_policy={"fusions": "bert"})
+    ops = {n.op_type for n in fused.report.nodes}
+    assert {"SkipLayerNormalization", "BiasGelu"} <= ops
+    assert not {"SkipLayerNormalization", "BiasGelu"} & {n.op_type for n in plain.report.nodes}
+    assert any("SkipLayerNormalization x" in n for n in fused.report.notes)
+    assert fused.report.requested["fusions"] == "bert"
+    feeds = _bert_feeds()
+    np.testing.assert_allclose(fused.run(feeds)["last_hidden_state"], plain.run(feeds)["last_hidden_state"],
+                               atol=1e-4)
+
+
+def test_fused_copy_is_cached_by_hash_and_combines_with_fp16(bert: Path, tmp_path: Path) -> None:
+    policy = {"fusions": "auto", "precision": "fp16", "cache_dir": str(tmp_path)}
+    first = xrt.InferenceSession(bert, exec_policy=policy)
+    second = xrt.InferenceSession(bert, exec_policy=policy)
+    assert not any("cached:" in n for n in first.report.notes)
+    assert any("transformer fusions" in n and "cached:" in n for n in second.report.notes)
+    assert "SkipLayerNormalization" in {n.op_type for n in second.report.nodes}
+    out = second.run(_bert_feeds())["last_hidden_state"]
+    ref = xrt.InferenceSession(bert).run(_bert_feeds())["last_hidden_state"]
+    assert out.dtype == np.float32 and np.abs(out - ref).max() < 0.05
+
+
+def test_auto_fusions_leave_a_model_without_attention_alone(tiny: Path) -> None:
+    from xpuruntime.inference.samples import tiny_convnet
+
+    sess = xrt.InferenceSession(tiny_convnet(), exec_policy={"fusions": "auto"})
+    assert any("no attention in the graph" in n for n in sess.report.notes)
+
+
+# -- IO binding reuse ------------------------------------------------------------------------------
+def test_reused_io_binding_follows_new_data_and_shapes(bert: Path) -> None:
+    sess = xrt.InferenceSession(bert)
+    reference = {b: sess.run(_bert_feeds(b))["last_hidden_state"] for b in (2, 3)}
+    for batch in (2, 2, 3, 2):
+        out = np.empty((batch, 16, 64), np.float32)
+        feeds = _bert_feeds(batch)
+        got = sess.run(feeds, outputs={"last_hidden_state": out})["last_hidden_state"]
+        np.testing.assert_allclose(got, reference[batch], atol=1e-5)
+    feeds, out = _bert_feeds(2), np.empty((2, 16, 64), np.float32)
+    sess.run(feeds, outputs={"last_hidden_state": out})
+    feeds["input_ids"][:] = _bert_feeds(3)["input_ids"][:2]  # the same buffer, new data
+    changed = sess.run(feeds, outputs={"last_hidden_state": out})["last_hidden_state"]
+    np.testing.assert_allclose(changed, reference[3][:2], atol=1e-5)
+
+
+# -- torch: weights cast once, compile through the policy ------------------------------------------------
+def _block() -> Any:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.LayerNorm(32)).eval()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_torch_casts_weights_once_and_keeps_norms_in_fp32(precision: str) -> None:
+    torch = pytest.importorskip("torch")
+    model, x = _block(), torch.randn(4, 16)
+    sess = xrt.InferenceSession(model, engine="torch", exec_policy={"precision": precision},
+                                engine_options={"example_inputs": (x,)})
+    cast = sess.report.requested["weights_cast"]
+    assert cast["dtype"] == {"bf16": "bfloat16", "fp16": "float16"}[precision] and cast["kept_float32"] == ["2"]
+    assert "torch.autocast" not in sess.report.requested
+    out = sess.run({"input": x.numpy()})["output"]
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, model(x).detach().numpy(), atol=0.1)
+    assert next(model.parameters()).dtype == torch.float32  # the user's module is untouched
+
+
+def test_torch_autocast_mode_stays_available() -> None:
+    torch = pytest.importorskip("torch")
+    sess = xrt.InferenceSession(_block(), engine="torch", exec_policy={"precision": "bf16"},
+                                engine_options={"example_inputs": (torch.randn(4, 16),), "precision_mode": "autocast"})
+    assert sess.report.requested["torch.autocast"] == "bf16" and "weights_cast" not in sess.report.requested
+
+
+def test_torch_compile_comes_from_the_policy() -> None:
+    torch = pytest.importorskip("torch")
+    sess = xrt.InferenceSession(_block(), engine="torch", exec_policy={"compile": "max-autotune"},
+                                engine_options={"example_inputs": (torch.randn(4, 16),)})
+    assert sess.report.requested["compile"] == "max-autotune"
+    assert any("mode='max-autotune'" in n for n in sess.report.notes)
+
+
+# -- bench -----------------------------------------------------------------------------------------
+def test_bench_times_policies_and_engines_interleaved_with_a_bare_baseline(tiny: Path) -> None:
+    result = xrt.bench(tiny, policies=[None, ("level1", {"execution": {"optimize_level": 1}})], dims={"seq": 8},
+                       warmup=1, repeat=3, baseline=True)
+    labels = [r.label for r in result.rows]
+    assert labels == ["onnxruntime:default", "onnxruntime:level1", "bare onnxruntime:default",
+                      "bare onnxruntime:level1"]
+    for row in result.rows:
+        assert row.error is None and row.p50_ms > 0 and row.p99_ms >= row.p50_ms and row.first_run_ms > 0
+    assert all(r.overhead and r.overhead > 0 for r in result.rows if r.kind == "xpuruntime")
+    assert result.fastest().kind == "xpuruntime"
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["settings"]["order"] == "interleaved round robin" and data["fastest"] in labels
+
+
+def test_bench_torch_module_with_its_bare_counterpart() -> None:
+    torch = pytest.importorskip("torch")
+    result = xrt.bench(_block(), policies=[("bf16", {"execution": {"precision": "bf16"}})], warmup=1, repeat=3,
+                       engine_options={"torch": {"example_inputs": (torch.randn(4, 16),)}}, baseline=True)
+    assert [r.label for r in result.rows] == ["torch:bf16", "bare torch:bf16"]
+    assert result.rows[1].notes[0].startswith("module.to(torch.bfloat16)")
+    assert all(r.p50_ms for r in result.rows) and result.rows[0].throughput > 0
+
+
+def test_bench_reports_a_candidate_that_cannot_load_in_its_row(tiny: Path) -> None:
+    result = xrt.bench(tiny, engines=["onnxruntime"], policies=[{"execution": {"compile": "default",
+                                                                             "fallback": "error"}}, None],
+                       dims={"seq": 4}, warmup=0, repeat=2)
+    assert "compile" in result.rows[0].error and result.rows[1].p50_ms
+
+
+def test_bench_refuses_bad_arguments(tiny: Path) -> None:
+    with pytest.raises(xrt.InputError, match="io"):
+        xrt.bench(tiny, io="gpu")
+    with pytest.raises(xrt.InputError, match="repeat"):
+        xrt.bench(tiny, repeat=0)
+
+
+def test_cli_bench_prints_json_and_a_table(tiny: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "level1.yaml"
+    policy.write_text("execution:\n  optimize_level: 1\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", str(tiny), "--policy", str(policy), "--dim", "seq=8", "--warmup", "1",
+                                 "--repeat", "3", "--baseline", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["label"] for r in data["rows"]] == ["onnxruntime:level1", "bare onnxruntime:level1"]
+    table = runner.invoke(app, ["bench", str(tiny), "--shape", "x=1x8x64", "--repeat", "2", "--warmup", "0"])
+    assert table.exit_code == 0 and "p50" in table.stdout
+    bad = runner.invoke(app, ["bench", str(tiny), "--dim", "seq"])
+    assert bad.exit_code == 1 and "NAME=SIZE" in bad.output
