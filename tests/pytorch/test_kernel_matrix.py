@@ -177,7 +177,7 @@ def test_the_device_a_policy_is_applied_for_is_a_device_type(device, expected):
 
 
 def test_a_device_torch_policies_cannot_target_is_refused_by_name():
-    with pytest.raises(xrt.PolicyError, match="device") as info:
-        with xrt_torch.policy(kernel_policy={"attention": "math"}, device="npu"):
-            pass
+    with pytest.raises(xrt.PolicyError, match="device") as info, \
+            xrt_torch.policy(kernel_policy={"attention": "math"}, device="npu"):
+        pass
     assert info.value.received == "'npu'" and "x.device" in info.value.hint

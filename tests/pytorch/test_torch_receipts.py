@@ -115,9 +115,9 @@ def test_a_policy_applied_for_cuda_still_autocasts_cpu_tensors():
     policy = xrt.Policy(execution={"precision": "bf16", "fallback": "allow"})
     plan = xrt_torch.translate(policy, device="cuda")
     layer = torch.nn.Linear(8, 8)
-    with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
-        with _state.applied(policy, plan), xrt_torch.profile() as receipt:
-            layer(torch.randn(4, 8))
+    cpu_build = pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext()
+    with cpu_build, _state.applied(policy, plan), xrt_torch.profile() as receipt:
+        layer(torch.randn(4, 8))
     assert [n.precision for n in _nodes(receipt, "matmul")] == ["bf16"]
     cuda = torch.cuda.is_available()  # a device named explicitly: autocast for that device only
     with xrt_torch.profile(exec_policy={"precision": "bf16", "fallback": "allow"}, device="cuda" if cuda else "cpu") \
