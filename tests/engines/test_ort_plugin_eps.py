@@ -241,3 +241,53 @@ def _installed() -> set[str]:
     from importlib.metadata import distributions
 
     return {(d.metadata["Name"] or "").lower() for d in distributions()}
+
+
+# -- provider selection policies (engine_options["provider_selection"]) ----------------------------------
+@needs_plugin
+def test_a_provider_selection_policy_lets_onnxruntime_choose_the_plugin(mm: Any, reference: np.ndarray) -> None:
+    """The plugin lists only the CPU here: device 'auto' alone keeps the CPU provider; under a selection policy
+    ONNX Runtime itself chooses among every registered device and takes the plugin's."""
+    with xrt.InferenceSession(mm, device="auto", exec_policy={"fallback": "error"}) as plain:
+        assert plain.providers_used == [CPU]
+    with xrt.InferenceSession(mm, device="auto", engine_options={"provider_selection": "prefer_cpu"},
+                              exec_policy={"fallback": "error"}) as s:
+        y = s.run({"x": x_of()})["y"]
+        report = s.report
+        explained = s.explain({"x": x_of()})
+    assert report.requested["provider_selection"] == "prefer_cpu" and report.requested["providers"] == []
+    assert s.providers_used == [OV] and report.honored
+    assert all(n.requested == OV for n in report.nodes)  # judged against the provider ONNX Runtime chose first
+    assert any(f"provider_selection prefer_cpu: ONNX Runtime chose {OV}" in n for n in report.notes), report.notes
+    assert explained.profiled and explained.honored and explained.providers_used == [OV]
+    np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_every_provider_selection_name_is_an_onnxruntime_device_policy() -> None:
+    from xpuruntime.inference.engines import _onnxruntime as tr
+
+    if not hasattr(ort, "OrtExecutionProviderDevicePolicy"):
+        pytest.skip(f"onnxruntime {ort.__version__} has no provider selection policies")
+    members = {m for m in dir(ort.OrtExecutionProviderDevicePolicy) if m.isupper()}
+    assert {n.upper() for n in tr.PROVIDER_SELECTION} == members
+
+
+@pytest.mark.parametrize(("device", "options", "match"), [
+    ("auto", {"provider_selection": "prefer_gpus"}, "did you mean 'prefer_gpu'"),
+    ("auto", {"provider_selection": 3}, "device policies"),
+    ("cpu", {"provider_selection": "prefer_gpu"}, "device='cpu'"),
+    ("auto", {"provider_selection": "max_performance", "providers": [CPU]}, "engine_options.providers"),
+])
+def test_a_provider_selection_that_cannot_apply_is_refused_by_name(mm: Any, device: str, options: dict,
+                                                                   match: str) -> None:
+    with pytest.raises(xrt.PolicyError, match="provider_selection") as info:
+        xrt.InferenceSession(mm, device=device, engine_options=options)
+    assert match in str(info.value)
+
+
+@needs_plugin
+def test_a_provider_onnxruntime_selects_gets_the_policys_options_for_it(mm: Any) -> None:
+    with xrt.InferenceSession(mm, device="auto", engine_options={"provider_selection": "max_performance"},
+                              exec_policy={"precision": "fp16"}) as s:
+        config = s.report.requested["session_config"]
+    assert json.loads(config["ep.openvinoexecutionprovider.load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f16"

@@ -44,14 +44,16 @@ class Seen:
         return {(n.kernel, n.name) for n in nodes if n.op_type == op}
 
 
-def run_cell(op: str, choice: Any, fallback: str, work: Callable[[], Any]) -> Seen:
-    """Apply the choice with the rule, run ``work`` profiled, and record what happened in each phase."""
+def run_cell(op: str, choice: Any, fallback: str, work: Callable[[], Any], device: str | None = None) -> Seen:
+    """Apply the choice with the rule for ``device`` (None: torch's default, CUDA when it sees one), run ``work``
+    profiled, and record what happened in each phase."""
     seen, phase = Seen(warned={"entry": [], "call": [], "receipt": []}, call_sites=[]), "entry"
     kernels = {op: list(choice) if isinstance(choice, tuple) else choice}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with xrt_torch.policy(kernel_policy=kernels, exec_policy={"fallback": fallback}) as seen.applied:
+            with xrt_torch.policy(kernel_policy=kernels, exec_policy={"fallback": fallback},
+                                  device=device) as seen.applied:
                 phase = _mark(seen, caught, phase, "call")
                 with xrt_torch.profile() as seen.receipt:
                     work()

@@ -1,5 +1,8 @@
 """Every kernel choice the PyTorch extension translates, on the CPU, under every fallback rule.
 
+The policies are applied for the CPU explicitly (``device="cpu"``), so the cells hold on a CUDA machine too
+(there, by default, a policy is applied for CUDA and only the per-call SDPA check narrows CPU calls).
+
 One cell = (op, choice, inputs) x fallback. Each cell asserts two things:
 
 1. what ran, read from ``torch.profiler`` (the aten op the dispatcher picked, mapped to the vocabulary);
@@ -93,8 +96,9 @@ def _triton_cells() -> list[Cell]:
 @pytest.mark.parametrize("fallback", ["error", "warn", "allow"])
 @pytest.mark.parametrize("cell", CPU_CELLS + _triton_cells(), ids=cell_id)
 def test_cpu_cell(cell: Cell, fallback: str):
-    seen = run_cell(cell.op, cell.choice, fallback, WORK[(cell.op, cell.inputs)])
+    seen = run_cell(cell.op, cell.choice, fallback, WORK[(cell.op, cell.inputs)], device="cpu")
     assert_cell(cell, fallback, seen, __file__)
+    assert seen.applied is None or seen.applied.device == "cpu"
 
 
 def test_the_issue_example_runs_math_and_a_flash_request_on_unsupported_inputs_warns_at_the_call():
@@ -141,8 +145,39 @@ def test_no_policy_no_check():
     from torch.overrides import _get_current_function_mode_stack
 
     assert not _get_current_function_mode_stack()
-    with xrt_torch.policy(kernel_policy={"attention": "flash"}, exec_policy={"fallback": "error"}):
+    with xrt_torch.policy(kernel_policy={"attention": "flash"}, exec_policy={"fallback": "error"}, device="cpu"):
         assert not _get_current_function_mode_stack()  # on the CPU under error: torch itself refuses
-    with xrt_torch.policy(kernel_policy={"attention": "flash"}):
+    with xrt_torch.policy(kernel_policy={"attention": "flash"}, device="cpu"):
         assert _get_current_function_mode_stack()
     assert not _get_current_function_mode_stack()
+
+
+def test_a_cpu_policy_on_a_cuda_machine_still_narrows_cuda_calls_under_allow():
+    """Under allow a CUDA call needs the CUDA set (fused kernels behind the listed one), which a CPU plan lacks;
+    under error the two sets run the same backends, so nothing is entered (what checking() decides, as data)."""
+    from xpuruntime.pytorch import _sdpa_check
+
+    def plan(fallback: str, device: str):
+        return xrt_torch.translate(xrt.Policy(kernels={"attention": "flash"}, execution={"fallback": fallback}),
+                                   execution=False, device=device)
+
+    assert _sdpa_check._nothing_to_narrow(plan("error", "cpu"))
+    assert not _sdpa_check._nothing_to_narrow(plan("warn", "cpu"))
+    assert not _sdpa_check._nothing_to_narrow(plan("error", "cuda"))  # CPU calls on a CUDA machine: narrowed
+    assert _sdpa_check._nothing_to_narrow(plan("allow", "cpu")) == (not torch.cuda.is_available())
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", "cpu"), ("cuda:1", "cuda"), (None, None)])
+def test_the_device_a_policy_is_applied_for_is_a_device_type(device, expected):
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = xrt_torch.translate(xrt.Policy(kernels={"attention": "math"}), device=device)
+    assert plan.device == (expected or default)
+    with xrt_torch.policy(kernel_policy={"attention": "math"}, device=device) as applied:
+        assert applied.device == (expected or default)
+
+
+def test_a_device_torch_policies_cannot_target_is_refused_by_name():
+    with pytest.raises(xrt.PolicyError, match="device") as info, \
+            xrt_torch.policy(kernel_policy={"attention": "math"}, device="npu"):
+        pass
+    assert info.value.received == "'npu'" and "x.device" in info.value.hint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -106,6 +107,25 @@ def test_a_matmul_that_escaped_the_requested_precision_is_a_violation():
     assert sorted(n.precision for n in _nodes(receipt, "matmul")) == ["bf16", "fp32"]
 
 
+def test_a_policy_applied_for_cuda_still_autocasts_cpu_tensors():
+    """A CUDA machine applies a policy for CUDA by default; CPU tensors in the block keep the policy's precision
+    (the plan's device is data here: on a CPU build torch disables the CUDA autocast with a warning)."""
+    from xpuruntime.pytorch import _state
+
+    policy = xrt.Policy(execution={"precision": "bf16", "fallback": "allow"})
+    plan = xrt_torch.translate(policy, device="cuda")
+    layer = torch.nn.Linear(8, 8)
+    cpu_build = pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext()
+    with cpu_build, _state.applied(policy, plan), xrt_torch.profile() as receipt:
+        layer(torch.randn(4, 8))
+    assert [n.precision for n in _nodes(receipt, "matmul")] == ["bf16"]
+    cuda = torch.cuda.is_available()  # a device named explicitly: autocast for that device only
+    with xrt_torch.profile(exec_policy={"precision": "bf16", "fallback": "allow"}, device="cuda" if cuda else "cpu") \
+            as receipt:
+        layer(torch.randn(4, 8))
+    assert [n.precision for n in _nodes(receipt, "matmul")] == ["fp32" if cuda else "bf16"]
+
+
 @pytest.mark.parametrize("name, expected", [
     ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 64, 4, false, false, "
      "cutlass::bfloat16_t>>(Flash_fwd_params)", ("attention", "flash")),
@@ -161,8 +181,9 @@ def test_kernels_torch_has_no_switch_for_go_through_xpuruntime_kernels():
     assert receipt.requested["kernels"]["layernorm"] == ["triton", "native"]
     assert "xpuruntime.kernels dispatch log" in receipt.evidence
     ran = {(n.name, n.kernel) for n in receipt.nodes}
-    on_cpu = "native" if not torch.cuda.is_available() else "triton"
-    assert ("xpuruntime::layer_norm", on_cpu) in ran and ("xpuruntime::layer_norm_backward", on_cpu) in ran
+    # CPU tensors: the Triton kernel needs CUDA tensors, so the list's next entry runs on any machine (the GPU
+    # kernel matrix, tests/gpu, runs layernorm=triton on CUDA tensors)
+    assert ("xpuruntime::layer_norm", "native") in ran and ("xpuruntime::layer_norm_backward", "native") in ran
     assert {k for name, k in ran if name.startswith("xpuruntime::matmul")} <= {"default", "triton"}
     assert receipt.honored, receipt.table()
     assert xk.active_policy().kernels == xrt.KernelPolicy()

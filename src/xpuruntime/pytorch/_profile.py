@@ -36,7 +36,8 @@ def new_report(state: _state.Active | None, device: str) -> ExecutionReport:
 
 @contextlib.contextmanager
 def profile(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
-            exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None) -> Iterator[ExecutionReport]:
+            exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None,
+            device: Any = None) -> Iterator[ExecutionReport]:
     """Profile the block with ``torch.profiler`` and fill the yielded receipt when it ends.
 
     >>> import xpuruntime.pytorch as xrt_torch
@@ -46,11 +47,12 @@ def profile(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, An
 
     Each NodeRecord is one (op, kernel, precision) with its calls and time: ``kernel`` is the vocabulary
     name read from the aten op and GPU kernel names, ``requested_kernel`` what the active policy asked for.
-    A policy given here is applied for the block (as :func:`policy`); otherwise the active one is judged.
+    A policy given here is applied for the block (as :func:`policy`, ``device`` included: where the block's
+    tensors live, by default CUDA when torch sees one); otherwise the active one is judged.
     A requested kernel that did not run is a violation: ``fallback`` error raises, warn warns.
     """
     given = policy is not None or kernel_policy is not None or exec_policy is not None
-    scope = _state.policy(policy, kernel_policy=kernel_policy, exec_policy=exec_policy) if given \
+    scope = _state.policy(policy, kernel_policy=kernel_policy, exec_policy=exec_policy, device=device) if given \
         else contextlib.nullcontext()
     with scope:
         state = _state.active()

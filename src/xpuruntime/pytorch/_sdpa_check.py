@@ -145,10 +145,21 @@ class _Check(torch.overrides.TorchFunctionMode):
             return func(*args, **kwargs)
 
 
+def _nothing_to_narrow(plan: TorchPlan) -> bool:
+    """No warning to give and no call whose device needs other switches than the plan's.
+
+    A CPU plan under ``error`` runs on CUDA what a CUDA plan would (the listed backends, math never passed
+    over); under ``allow`` a CUDA call needs the CUDA set (fused kernels behind the listed ones).
+    """
+    if plan.fallback == "warn" or plan.device != "cpu":
+        return False
+    return plan.fallback == "error" or not torch.cuda.is_available()
+
+
 @contextlib.contextmanager
 def checking(plan: TorchPlan) -> Iterator[None]:
     """Check each SDPA call of the block against ``plan`` (nothing is entered when it names no SDPA backend)."""
-    if not plan.attention or (plan.fallback != "warn" and plan.device == "cpu"):  # nothing to warn or narrow
+    if not plan.attention or _nothing_to_narrow(plan):
         yield
         return
     with _Check(plan):

@@ -165,7 +165,7 @@ def apply_report(policy_: Policy, plan: TorchPlan, failures: list[Violation]) ->
     """The receipt of applying a policy: the native settings asked for, what torch refused, notes."""
     from xpuruntime.runtime.fingerprint import fingerprint
 
-    report = ExecutionReport(engine="torch", device="cuda" if torch.cuda.is_available() else "cpu",
+    report = ExecutionReport(engine="torch", device=plan.device,
                              policy_hash=policy_.hash, fingerprint_hash=fingerprint().hash,
                              requested=plan.requested, notes=list(plan.notes), engine_version=torch.__version__,
                              evidence=["xpuruntime.pytorch translation table (switches as set)"])
@@ -177,7 +177,8 @@ def apply_report(policy_: Policy, plan: TorchPlan, failures: list[Violation]) ->
 # -- the public API ------------------------------------------------------------------------
 @contextlib.contextmanager
 def policy(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any] | None = None,
-           exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None) -> Iterator[ExecutionReport]:
+           exec_policy: ExecutionPolicy | Mapping[str, Any] | None = None,
+           device: Any = None) -> Iterator[ExecutionReport]:
     """Apply a policy to PyTorch inside the block, then restore exactly the previous settings.
 
     >>> import xpuruntime.pytorch as xrt_torch
@@ -191,14 +192,18 @@ def policy(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any
     receipts; torch's switches themselves are process-global (see the module notes). With an
     ``exec_policy`` all of it applies, its default ``precision="fp32"`` included (IEEE fp32, TF32 off);
     ``precision`` fp16/bf16 enters ``torch.autocast``. The block yields the receipt of the application.
+
+    ``device`` (``"cpu"``, ``"cuda"``, a torch.device) is where the block's tensors live: the switches, notes
+    and autocast are chosen for it. By default CUDA when torch sees one: SDPA calls on CPU tensors are then
+    narrowed to the CPU's backends per call, and autocast covers both CUDA and CPU tensors.
     """
     given = coerce_policy(policy, kernel_policy, exec_policy)
     execution = exec_policy is not None or bool(given.execution.model_fields_set)
     outer = active()
     effective = (outer.policy if outer else Policy()).merge(given)
     plan = translate(Policy(given.kernels, effective.execution), execution=execution,
-                     custom_kernels=_kernels.available)
-    with applied(effective, plan, outer=outer) as report:
+                     custom_kernels=_kernels.available, device=device)
+    with applied(effective, plan, outer=outer, device_type=None if device is None else plan.device) as report:
         enforce_fallback(report, effective.execution.fallback, stacklevel=4)
         yield report
 
@@ -238,13 +243,16 @@ def _nvtx_name(effective: Policy) -> str:
 
 
 def _autocast_for(plan: TorchPlan, device_type: str | None) -> Any:
+    """autocast for ``device_type``; without one, for the plan's device and the CPU (tensors may be on either)."""
     if plan.autocast is None:
         return contextlib.nullcontext()
-    device = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if plan.autocast == "bf16" else torch.float16
-    # no weight-cast cache: a policy block may hold a whole training loop or a CUDA graph capture, where
-    # cached bf16 copies would outlive the optimizer's updates of the fp32 weights
-    return torch.autocast(device, dtype=dtype, cache_enabled=False)
+    stack = contextlib.ExitStack()
+    for device in dict.fromkeys([device_type] if device_type else [plan.device, "cpu"]):
+        # no weight-cast cache: a policy block may hold a whole training loop or a CUDA graph capture, where
+        # cached bf16 copies would outlive the optimizer's updates of the fp32 weights
+        stack.enter_context(torch.autocast(device, dtype=dtype, cache_enabled=False))
+    return stack
 
 
 def set_kernel_policy(policy: Any = None, **ops: Any) -> ExecutionReport:

@@ -49,11 +49,13 @@ from typing import Any
 
 import torch
 
+from xpuruntime.errors import PolicyError
 from xpuruntime.policies import Policy, vocabulary
 from xpuruntime.pytorch import _flags, _kernels
 from xpuruntime.receipts import Violation
 
-__all__ = ["TorchPlan", "translate", "sdpa_order", "ATTENTION", "MATMUL", "CONV", "SPECIAL", "CPU_SDPA"]
+__all__ = ["TorchPlan", "translate", "plan_device", "sdpa_order", "ATTENTION", "MATMUL", "CONV", "SPECIAL",
+           "CPU_SDPA"]
 
 SPECIAL = (vocabulary.AUTO, vocabulary.DEFAULT)
 ATTENTION = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -117,19 +119,40 @@ def _plain(value: Any) -> Any:
     return value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool) else value
 
 
+def plan_device(device: Any = None) -> str:
+    """The device type torch's switches are chosen for: ``device``'s type, else ``cuda`` when torch sees one.
+
+    >>> plan_device("cuda:1"), plan_device(torch.device("cpu"))
+    ('cuda', 'cpu')
+    """
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise PolicyError("the device a torch policy is applied for must be the CPU or a CUDA device",
+                          field="device", expected="'cpu', 'cuda', 'cuda:N', a torch.device or None (CUDA when "
+                          "torch sees one)", received=repr(device),
+                          hint="pass the device your tensors are on, e.g. device=x.device")
+    return kind
+
+
 def translate(policy: Policy, *, execution: bool = True, custom_kernels: Any = None,
-              device: str | None = None) -> TorchPlan:
+              device: Any = None) -> TorchPlan:
     """The plan for ``policy``; ``execution=False`` translates the kernel half only.
 
     >>> translate(Policy(kernels={"attention": "math"}), device="cpu").sdpa_backends()  # doctest: +SKIP
     ['MATH']
 
     ``custom_kernels(op, kernel)`` says whether a kernel torch has no switch for is served elsewhere
-    (default: registered in xpuruntime.kernels). ``device`` (``cuda`` or ``cpu``) is the device the switches
-    are chosen for; by default ``cuda`` when torch sees a CUDA device, else ``cpu``.
+    (default: registered in xpuruntime.kernels). ``device`` (``cuda``, ``cpu``, a torch.device) is the device
+    the switches are chosen for; by default ``cuda`` when torch sees a CUDA device, else ``cpu``
+    (:func:`plan_device`).
     """
     fallback = policy.execution.fallback
-    plan = TorchPlan(device=device or ("cuda" if torch.cuda.is_available() else "cpu"), fallback=fallback)
+    plan = TorchPlan(device=plan_device(device), fallback=fallback)
     has = custom_kernels or _kernels.available
     for op in policy.kernels.ops:
         pref = policy.kernels.preference(op)

@@ -425,6 +425,10 @@ def _cuda_core_module() -> Any:
 
 
 def _cuda_core_count(core: Any) -> int:
+    """Devices the driver sees: ``Device.get_all_devices()`` (cuda.core >= 0.4; ``system`` is NVML's in 1.x)."""
+    get_all = getattr(core.Device, "get_all_devices", None)
+    if callable(get_all):
+        return len(get_all())
     system = core.system
     getter = getattr(system, "get_num_devices", None)
     return int(getter()) if callable(getter) else int(system.num_devices)

@@ -57,6 +57,10 @@ TRT_RTX = "NvTensorRTRTXExecutionProvider"  # a plugin provider only (onnxruntim
 # onnxruntime/contrib_ops/cpu/bert/attention_common.h, enum AttentionBackend
 SDPA_BITS = {"flash": 1, "efficient": 2, "cudnn": 8, "math": 16}
 CONV_SEARCH = {"cudnn_exhaustive": "EXHAUSTIVE", "cudnn_heuristic": "HEURISTIC", "cudnn_default": "DEFAULT"}
+#: engine_options["provider_selection"]: ONNX Runtime's device policies for automatic provider selection
+#: (``SessionOptions.set_provider_selection_policy(OrtExecutionProviderDevicePolicy.<NAME>)``, onnxruntime >= 1.22)
+PROVIDER_SELECTION = ("default", "prefer_cpu", "prefer_npu", "prefer_gpu", "max_performance", "max_efficiency",
+                      "min_overall_power")
 # ORT GraphOptimizationLevel names by xpuruntime optimize_level
 GRAPH_LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED", 3: "ORT_ENABLE_ALL"}
 _OV_DEVICE = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO:GPU,CPU"}
@@ -91,6 +95,7 @@ class OrtPlan:
     fusions: str = "off"  # off | auto | bert | gpt2 | vit: ONNX Runtime's transformers optimizer, before the variant
     cached_model: str | None = None  # a compiled context model (QNN EPContext) to load instead of the model
     plugins: dict[str, str] = field(default_factory=dict)  # plugin provider -> its device (add_provider_for_devices)
+    selection: str | None = None  # ONNX Runtime picks the providers by this device policy (PROVIDER_SELECTION)
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

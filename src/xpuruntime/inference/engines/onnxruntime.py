@@ -49,7 +49,8 @@ from xpuruntime.runtime.devices import DeviceSpec
 
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError", "plugin_providers"]
 
-_OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
+_OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results",
+                "provider_selection")
 _SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
 
 
@@ -106,6 +107,9 @@ class OnnxRuntimeEngine(Engine):
         native = tr.translate(policy, device.kind, device.index, tensorrt=self.tensorrt,
                               available=ort.get_available_providers(), key=self.cache_key(), plugins=plugins,
                               providers=wanted)
+        _provider_selection(native, ort, options, device, policy.execution.cache_dir, lambda name: tr.translate(
+            policy, "auto", None, tensorrt=False, available=ort.get_available_providers(), key=self.cache_key(),
+            plugins=plugins, providers=[name]))
         _apply_engine_options(native, ort, options, plugins)
         _private_caches(native, policy.execution.cache_dir)
         _check_shapes(native, policy, self._graph_inputs())
@@ -117,6 +121,9 @@ class OnnxRuntimeEngine(Engine):
         if self.plan.cached_model:
             self.model = load_model_source(Path(self.plan.cached_model))
         self.session = self._create(self._session_options())
+        if self.plan.selection:
+            self.load_notes.append(f"provider_selection {self.plan.selection}: ONNX Runtime chose "
+                                   f"{', '.join(self.session.get_providers())}")
         self._replayed = self._replay_tuning(self.session)
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
 
@@ -184,6 +191,8 @@ class OnnxRuntimeEngine(Engine):
             so.add_session_config_entry(key, value)
         if self.plan.plugins:
             _add_providers(ort, so, self.plan.providers, self.plan.plugins)
+        if self.plan.selection:  # no providers passed: ONNX Runtime chooses among every registered device
+            so.set_provider_selection_policy(getattr(ort.OrtExecutionProviderDevicePolicy, self.plan.selection.upper()))
         self._fix_shapes(so)
         if profile_dir:
             so.enable_profiling = True
@@ -207,7 +216,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             with _timeout(self.policy.execution.compile_timeout_ms, so.set_load_cancellation_flag
                           if hasattr(so, "set_load_cancellation_flag") else None, "compile"):
-                providers = None if self.plan.plugins else self.plan.providers  # else in ``so`` already
+                providers = None if self.plan.plugins or self.plan.selection else self.plan.providers  # else in ``so``
                 return ort.InferenceSession(source, sess_options=so, providers=providers)
         except XpuRuntimeError:
             raise
@@ -325,8 +334,17 @@ class OnnxRuntimeEngine(Engine):
                 lambda ro: self.session.run_with_iobinding(b, ro)))
 
     def _device_type(self) -> str:
-        on_gpu = any(self.plan.in_use(p) for p in (tr.CUDA, tr.TRT))
+        on_gpu = any(p in (tr.CUDA, tr.TRT) for p in self._providers())
         return "cuda" if on_gpu else "cpu"
+
+    def _providers(self) -> list[str]:
+        """The providers of the session: the plan's, or those ONNX Runtime chose under ``provider_selection``."""
+        return list(self.session.get_providers()) if self.plan.selection else self.plan.provider_names()
+
+    @property
+    def _target(self) -> str:
+        """The provider nodes are requested on: the plan's, or under ``provider_selection`` ONNX Runtime's first."""
+        return self._providers()[0] if self.plan.selection else self.plan.target
 
     # -- receipts ------------------------------------------------------------------------
     def report_impl(self, report: ExecutionReport) -> None:
@@ -342,23 +360,24 @@ class OnnxRuntimeEngine(Engine):
     def _node(self, name: str, op_type: str, provider: str, precision: str | None) -> NodeRecord:
         kernel = _requested_kernel(self.policy, op_type)
         return NodeRecord(name=name or f"<unnamed {op_type}>", op_type=op_type, provider=provider,
-                          requested=self.plan.target, requested_kernel=kernel, precision=precision)
+                          requested=self._target, requested_kernel=kernel, precision=precision)
 
     def _judge(self, report: ExecutionReport) -> None:
+        target = self._target
         for node in report.nodes:
-            if node.provider != self.plan.target and node.op_type in _SHAPE_OPS:
+            if node.provider != target and node.op_type in _SHAPE_OPS:
                 node.requested = node.provider  # a deliberate ORT placement, not a fallback
-            elif node.provider != self.plan.target:
-                report.add(Violation("provider_fallback", node.name, self.plan.target, node.provider or "?",
+            elif node.provider != target:
+                report.add(Violation("provider_fallback", node.name, target, node.provider or "?",
                                      self._fallback_reason(node)))
         if not report.nodes:
             report.notes.append("onnxruntime reported no node assignment (is this onnxruntime >= 1.24?)")
 
     def _fallback_reason(self, node: NodeRecord) -> str:
-        missing = [v for v in self.plan.violations if v.kind == "provider_unavailable" and v.subject == self.plan.target]
+        missing = [v for v in self.plan.violations if v.kind == "provider_unavailable" and v.subject == self._target]
         if missing:
             return missing[0].reason
-        return f"{self.plan.target} has no kernel for {node.op_type} in this model (ONNX Runtime assigned it elsewhere)"
+        return f"{self._target} has no kernel for {node.op_type} in this model (ONNX Runtime assigned it elsewhere)"
 
     def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
         feeds = _host_feeds(feeds)
@@ -493,6 +512,44 @@ def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any]
                                for n, o in plan.providers]
     plan.config.update({k: str(v) for k, v in (options.get("session_config") or {}).items()})
 
+def _provider_selection(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any], device: DeviceSpec,
+                        cache_root: str | None, plan_for: Any) -> None:
+    """``engine_options["provider_selection"]``: ONNX Runtime chooses the providers by one of its device policies
+    (``SessionOptions.set_provider_selection_policy``) among every registered device, plugin providers included.
+
+    Each provider it may choose gets the policy's options for it (``plan_for(name)``) as session config entries
+    ``ep.<name>.<option>``, where ONNX Runtime hands them to the provider it creates."""
+    choice = options.get("provider_selection")
+    if choice is None:
+        return
+    name = choice.lower() if isinstance(choice, str) else None
+    if name not in tr.PROVIDER_SELECTION:
+        raise PolicyError("engine_options.provider_selection must name one of ONNX Runtime's device policies",
+                          expected=", ".join(tr.PROVIDER_SELECTION), received=repr(choice),
+                          hint=did_you_mean(str(choice).lower(), tr.PROVIDER_SELECTION))
+    if device.kind != "auto" or options.get("providers"):
+        given = "engine_options.providers" if options.get("providers") else f"device={device.kind!r}"
+        raise PolicyError("engine_options.provider_selection lets ONNX Runtime choose the device, so it cannot be "
+                          f"combined with {given}", expected="device='auto' and no engine_options.providers",
+                          received=f"provider_selection={name!r} with {given}",
+                          hint="pass device='auto', or drop provider_selection to choose the device yourself")
+    if not hasattr(ort, "OrtExecutionProviderDevicePolicy"):
+        plan.refuse("option", "provider_selection", name, "the providers xpuruntime chose for device 'auto'",
+                    f"onnxruntime {ort.__version__} has no provider selection policies (needs >= 1.22)")
+        return
+    plan.selection, plan.plugins = name, {}
+    plan.providers, plan.asked = [], []
+    candidates = set(ort.get_available_providers()) | set(plugin_providers(ort))
+    for provider in sorted(candidates - {tr.CPU}):
+        own = plan_for(provider)
+        _private_caches(own, cache_root)
+        for key, value in own.providers[0][1].items() if own.providers[0][0] == provider else ():
+            plan.config[f"ep.{provider.lower()}.{key}"] = value
+    plan.notes.append(f"provider_selection {name}: ONNX Runtime chooses the providers among every registered device "
+                      "(plugin providers included), each with the policy's options for it (session config "
+                      "ep.<provider>.*); nodes are judged against the first provider it chose")
+
+
 def _private_caches(plan: tr.OrtPlan, root: str | None) -> None:
     """Folders the providers fill themselves (TensorRT engines, OpenVINO-provider blobs, QNN contexts) are
     created private to the user; one that cannot be (a symlink, another owner, read-only) is not used."""
@@ -550,8 +607,9 @@ def _check_shapes(plan: tr.OrtPlan, policy: Policy, inputs: dict[str, list[Any]]
 def _requested(plan: tr.OrtPlan, policy: Policy) -> dict[str, Any]:
     """What was asked of ONNX Runtime, as the receipt shows it."""
     extra = {"plugin_devices": dict(plan.plugins)} if plan.plugins else {}
+    extra.update({"provider_selection": plan.selection} if plan.selection else {})
     return {**extra, "providers": list(plan.asked), "passed_to_onnxruntime": plan.provider_names(),
-            "target": plan.target,
+            "target": plan.target if not plan.selection else None,
             "provider_options": {n: dict(o) for n, o in plan.providers}, "graph_optimization_level": plan.graph_level,
             "model_variant": plan.model_variant, "precision": policy.execution.precision, "fusions": plan.fusions,
             "session_config": dict(plan.config)}
