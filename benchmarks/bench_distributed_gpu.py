@@ -20,6 +20,10 @@ At 1 GPU a ``none`` strategy (no wrapper at all) gives the reference for scaling
 ``tokens/s(N) / (N x tokens/s(1 GPU, none, same configuration))``. Each rank's receipts (the configured
 communication settings, the kernels of one profiled step, and the overlap of NCCL kernels with compute kernels
 read from torch.profiler) are gathered into the JSON. NVLink multicast stays off (``NCCL_NVLS_ENABLE=0``).
+
+``--sweep`` (``benchmarks/gpu_distributed_sweep.sh``) measures the policy DDP step under communication variants
+(bucket sizes, DDP flags, NCCL CTA settings, bf16 reduction, and the best combination), interleaved in one launch
+per GPU count: see ``_dist_sweep.py``. ``BEST_COMM`` below is the policy's communication section here.
 """
 
 from __future__ import annotations
@@ -42,10 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_json
 
 GOAL_EFFICIENCY = 0.95
+#: the policy's communication section in this benchmark: the best settings measured so far (``--sweep`` measures
+#: the alternatives; ``--comm-json`` overrides it for one run)
+BEST_COMM: dict[str, Any] = {"backend": "nccl", "timeout_s": 300, "nccl": {"nvls_enable": False},
+                             "ddp": {"bucket_cap_mb": 25, "gradient_as_bucket_view": True},
+                             "fsdp": {"reshard_after_forward": True, "prefetch": 1}}
 
 
 def _merge(paths: list[str], out: str) -> int:
     runs = [json.loads(Path(p).read_text()) for p in paths]
+    if any("sweep" in r for r in runs):
+        return _merge_sweep([r for r in runs if "sweep" in r], out)
     one = next((r for r in runs if r["world_size"] == 1), None)
     if one is None:
         print("--merge needs the 1-GPU run", file=sys.stderr)
@@ -80,6 +91,16 @@ def _merge(paths: list[str], out: str) -> int:
     return 0
 
 
+def _merge_sweep(runs: list[dict[str, Any]], out: str) -> int:
+    import _dist_sweep
+
+    rows, text = _dist_sweep.table(runs, GOAL_EFFICIENCY)
+    print(text)
+    write_json(Path(out), {"rows": rows, "table": text.splitlines(), "runs": runs})
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="benchmarks/results/distributed_gpu.json")
@@ -88,6 +109,15 @@ def main() -> int:
     parser.add_argument("--configs", default="eager,eager-bf16,policy")
     parser.add_argument("--model", choices=("bench", "hf"), default="bench")
     parser.add_argument("--iters", type=int, default=7, help="steps per timed window (3 windows)")
+    parser.add_argument("--sweep", nargs="?", const="all", help="policy DDP step under communication variants, "
+                        "interleaved (comma-separated names of _dist_sweep.VARIANTS, or all)")
+    parser.add_argument("--rounds", type=int, default=4, help="--sweep: timed rounds (each --steps replays)")
+    parser.add_argument("--steps", type=int, default=5, help="--sweep: graph replays per variant per round")
+    parser.add_argument("--alive", type=int, default=3, help="--sweep: variants captured at once besides controls")
+    parser.add_argument("--min-free-gib", type=float, default=16.0, help="--sweep: skip a variant below this")
+    parser.add_argument("--combo-from", help="--sweep: also measure the combination found in this N-GPU JSON")
+    parser.add_argument("--comm-json", help="replace the policy's communication section (JSON text)")
+    parser.add_argument("--pg-timeout-s", type=int, default=None, help="process-group timeout (default: policy)")
     args = parser.parse_args()
     if args.merge:
         return _merge(args.merge, args.json)
@@ -112,9 +142,9 @@ class _Run:
     # -- setup -------------------------------------------------------------------------------------------------
     def policy(self, strategy: str) -> Any:
         """One policy file per strategy: DDP gets the whole-step CUDA graph, FSDP2 runs eagerly."""
-        comm = {"backend": "nccl", "timeout_s": 300, "nccl": {"nvls_enable": False},
-                "ddp": {"bucket_cap_mb": 25, "gradient_as_bucket_view": True},
-                "fsdp": {"reshard_after_forward": True, "prefetch": 1}}
+        comm = json.loads(self.args.comm_json) if self.args.comm_json else dict(BEST_COMM)
+        if self.args.pg_timeout_s:
+            comm["timeout_s"] = self.args.pg_timeout_s
         execution = {"precision": "bf16", "fallback": "warn"}
         kernels: dict[str, Any] = {"attention": "flash", "matmul": "cublaslt"}
         if strategy in ("ddp", "none"):
@@ -248,6 +278,8 @@ class _Run:
         gen = torch.Generator(device="cuda").manual_seed(1000 + self.rank)  # each rank its own batch
         vocab, batch, seq = self.single.VOCAB, self.single.BATCH, self.single.SEQ
         self.data = tuple(torch.randint(0, vocab, (batch, seq), device="cuda", generator=gen) for _ in range(2))
+        if self.args.sweep:
+            return self.sweep(agreed)
         strategies = self.args.strategies.split(",") + (["none"] if self.world == 1 else [])
         start, results = time.perf_counter(), {}
         for strategy in strategies:
@@ -267,12 +299,48 @@ class _Run:
         torch.distributed.destroy_process_group()
         return 0
 
+    def sweep(self, agreed: str) -> int:
+        """``--sweep``: communication variants of the policy DDP step, interleaved, in this one launch."""
+        import _dist_sweep
+
+        names = list(_dist_sweep.VARIANTS) if self.args.sweep == "all" else self.args.sweep.split(",")
+        unknown = [n for n in names if n not in _dist_sweep.VARIANTS]
+        if unknown:
+            print(f"unknown variants {unknown}; known: {', '.join(_dist_sweep.VARIANTS)}", file=sys.stderr)
+            return 2
+        extra = {}
+        if self.args.combo_from and Path(self.args.combo_from).is_file():
+            other = json.loads(Path(self.args.combo_from).read_text()).get("sweep", {})
+            extra = {n: (r.get("communication") or {}, r.get("process_group") or {}) for n, r in other.items()
+                     if n not in _dist_sweep.VARIANTS and n != "none" and r.get("communication") is not None}
+        start = time.perf_counter()
+        head = {"environment": self.environment(agreed), "world_size": self.world, "model": self.args.model,
+                "sizes": {"rounds": self.args.rounds, "steps": self.args.steps, "alive": self.args.alive},
+                "base_communication": self.policy("ddp").communication.to_dict(exclude_defaults=True)}
+
+        def save(rows: dict[str, Any]) -> None:
+            if self.rank == 0:
+                write_json(Path(self.args.json), {**head, "sweep": rows,
+                                                  "total_s": round(time.perf_counter() - start, 1)})
+
+        if self.rank == 0:
+            print(f"{self.world} GPU sweep: {', '.join(names)}{' + ' + ', '.join(extra) if extra else ''}",
+                  flush=True)
+        _dist_sweep.Sweep(self, names, extra).main(save)
+        if self.rank == 0:
+            print(f"wrote {self.args.json} ({time.perf_counter() - start:.0f} s)", flush=True)
+        torch = self.torch
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        return 0
+
     def environment(self, agreed: str) -> dict[str, Any]:
         torch = self.torch
         env = self.single._environment()
         env.update({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "nccl": ".".join(map(str, torch.cuda.nccl.version())), "agreed_policy_hash": agreed[:12],
-                    "env": {k: os.environ.get(k) for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST")}})
+                    "env": {k: v for k, v in os.environ.items() if k.startswith(("NCCL_", "TORCH_NCCL_"))
+                            or k in ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "CUDA_VISIBLE_DEVICES")}})
         return env
 
 

@@ -16,6 +16,8 @@ def launch(out: Path, backend: str = "gloo", nproc: int = 2, timeout: int = 120,
     """Run the worker on ``nproc`` ranks under torchrun; each rank's findings. ``strict``: no scenario crashed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    if backend == "gloo":  # the CPU scenarios stay on the CPU on a machine with GPUs as well
+        env["CUDA_VISIBLE_DEVICES"] = ""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(WORKER), str(out), backend]
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)

@@ -89,6 +89,10 @@ NCCL_SETTINGS: dict[str, NcclSetting] = {
     "nthreads": _s("NCCL_NTHREADS", "int", "CUDA threads per block (64, 128, 256, 512)"),
     "min_nchannels": _s("NCCL_MIN_NCHANNELS", "int", "fewest channels (CTAs) NCCL may use"),
     "max_nchannels": _s("NCCL_MAX_NCHANNELS", "int", "most channels (CTAs) NCCL may use"),
+    "min_ctas": _s("NCCL_MIN_CTAS", "int", "fewest CTAs per collective (NCCL 2.17+; ncclConfig_t.minCTAs)"),
+    "max_ctas": _s("NCCL_MAX_CTAS", "int", "most CTAs per collective (NCCL 2.17+; ncclConfig_t.maxCTAs)"),
+    "cta_policy": _s("NCCL_CTA_POLICY", "int", "0 default, 1 efficiency (fewest CTAs that keep bandwidth: better "
+                     "overlap with compute), 2 zero-CTA (NCCL 2.27+; ncclConfig_t.CTAPolicy)"),
     "algo": _s("NCCL_ALGO", "words", "algorithms NCCL may use (^ excludes; collective:algo lists)",
                (*_ALGOS, *_COLLECTIVES)),
     "proto": _s("NCCL_PROTO", "words", "protocols NCCL may use (^ excludes)", _PROTOS),

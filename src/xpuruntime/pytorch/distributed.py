@@ -345,6 +345,11 @@ def _register_hook(ddp: Any, precision: str | None, report: ExecutionReport, gro
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
     hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}.get(precision or "")
+    backend = str(dist.get_backend(group))
+    if precision == "bf16" and "nccl" not in backend:  # torch checks its build, not the group that runs the hook
+        report.add(Violation("option", "reduce_precision", precision, "the gradients' dtype",
+                             f"torch's bf16_compress_hook needs the NCCL backend; this group runs {backend}"))
+        return
     if hook is not None:
         try:
             ddp.register_comm_hook(group, hook)
@@ -362,10 +367,11 @@ def _wrap_fsdp(model: torch.nn.Module, policy: Policy, report: ExecutionReport, 
     from torch.distributed.fsdp import fully_shard
 
     kwargs = fsdp_kwargs(policy)
-    if group is not None:
+    device = _mesh_device(model)
+    if group is not None or device == "cpu":  # without a mesh, fully_shard moves a CPU model to CUDA when it can
         from torch.distributed.device_mesh import DeviceMesh
 
-        kwargs["mesh"] = DeviceMesh.from_group(group, _mesh_device(model))
+        kwargs["mesh"] = DeviceMesh.from_group(group if group is not None else dist.group.WORLD, device)
     blocks = _units(model, units)
     for block in blocks:
         fully_shard(block, **kwargs)
