@@ -224,6 +224,9 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
     from xpuruntime.policies.lock import Lock
     from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
 
+    if search is not None and (model is None or entry is not None or shapes):
+        raise typer.BadParameter("--search needs a MODEL (an .onnx file), without --entry or --shapes",
+                                 param_hint="MODEL")
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
     lock = lock or output.with_name(output.stem + ".lock.json")
@@ -261,7 +264,7 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
     _print_summary(rows, {"policy": str(output), "lock": str(lock)}, seconds, notes)
 
 
-def _search(model: Path | None, device: str, policy: Path | None, output: Path, lock: Path, warmup: int | None,
+def _search(model: Path, device: str, policy: Path | None, output: Path, lock: Path, warmup: int | None,
             repeats: int | None, dims: list[str], engines: list[str], precisions: list[str], rtol: float | None,
             atol: float | None, as_json: bool) -> None:
     from xpuruntime.cli import print_json
@@ -269,8 +272,6 @@ def _search(model: Path | None, device: str, policy: Path | None, output: Path, 
     from xpuruntime.policies import Policy
     from xpuruntime.policies.lock import Lock
 
-    if model is None:
-        raise typer.BadParameter("--search needs a MODEL (an .onnx file)", param_hint="MODEL")
     base = Policy.load(policy) if policy else Policy()
     contract = None
     if rtol is not None or atol is not None:
