@@ -13,6 +13,10 @@
 results, hashes). ``lock verify`` exits 0 when this machine matches the lock's fingerprint, 1 when a field that
 tuning depends on drifted (each listed) or the lock is invalid; 2 on a usage error.
 
+With ``--entry``, the whole step is then timed under the base and the tuned policy (interleaved, this process):
+only the ops whose rules do not make it slower are kept, and when the tuned step is slower the base policy is
+written; the figures and the reason are the lock's ``end_to_end`` section (``--no-check`` skips this).
+
 ``tune MODEL --search`` searches policies instead of kernels (:mod:`xpuruntime.inference.search`): engine x
 precision x CUDA graphs x compile x fusions under the accuracy contract, timed with ``bench``; it writes the
 fastest policy that meets the contract and a lock whose ``search`` section holds every candidate's figures and
@@ -168,6 +172,18 @@ def _targets(model: Path | None, entry: str | None, shapes: list[str], device: s
     return tuner._unique(targets)
 
 
+def _end_to_end(entry: str, base: Any, tuned: Any, warmup: int | None,
+                repeats: int | None) -> tuple[Any, dict[str, Any]]:
+    """The whole step under the base and the tuned policy, interleaved: the policy to write and the figures."""
+    from xpuruntime.pytorch import check_end_to_end
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = check_end_to_end(load_entry(entry), base, tuned, warmup=2 if warmup is None else min(warmup, 3),
+                                   repeats=5 if repeats is None else min(repeats, 20))
+    return outcome.policy, outcome.data
+
+
 def _progress_tune(tuner: Any, targets: list[Any]) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -216,7 +232,7 @@ def _ms(value: float | None) -> str:
 def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str, strategy: Strategy,
           kernels: list[str], policy: Path | None, output: Path, lock: Path | None, warmup: int | None,
           repeats: int | None, dims: list[str], dtype: str | None, bucket: Bucket, ort: bool | None,
-          as_json: bool, search: dict[str, Any] | None = None) -> None:
+          as_json: bool, search: dict[str, Any] | None = None, check: bool = True) -> None:
     from xpuruntime.cli import print_json
     from xpuruntime.inference.engine import get_engine_class
     from xpuruntime.kernels.tuner import Tuner, build_policy, with_tunable_op
@@ -252,14 +268,19 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
         if captured is not None:
             engine_tuning[engine_cls.name] = captured
     tuned = build_policy(records, with_tunable_op(base) if engine_tuning else base)
+    end_to_end = None
+    if entry is not None and check and records:
+        tuned, end_to_end = _end_to_end(entry, base, tuned, warmup, repeats)
+        notes.append(f"end-to-end: {end_to_end['why']}")
     tuned.save(output)
-    the_lock = Lock.create(tuned, records, base_policy=base, engine_tuning=engine_tuning)
+    the_lock = Lock.create(tuned, records, base_policy=base, engine_tuning=engine_tuning, end_to_end=end_to_end)
     the_lock.save(lock)
     seconds = time.perf_counter() - start
     rows = [_record_row(r) for r in records]
     if as_json:
         return print_json({"policy": str(output), "lock": str(lock), "policy_hash": tuned.hash,
                            "lock_hash": the_lock.hash, "seconds": seconds, "records": rows, "notes": notes,
+                           "end_to_end": end_to_end,
                            "onnxruntime_tuning_results": len(engine_tuning.get("onnxruntime", []))})
     _print_summary(rows, {"policy": str(output), "lock": str(lock)}, seconds, notes)
 
@@ -395,6 +416,8 @@ def register(app: typer.Typer) -> None:
                                                       "(default: the policy's execution.accuracy, else 1e-2).")] = None,
         atol: Annotated[Optional[float], typer.Option("--atol", min=0.0, help="--search: absolute tolerance "
                                                       "(default: the policy's execution.accuracy, else 1e-3).")] = None,
+        check: Annotated[bool, typer.Option("--check/--no-check", help="--entry: time the whole step with the base "
+                                            "and the tuned policy and keep only rules that do not slow it.")] = True,
         as_json: _Json = False,
     ) -> None:
         """Measure the registered kernels on real shapes; write a policy with per-shape rules and a lock.
@@ -405,7 +428,7 @@ def register(app: typer.Typer) -> None:
         """
         options = {"engines": engine or [], "precisions": precision or [], "rtol": rtol, "atol": atol}
         _tune(model, entry, shapes or [], device, strategy, kernels or [], policy, output, lock, warmup, repeats,
-              dim or [], dtype, bucket, ort, as_json, search=options if search else None)
+              dim or [], dtype, bucket, ort, as_json, search=options if search else None, check=check)
 
     lock_app = typer.Typer(cls=Group, name="lock", no_args_is_help=True, context_settings=SETTINGS,
                            help="Check lock files (tuned policy + fingerprint + records) against this machine.")
