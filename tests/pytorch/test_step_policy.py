@@ -26,7 +26,7 @@ def _workload() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor]:
 
 
 def test_compile_step_compiles_in_the_policys_mode_and_runs_under_the_policy():
-    model, opt, x = _workload()
+    model, _, x = _workload()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = model(x).detach()
     step = xrt_torch.compile_step(model, {"execution": {"precision": "bf16", "compile": "default"}})
