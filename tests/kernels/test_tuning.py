@@ -279,3 +279,16 @@ def test_a_tuned_policy_applies_per_shape_in_a_torch_training_step():
     forward = [r for r in logged if r.phase == "forward"]
     assert len(forward) == 2 and all(r.dtype == "bf16" and "rules[" in r.reason for r in forward)
     assert any(r.phase == "backward" for r in logged)
+
+
+def test_a_policy_with_rules_routes_only_the_calls_its_rules_match():
+    """Shapes without a rule stay torch's own calls (no custom op, no dispatch record)."""
+    xrt_torch = pytest.importorskip("xpuruntime.pytorch")
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 16))
+    x = torch.randn(4, 8, 32)
+    policy = Policy(kernels={"matmul": {"prefer": "default", "rules": [
+        {"when": {"m": 32, "n": 64, "k": 32}, "use": ["cublas", "default"]}]}})
+    with xrt_torch.policy(policy), xk.dispatch_logging() as logged:
+        y = model(x)
+    assert [(r.dims["n"], r.dims["k"]) for r in logged if r.phase == "forward"] == [(64, 32)]
+    torch.testing.assert_close(y, model(x))

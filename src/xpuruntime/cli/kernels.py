@@ -4,6 +4,7 @@
     $ xpuruntime tune --shapes matmul:bf16:8192x768x768,matmul:bf16:8192x3072x768 --device cuda -o tuned.yaml
     $ xpuruntime tune model.onnx --dim batch=8 --dim seq=1024 --device cuda -o tuned.yaml
     $ xpuruntime tune --entry mypkg.train:one_step -o tuned.yaml
+    $ xpuruntime tune model.onnx --search --dim batch=1 --dim seq=128 -o fast.yaml
     $ xpuruntime lock verify tuned.lock.json
     $ xpuruntime lock hash tuned.lock.json
 
@@ -11,6 +12,15 @@
 (``NAME.lock.json``: the policy, the untuned one, the fingerprint, the records, ONNX Runtime's TunableOp
 results, hashes). ``lock verify`` exits 0 when this machine matches the lock's fingerprint, 1 when a field that
 tuning depends on drifted (each listed) or the lock is invalid; 2 on a usage error.
+
+With ``--entry``, the whole step is then timed under the base and the tuned policy (interleaved, this process):
+only the ops whose rules do not make it slower are kept, and when the tuned step is slower the base policy is
+written; the figures and the reason are the lock's ``end_to_end`` section (``--no-check`` skips this).
+
+``tune MODEL --search`` searches policies instead of kernels (:mod:`xpuruntime.inference.search`): engine x
+precision x CUDA graphs x compile x fusions under the accuracy contract, timed with ``bench``; it writes the
+fastest policy that meets the contract and a lock whose ``search`` section holds every candidate's figures and
+why each was dropped.
 """
 
 from __future__ import annotations
@@ -162,6 +172,18 @@ def _targets(model: Path | None, entry: str | None, shapes: list[str], device: s
     return tuner._unique(targets)
 
 
+def _end_to_end(entry: str, base: Any, tuned: Any, warmup: int | None,
+                repeats: int | None) -> tuple[Any, dict[str, Any]]:
+    """The whole step under the base and the tuned policy, interleaved: the policy to write and the figures."""
+    from xpuruntime.pytorch import check_end_to_end
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = check_end_to_end(load_entry(entry), base, tuned, warmup=2 if warmup is None else min(warmup, 3),
+                                   repeats=5 if repeats is None else min(repeats, 20))
+    return outcome.policy, outcome.data
+
+
 def _progress_tune(tuner: Any, targets: list[Any]) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -210,7 +232,7 @@ def _ms(value: float | None) -> str:
 def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str, strategy: Strategy,
           kernels: list[str], policy: Path | None, output: Path, lock: Path | None, warmup: int | None,
           repeats: int | None, dims: list[str], dtype: str | None, bucket: Bucket, ort: bool | None,
-          as_json: bool) -> None:
+          as_json: bool, search: dict[str, Any] | None = None, check: bool = True) -> None:
     from xpuruntime.cli import print_json
     from xpuruntime.inference.engine import get_engine_class
     from xpuruntime.kernels.tuner import Tuner, build_policy, with_tunable_op
@@ -218,12 +240,17 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
     from xpuruntime.policies.lock import Lock
     from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
 
+    if search is not None and (model is None or entry is not None or shapes):
+        raise typer.BadParameter("--search needs a MODEL (an .onnx file), without --entry or --shapes",
+                                 param_hint="MODEL")
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
     lock = lock or output.with_name(output.stem + ".lock.json")
     if output.suffix.lower() not in (".yaml", ".yml", ".json") or lock.suffix.lower() != ".json":
         raise InputError("unsupported output file names", expected="--output *.yaml|*.yml|*.json and --lock *.json",
                          received=f"{output} and {lock}")
+    if search is not None:
+        return _search(model, device, policy, output, lock, warmup, repeats, dims, **search, as_json=as_json)
     base = Policy.load(policy) if policy else Policy()
     notes: list[str] = []
     start = time.perf_counter()
@@ -241,16 +268,65 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
         if captured is not None:
             engine_tuning[engine_cls.name] = captured
     tuned = build_policy(records, with_tunable_op(base) if engine_tuning else base)
+    end_to_end = None
+    if entry is not None and check and records:
+        tuned, end_to_end = _end_to_end(entry, base, tuned, warmup, repeats)
+        notes.append(f"end-to-end: {end_to_end['why']}")
     tuned.save(output)
-    the_lock = Lock.create(tuned, records, base_policy=base, engine_tuning=engine_tuning)
+    the_lock = Lock.create(tuned, records, base_policy=base, engine_tuning=engine_tuning, end_to_end=end_to_end)
     the_lock.save(lock)
     seconds = time.perf_counter() - start
     rows = [_record_row(r) for r in records]
     if as_json:
         return print_json({"policy": str(output), "lock": str(lock), "policy_hash": tuned.hash,
                            "lock_hash": the_lock.hash, "seconds": seconds, "records": rows, "notes": notes,
+                           "end_to_end": end_to_end,
                            "onnxruntime_tuning_results": len(engine_tuning.get("onnxruntime", []))})
     _print_summary(rows, {"policy": str(output), "lock": str(lock)}, seconds, notes)
+
+
+def _search(model: Path, device: str, policy: Path | None, output: Path, lock: Path, warmup: int | None,
+            repeats: int | None, dims: list[str], engines: list[str], precisions: list[str], rtol: float | None,
+            atol: float | None, as_json: bool) -> None:
+    from xpuruntime.cli import print_json
+    from xpuruntime.inference.search import accuracy_contract, search
+    from xpuruntime.policies import Policy
+    from xpuruntime.policies.lock import Lock
+
+    base = Policy.load(policy) if policy else Policy()
+    contract = None
+    if rtol is not None or atol is not None:
+        default_rtol, default_atol = accuracy_contract(base)
+        contract = (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+    start = time.perf_counter()
+    result = search(model, engines=engines or None, device=device, policy=base, precisions=precisions or None,
+                    dims=_dims(dims), accuracy=contract, warmup=5 if warmup is None else warmup,
+                    repeat=20 if repeats is None else repeats)
+    chosen = result.policy
+    chosen.save(output)
+    the_lock = Lock.create(chosen, base_policy=base, search=result.to_data())
+    the_lock.save(lock)
+    summary = {"policy": str(output), "lock": str(lock), "policy_hash": chosen.hash, "lock_hash": the_lock.hash,
+               "seconds": time.perf_counter() - start, "chosen": result.to_data()["chosen"],
+               "engine": result.to_data()["engine"], "candidates": [c.to_dict() for c in result.candidates]}
+    if as_json:
+        return print_json(summary)
+    _print_search(result, summary)
+
+
+def _print_search(result: Any, summary: dict[str, Any]) -> None:
+    from xpuruntime.cli import stdout_console
+
+    console = stdout_console()
+    console.print(result.table())
+    if result.chosen is None:
+        console.print(Text("no candidate met the accuracy contract and the policy: wrote the base policy"),
+                      soft_wrap=True)
+    else:
+        console.print(Text(f"fastest: {result.chosen.label} (use engine={result.chosen.engine!r} with the policy)"),
+                      soft_wrap=True)
+    console.print(Text(f"searched {len(result.candidates)} candidate(s) in {summary['seconds']:.1f} s; wrote policy "
+                       f"{summary['policy']}, lock {summary['lock']}"), soft_wrap=True)
 
 
 # ============================================================================================== lock
@@ -329,15 +405,30 @@ def register(app: typer.Typer) -> None:
         Bucket.exact,
         ort: Annotated[Optional[bool], typer.Option("--ort/--no-ort", help="Capture ONNX Runtime's TunableOp "
                                                                            "results for MODEL (default: on).")] = None,
+        search: Annotated[bool, typer.Option("--search", help="Search policies for MODEL (engine x precision x "
+                                             "graphs x compile x fusions) instead of kernels.")] = False,
+        engine: Annotated[Optional[list[str]], typer.Option(
+            "--engine", "-e", help="--search: an engine to try (repeat; default: the installed ONNX engines).")] = None,
+        precision: Annotated[Optional[list[str]], typer.Option(
+            "--precision", help="--search: a precision to try (repeat; default: fp32, tf32 on CUDA, fp16, bf16, "
+                                "int8).")] = None,
+        rtol: Annotated[Optional[float], typer.Option("--rtol", min=0.0, help="--search: relative tolerance "
+                                                      "(default: the policy's execution.accuracy, else 1e-2).")] = None,
+        atol: Annotated[Optional[float], typer.Option("--atol", min=0.0, help="--search: absolute tolerance "
+                                                      "(default: the policy's execution.accuracy, else 1e-3).")] = None,
+        check: Annotated[bool, typer.Option("--check/--no-check", help="--entry: time the whole step with the base "
+                                            "and the tuned policy and keep only rules that do not slow it.")] = True,
         as_json: _Json = False,
     ) -> None:
         """Measure the registered kernels on real shapes; write a policy with per-shape rules and a lock.
 
         Shapes come from an ONNX model (shape inference), a Python entry point run under the recorder, or
-        --shapes. On a GPU candidates are timed with CUDA events, on the CPU with perf_counter.
+        --shapes. On a GPU candidates are timed with CUDA events, on the CPU with perf_counter. With --search,
+        policies are searched instead: the fastest that meets the accuracy contract is written.
         """
+        options = {"engines": engine or [], "precisions": precision or [], "rtol": rtol, "atol": atol}
         _tune(model, entry, shapes or [], device, strategy, kernels or [], policy, output, lock, warmup, repeats,
-              dim or [], dtype, bucket, ort, as_json)
+              dim or [], dtype, bucket, ort, as_json, search=options if search else None, check=check)
 
     lock_app = typer.Typer(cls=Group, name="lock", no_args_is_help=True, context_settings=SETTINGS,
                            help="Check lock files (tuned policy + fingerprint + records) against this machine.")

@@ -122,23 +122,26 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
           device: str = "cpu", dims: Mapping[str, int] | None = None,
           shapes: Mapping[str, Sequence[int]] | None = None, feeds: Mapping[str, Any] | None = None,
           warmup: int = 10, repeat: int = 50, io: str = "host", baseline: bool = False,
-          engine_options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> BenchResult:
+          engine_options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
+          pairs: Sequence[tuple[str, PolicyLike]] | None = None) -> BenchResult:
     """Time ``model`` under every engine x policy, interleaved, in this process.
 
     ``policies``: Policy objects, mappings, policy files or None (the default policy); ``engines``: names (default
     ``onnxruntime``, or ``torch`` for an ``nn.Module``); ``dims`` sizes symbolic dims, ``shapes`` whole inputs;
     ``io="device"`` feeds CUDA tensors and writes outputs into preallocated CUDA tensors (needs torch and CUDA);
-    ``engine_options`` maps an engine name to its options (``{"torch": {"example_inputs": (x,)}}``).
+    ``engine_options`` maps an engine name to its options (``{"torch": {"example_inputs": (x,)}}``);
+    ``pairs`` (``[(engine, policy), ...]``, a policy may be ``(label, policy)``) replaces engines x policies.
 
     >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
     """
     _check_counts(warmup, repeat, io)
     names = _engine_names(engines, model)
     pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
-    cands: list[_Candidate] = []
-    for engine in names:
-        for label, policy in pols:
-            cands.append(_build(model, engine, label, policy, device, (engine_options or {}).get(engine, {})))
+    todo = [(e, _policy_label(p, i), p) for i, (e, p) in enumerate(pairs)] if pairs is not None else \
+        [(engine, label, policy) for engine in names for label, policy in pols]
+    names = list(dict.fromkeys(e for e, _, _ in todo)) if pairs is not None else names
+    cands = [_build(model, engine, label, policy, device, (engine_options or {}).get(engine, {}))
+             for engine, label, policy in todo]
     feed_set = _feeds(cands, feeds, dims, shapes, seed)
     if baseline:
         cands += [b for c in list(cands) if c.call is not None for b in [_bare(c, model, device)] if b is not None]

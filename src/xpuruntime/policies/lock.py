@@ -67,7 +67,7 @@ from xpuruntime.runtime.fingerprint import fingerprint as current_fingerprint
 
 __all__ = ["Lock", "Drift", "LOCK_FORMAT", "LOCK_VERSION", "DRIFT_FIELDS", "is_lock_document", "as_lock",
            "verify_same_policy", "gather_policy_hashes", "compare_fingerprints", "MAX_LOCK_BYTES", "DEFAULT_DRIFT_RULE",
-           "drift_rule", "lock_key", "LOCK_KEY_ENV", "LOCK_KEY_FILE_ENV"]
+           "drift_rule", "lock_key", "LOCK_KEY_ENV", "LOCK_KEY_FILE_ENV", "SECTIONS"]
 
 LOCK_FORMAT = "xpuruntime-lock"
 LOCK_VERSION = 2  # 2: creation time and xpuruntime version hashed too; optional signature
@@ -85,8 +85,11 @@ DRIFT_FIELDS: tuple[str, ...] = (
     "libraries.nvmath-python", "libraries.onnxruntime", "libraries.onnxruntime-gpu", "libraries.tensorrt",
     "libraries.cuda-core", "libraries.cuda-python", "libraries.openvino",
 )
+#: optional hashed sections, present only when written: ``search`` (``xpuruntime tune --search``: every candidate's
+#: figures and why each was dropped) and ``end_to_end`` (the tuner's whole-step check of an ``--entry``)
+SECTIONS = ("search", "end_to_end")
 _KEYS = ("format", "lock_version", "created", "xpuruntime", "policy", "base_policy", "fingerprint", "records",
-         "engine_tuning", "hashes", "signature")
+         "engine_tuning", *SECTIONS, "hashes", "signature")
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,11 @@ class Lock:
 
     def __init__(self, policy: Policy, *, fingerprint: Fingerprint, records: Sequence[TuningRecord] = (),
                  base_policy: Policy | None = None, engine_tuning: Mapping[str, Any] | None = None,
-                 created: str | None = None, version: str | None = None, lock_version: int = LOCK_VERSION) -> None:
+                 created: str | None = None, version: str | None = None, lock_version: int = LOCK_VERSION,
+                 sections: Mapping[str, Any] | None = None) -> None:
         self.lock_version = lock_version
+        self.sections: dict[str, Any] = {k: _plain(v) for k, v in (sections or {}).items() if v is not None}
+        _check_sections(self.sections)
         self.tuned_policy = policy
         self.base_policy = base_policy if base_policy is not None else Policy(execution=policy.execution)
         self.fingerprint = fingerprint
@@ -163,14 +169,17 @@ class Lock:
 
     @classmethod
     def create(cls, policy: Any, records: Sequence[TuningRecord] = (), *, base_policy: Any = None,
-               engine_tuning: Mapping[str, Any] | None = None, fingerprint: Fingerprint | None = None) -> Lock:
+               engine_tuning: Mapping[str, Any] | None = None, fingerprint: Fingerprint | None = None,
+               search: Mapping[str, Any] | None = None, end_to_end: Mapping[str, Any] | None = None) -> Lock:
         """A lock of ``policy`` tuned here (this machine's fingerprint unless one is given).
 
         ``base_policy`` is the untuned policy (what ``fallback="warn"`` falls back to); by default the tuned
-        policy's execution settings with no kernel preferences.
+        policy's execution settings with no kernel preferences. ``search`` and ``end_to_end`` (JSON data) are
+        kept as hashed sections (:data:`SECTIONS`).
         """
         return cls(as_policy(policy), fingerprint=fingerprint or current_fingerprint(), records=records,
-                   base_policy=None if base_policy is None else as_policy(base_policy), engine_tuning=engine_tuning)
+                   base_policy=None if base_policy is None else as_policy(base_policy), engine_tuning=engine_tuning,
+                   sections={"search": search, "end_to_end": end_to_end})
 
     # -- hashes -----------------------------------------------------------------------------------------------
     def hashes(self) -> dict[str, str]:
@@ -179,6 +188,7 @@ class Lock:
         parts = {"policy": self.tuned_policy.hash, "base_policy": self.base_policy.hash,
                  "fingerprint": self.fingerprint.hash, "records": records_hash(self.records),
                  "engine_tuning": content_hash(self.locked_engine_tuning)}
+        parts.update({name: content_hash(value) for name, value in self.sections.items()})
         if self.lock_version >= 2:
             parts["meta"] = content_hash({"format": LOCK_FORMAT, "lock_version": self.lock_version,
                                           "created": self.created, "xpuruntime": self.version})
@@ -188,6 +198,16 @@ class Lock:
     def hash(self) -> str:
         """The lock's content hash (what ranks of one job compare)."""
         return self.hashes()["lock"]
+
+    @property
+    def search(self) -> dict[str, Any] | None:
+        """The ``search`` section (``xpuruntime tune --search``), or None."""
+        return self.sections.get("search")
+
+    @property
+    def end_to_end(self) -> dict[str, Any] | None:
+        """The ``end_to_end`` section (the tuner's whole-step check), or None."""
+        return self.sections.get("end_to_end")
 
     @property
     def policy_hash(self) -> str:
@@ -233,7 +253,7 @@ class Lock:
                 "xpuruntime": self.version, "policy": self.tuned_policy.to_dict(),
                 "base_policy": self.base_policy.to_dict(), "fingerprint": self.fingerprint.to_dict(),
                 "records": records_to_data(self.records), "engine_tuning": _plain(self.locked_engine_tuning),
-                "hashes": self.hashes()}
+                **self.sections, "hashes": self.hashes()}
         secret = _key_bytes(key) if key is not None else lock_key()
         if secret is not None:
             if self.lock_version < 2:
@@ -291,7 +311,8 @@ class Lock:
                    records=records_from_data(data.get("records", [])),
                    base_policy=_policy(data.get("base_policy", {}), "base_policy"),
                    engine_tuning=data.get("engine_tuning") or {}, created=_meta_str(data, "created", version),
-                   version=_meta_str(data, "xpuruntime", version), lock_version=version)
+                   version=_meta_str(data, "xpuruntime", version), lock_version=version,
+                   sections={k: data[k] for k in SECTIONS if k in data})
         _verify_hashes(lock, data.get("hashes"))
         if version == 1:
             lock.notes.append("lock_version 1: its creation time and xpuruntime version are not covered by its hash; "
@@ -344,10 +365,21 @@ def _fingerprint(data: Any) -> Fingerprint:
                           expected="the fingerprint xpuruntime wrote", received="an edited or corrupt one") from None
 
 
+def _check_sections(sections: Mapping[str, Any]) -> None:
+    for name, value in sections.items():
+        if name not in SECTIONS or not isinstance(value, Mapping):
+            raise PolicyError(f"invalid lock section {name!r}", field=name,
+                              expected=f"a mapping under one of {', '.join(SECTIONS)}", received=short_repr(value))
+
+
 def _verify_hashes(lock: Lock, stored: Any) -> None:
     if not isinstance(stored, Mapping):
         raise PolicyError("the lock has no hashes", field="hashes", expected="the hashes xpuruntime wrote",
                           received=short_repr(stored))
+    extra = [k for k in stored if k in SECTIONS and k not in lock.sections]
+    if extra:  # a section removed by hand: its hash is left behind
+        raise PolicyError(f"the lock's {extra[0]} section is missing but hashed (edited or corrupt)", field=extra[0],
+                          expected="the section xpuruntime wrote", received="none")
     for part, value in lock.hashes().items():
         if stored.get(part) != value:
             raise PolicyError(f"the lock's {part} does not match its hash (edited or corrupt)", field=f"hashes.{part}",

@@ -16,6 +16,9 @@ install when torch is missing::
 - :func:`autocast`: ``torch.autocast`` whose precision the receipts record.
 - :func:`capture_graph`: CUDA graph capture and replay of a function, a whole training step included; or,
   as the original design wrote it, ``with capture_graph() as g:`` then ``g.replay()``.
+- :func:`compile_step`: ``execution.compile`` as part of the training policy (``torch.compile`` in the policy's
+  mode, run under the policy; capture it whole with :func:`capture_graph`); :func:`compare_steps` and
+  :func:`check_end_to_end` time a whole step under several policies, interleaved (the tuner's end-to-end check).
 - :func:`profile`: a receipt (:class:`~xpuruntime.receipts.ExecutionReport`) read from ``torch.profiler``.
 - :mod:`xpuruntime.pytorch.distributed` (imported on its own): one policy on many GPUs with torch.distributed,
   DDP and FSDP2 (agreement, the communication section, per-rank receipts).
@@ -39,6 +42,7 @@ from xpuruntime.pytorch._kernels import available as kernel_available
 from xpuruntime.pytorch._profile import profile, profile_run
 from xpuruntime.pytorch._state import applied as applied_policy
 from xpuruntime.pytorch._state import clear_kernel_policy, get_kernel_policy, policy, set_kernel_policy
+from xpuruntime.pytorch._step import CompiledStep, EndToEnd, check_end_to_end, compare_steps, compile_step
 from xpuruntime.pytorch._translate import TorchPlan, translate
 
 __all__ = [
@@ -53,6 +57,11 @@ __all__ = [
     "profile",
     "translate",
     "TorchPlan",
+    "compile_step",
+    "CompiledStep",
+    "compare_steps",
+    "check_end_to_end",
+    "EndToEnd",
     # what the torch inference engine builds on (engine="torch"): the same translation, application and receipts
     "applied_policy",
     "kernel_available",

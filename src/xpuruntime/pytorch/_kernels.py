@@ -7,6 +7,10 @@ through a ``TorchFunctionMode`` (thread-local, like autocast): ``F.layer_norm`` 
 Those ops ask the kernels dispatcher, per call, which kernel of the active policy's list applies (the
 policy is shared: ``policy()`` enters ``xpuruntime.kernels.use_policy``), and log the decision, which is
 what profiled receipts read (:func:`dispatch_records`).
+
+An op routed only for its per-shape rules (a tuned policy: ``prefer`` is a torch switch, rules pin kernels for
+some shapes) is routed only for calls whose shape matches a rule; every other call stays torch's own (routing every linear through the custom op cost a GPT-2 training step about half
+its speed).
 """
 
 from __future__ import annotations
@@ -117,6 +121,45 @@ def _matmul(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str
     return mod.matmul(*_autocast(_arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "other")))
 
 
+RULES_ONLY = "per-shape rules"  # plan.custom's value for an op routed for its rules only (see _translate)
+
+
+def _prod(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _call_dims(op: str, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, int]]:
+    """``(first tensor, dims)`` of a call as the dispatcher sees it (GEMM m x n x k with batch; rows x hidden)."""
+    a = _arg(args, kwargs, 0, "input")
+    if op == "layernorm":
+        return a, {"rows": _prod(a.shape[:-1]), "hidden": int(a.shape[-1])}
+    if func is torch.nn.functional.linear:
+        w = _arg(args, kwargs, 1, "weight")
+        return a, {"batch": 1, "m": _prod(a.shape[:-1]), "n": int(w.shape[0]), "k": int(a.shape[-1])}
+    b = _arg(args, kwargs, 1, "other")
+    if b.dim() <= 2 or a.dim() <= 1:
+        return a, {"batch": 1, "m": _prod(a.shape[:-1]), "n": int(b.shape[-1]), "k": int(a.shape[-1])}
+    batch = _prod(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    return a, {"batch": batch, "m": int(a.shape[-2]), "n": int(b.shape[-1]), "k": int(a.shape[-1])}
+
+
+def _rule_applies(op: str, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], mod: Any) -> bool:
+    """Whether a rule of the active policy matches this call (then the dispatcher decides it)."""
+    from xpuruntime.kernels.torch_ops import dtype_name
+
+    try:
+        first, dims = _call_dims(op, func, args, kwargs)
+        dtype = torch.get_autocast_dtype(first.device.type) if torch.is_autocast_enabled(first.device.type) \
+            else first.dtype
+        kernels, _, index = mod.active_policy().kernels.preference(op).match(dtype_name(dtype), dims)
+    except Exception:  # an unusual call (no tensors, odd shapes): let the custom op decide, as before
+        return True
+    return index is not None
+
+
 _ROUTES: dict[str, dict[Any, Callable[..., Any]]] = {
     "layernorm": {torch.nn.functional.layer_norm: _layer_norm},
     "matmul": {torch.nn.functional.linear: _linear, torch.matmul: _matmul, torch.Tensor.matmul: _matmul},
@@ -124,14 +167,17 @@ _ROUTES: dict[str, dict[Any, Callable[..., Any]]] = {
 
 
 class _Router(torch.overrides.TorchFunctionMode):
-    def __init__(self, table: Mapping[Any, Callable[..., Any]], mod: Any) -> None:
+    def __init__(self, table: Mapping[Any, Callable[..., Any]], mod: Any, rules_only: Mapping[Any, str]) -> None:
         super().__init__()
-        self.table, self.mod = table, mod
+        self.table, self.mod, self.rules_only = table, mod, rules_only
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         route = self.table.get(func)
         if route is None:
+            return func(*args, **kwargs)
+        op = self.rules_only.get(func)
+        if op is not None and not _rule_applies(op, func, tuple(args), kwargs, self.mod):
             return func(*args, **kwargs)
         return route(func, tuple(args), kwargs, self.mod)
 
@@ -144,5 +190,6 @@ def routing(custom: Mapping[str, str]) -> Iterator[None]:
     if not table:
         yield
         return
-    with _Router(table, mod):
+    rules_only = {func: op for op, kernel in custom.items() if kernel == RULES_ONLY for func in _ROUTES.get(op, {})}
+    with _Router(table, mod, rules_only):
         yield
