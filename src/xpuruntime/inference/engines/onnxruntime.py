@@ -50,7 +50,6 @@ from xpuruntime.runtime.devices import DeviceSpec
 __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutError", "plugin_providers"]
 
 _OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results")
-_SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
 
 
 @functools.cache
@@ -345,12 +344,13 @@ class OnnxRuntimeEngine(Engine):
                           requested=self.plan.target, requested_kernel=kernel, precision=precision)
 
     def _judge(self, report: ExecutionReport) -> None:
-        for node in report.nodes:
-            if node.provider != self.plan.target and node.op_type in _SHAPE_OPS:
-                node.requested = node.provider  # a deliberate ORT placement, not a fallback
-            elif node.provider != self.plan.target:
-                report.add(Violation("provider_fallback", node.name, self.plan.target, node.provider or "?",
-                                     self._fallback_reason(node)))
+        """Nodes on another provider: ONNX Runtime's deliberate placements (Shape/Size; shape computations beside
+        CUDA, see :func:`._onnxruntime.cpu_preferred_nodes`) are a note, anything else a provider_fallback."""
+        found, notes = tr.judge_placement(report.nodes, self.plan.target, lambda: self.model.proto, self._fallback_reason,
+                                          beside_cuda=self.plan.in_use(tr.CUDA))
+        for violation in found:
+            report.add(violation)
+        report.notes += notes
         if not report.nodes:
             report.notes.append("onnxruntime reported no node assignment (is this onnxruntime >= 1.24?)")
 
