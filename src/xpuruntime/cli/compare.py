@@ -66,7 +66,7 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
              show_all: bool = False) -> None:
     import dataclasses
 
-    from xpuruntime.cli import print_json, stdout_console
+    from xpuruntime.cli import print_json
     from xpuruntime.cli.inference import model_feeds, parse_input_args
     from xpuruntime.inference.compare import compare
 
