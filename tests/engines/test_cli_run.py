@@ -36,19 +36,21 @@ def test_run_with_input_file_prints_receipt_and_outputs(runner, model, tmp_path)
 
 def test_run_json_and_output_folder(runner, model, tmp_path):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(model), "--random-inputs", "--json", "--output", str(out)])
+    result = runner.invoke(app, ["run", str(model), "--random-inputs", "--dim", "m=1", "--json", "--output",
+                                 str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["report"]["honored"] and data["outputs"][0]["shape"] == [1, 4]
     assert np.load(out / "y.npy").shape == (1, 4)
     assert json.loads((out / "report.json").read_text())["engine"] == "onnxruntime"
-    again = runner.invoke(app, ["run", str(model), "--random-inputs", "--output", str(out)])
+    again = runner.invoke(app, ["run", str(model), "--random-inputs", "--dim", "m=1", "--output", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.output  # nothing the user has is overwritten
-    assert runner.invoke(app, ["run", str(model), "--random-inputs", "--output", str(out), "--overwrite"]).exit_code == 0
+    assert runner.invoke(app, ["run", str(model), "--random-inputs", "--dim", "m=1", "--output", str(out),
+                                  "--overwrite"]).exit_code == 0
 
 
 def test_explain_has_per_node_times(runner, model):
-    result = runner.invoke(app, ["explain", str(model), "--json"])
+    result = runner.invoke(app, ["explain", str(model), "--dim", "m=1", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)["report"]
     assert report["profiled"] and all(n["time_us"] is not None for n in report["nodes"])
@@ -58,14 +60,14 @@ def test_explain_has_per_node_times(runner, model):
 def test_run_with_policy_file_and_strict_violation_exits_1(runner, model, tmp_path):
     policy = tmp_path / "strict.yaml"
     policy.write_text("execution: {fallback: error}\n")
-    result = runner.invoke(app, ["run", str(model), "--policy", str(policy), "--device", "cuda", "--random-inputs"])
+    result = runner.invoke(app, ["run", str(model), "--policy", str(policy), "--device", "cuda", "--random-inputs", "--dim", "m=1"])
     assert result.exit_code == 1
     assert "did not honour the policy" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.no_cuda("onnxruntime")
 def test_warn_fallback_prints_warning_and_succeeds(runner, model, tmp_path):
-    result = runner.invoke(app, ["run", str(model), "--device", "cuda", "--random-inputs"])
+    result = runner.invoke(app, ["run", str(model), "--device", "cuda", "--random-inputs", "--dim", "m=1"])
     assert result.exit_code == 0
     assert "warning:" in result.output and "provider_fallback" in result.output
 

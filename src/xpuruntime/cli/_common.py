@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from typer.core import TyperGroup
 
 from xpuruntime.errors import XpuRuntimeError
 
-__all__ = ["SETTINGS", "WIDE", "Group", "JsonFlag", "add_row", "cell", "print_error", "print_json",
+__all__ = ["SETTINGS", "WIDE", "Group", "JsonFlag", "add_row", "cell", "error_document", "print_error", "print_json",
            "stdout_console", "table"]
 
 #: context settings of every command group (``-h`` as well as ``--help``)
@@ -25,17 +26,36 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdo
 
 
 class Group(TyperGroup):
-    """A command group that turns any XpuRuntimeError into ``error: ...`` on stderr and exit 1.
+    """A command group that turns any XpuRuntimeError into ``error: ...`` on stderr and exit 1; with ``--json``
+    on the command line, stdout also gets the error as a JSON document (:func:`error_document`).
 
     Example: ``typer.Typer(cls=Group, context_settings=SETTINGS)`` for a sub-app (``xpuruntime lock``).
     """
 
     def invoke(self, ctx: Any) -> Any:
+        raw = [*getattr(ctx, "_protected_args", []), *ctx.args]  # click clears them before the subcommand runs
         try:
             return super().invoke(ctx)
         except XpuRuntimeError as exc:
+            if "--json" in raw and not ctx.meta.get("xpuruntime.json_error"):
+                ctx.meta["xpuruntime.json_error"] = True  # nested groups print it once
+                print_json(error_document(exc))
             print_error(str(exc))
             raise typer.Exit(1) from None
+
+
+def error_document(exc: XpuRuntimeError) -> dict[str, Any]:
+    """An error as ``--json`` prints it: type, message, expected, received, hint, violations and the receipt
+    (the ExecutionReport's dict when the error carries one, else None).
+
+    Example: ``error_document(InputError("bad", expected="x"))["error"] == "InputError"``.
+    """
+    report = getattr(exc, "report", None)
+    violations = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else str(v)
+                  for v in getattr(exc, "violations", [])]
+    return {"error": type(exc).__name__, "message": exc.reason, "expected": exc.expected, "received": exc.received,
+            "hint": exc.hint, "violations": violations,
+            "receipt": report.to_dict() if hasattr(report, "to_dict") else None}
 
 
 def stdout_console() -> Console:

@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from xpuruntime.errors import InputError
+from xpuruntime.cli.inference import IntRangeOpt, RandomInputs, model_feeds, parse_shapes, parse_sizes
 
-__all__ = ["register"]
+__all__ = ["register", "parse_sizes", "parse_shapes"]
 
 _Model = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
 _Policies = Annotated[Optional[list[Path]], typer.Option(
@@ -31,29 +31,6 @@ _Baseline = Annotated[bool, typer.Option("--baseline", help="Add the bare engine
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of a table.")]
 
 
-def parse_sizes(items: list[str], what: str) -> dict[str, int]:
-    """``NAME=SIZE`` items -> {name: size}."""
-    out: dict[str, int] = {}
-    for item in items:
-        name, sep, size = item.partition("=")
-        if not sep or not name or not size.strip().isdigit():
-            raise InputError(f"malformed {what}", expected="NAME=SIZE, e.g. batch=32", received=repr(item))
-        out[name] = int(size)
-    return out
-
-
-def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
-    """``INPUT=AxBxC`` items -> {input: (A, B, C)}."""
-    out: dict[str, tuple[int, ...]] = {}
-    for item in items:
-        name, sep, shape = item.partition("=")
-        dims = shape.lower().replace(",", "x").split("x")
-        if not sep or not name or not all(d.strip().isdigit() for d in dims):
-            raise InputError("malformed --shape", expected="INPUT=AxBxC, e.g. input_ids=1x128", received=repr(item))
-        out[name] = tuple(int(d) for d in dims)
-    return out
-
-
 ORDER = 45  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
 
 
@@ -63,7 +40,8 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(model: _Model, policy: _Policies = None, engine: _Engines = None, dim: _Dims = None,
                   shape: _Shapes = None, device: _Device = "cpu", warmup: _Warmup = 10, repeat: _Repeat = 50,
-                  io: _Io = "host", baseline: _Baseline = False, as_json: _Json = False) -> None:
+                  io: _Io = "host", baseline: _Baseline = False, as_json: _Json = False,
+                  int_range: IntRangeOpt = None) -> None:
         """p50/p90/p99 latency, throughput, first-run time and memory of each policy x engine, interleaved.
 
         With --baseline each candidate is paired with the bare engine configured the same way by hand, and the
@@ -72,12 +50,16 @@ def register(app: typer.Typer) -> None:
         from xpuruntime.cli import print_json, stdout_console
         from xpuruntime.inference.bench import bench
 
+        shapes = RandomInputs(dim, shape, int_range)
+        feeds = model_feeds(model, shapes, {})
         result = bench(model, policies=list(policy or []) or None, engines=list(engine or []) or None,
-                       device=device, dims=parse_sizes(dim or [], "--dim"), shapes=parse_shapes(shape or []),
-                       warmup=warmup, repeat=repeat, io=io, baseline=baseline)
+                       device=device, feeds=feeds, warmup=warmup, repeat=repeat, io=io, baseline=baseline)
         if as_json:
-            print_json(result.to_dict())
+            print_json({**result.to_dict(), **shapes.to_dict()})
         else:
+            from rich.text import Text
+
+            stdout_console().print(Text("\n".join(shapes.lines())))
             stdout_console().print(result)
         if any(r.error for r in result.rows):
             raise typer.Exit(1)

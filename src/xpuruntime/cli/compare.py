@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from xpuruntime.cli.inference import AllOpt, DimsOpt, IntRangeOpt, RandomInputs, ShapesOpt
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError
 
@@ -61,25 +62,44 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
              inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool,
-             trace: Path | None = None, html: Path | None = None) -> None:
-    from xpuruntime.cli import print_json, stdout_console
-    from xpuruntime.cli.inference import parse_input_args
+             trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
+             show_all: bool = False) -> None:
+    import dataclasses
+
+    from xpuruntime.cli import print_json
+    from xpuruntime.cli.inference import model_feeds, parse_input_args
     from xpuruntime.inference.compare import compare
 
-    feeds = parse_input_args(inputs) if inputs else None
+    shapes = shapes or RandomInputs(None, None, None, seed)
+    feeds = model_feeds(model, shapes, parse_input_args(inputs or []), policy)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
                          policies=_engine_policies(engine_policy or []), seed=seed)
+    result = dataclasses.replace(result, random_inputs=any(d["source"] == "random" for d in shapes.described))
     _print_warnings(caught)
     write_outputs([r.report for r in result.runs], trace=trace, html=html, labels=[r.label for r in result.runs])
     if as_json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), **shapes.to_dict()})
     else:
-        stdout_console().print(result)
+        _print_result(result, shapes, show_all)
     if not result.passed:
         _print_differences(result)
         raise typer.Exit(1)
+
+
+def _print_result(result: Any, shapes: RandomInputs, show_all: bool) -> None:
+    from xpuruntime.cli import stdout_console
+    from xpuruntime.receipts._render import report_rich
+
+    console = stdout_console()
+    console.print(Text("\n".join(shapes.lines())))
+    if not show_all:
+        console.print(result)
+        return
+    for run in result.runs:
+        console.print(report_rich(run.report, max_rows=len(run.report.nodes), limit=None))
+    console.print(result)
 
 
 def _print_differences(result: Any) -> None:
@@ -94,10 +114,13 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(model: _Model, engines: _Engines, policy: _PolicyOpt = None, engine_policy: _EnginePolicy = None,
                     device: _Device = "cpu", input: _Inputs = None, rtol: _Rtol = 1e-3, atol: _Atol = 1e-4,
-                    seed: _Seed = 0, as_json: _Json = False, trace: TraceOpt = None, html: HtmlOpt = None) -> None:
+                    seed: _Seed = 0, as_json: _Json = False, trace: TraceOpt = None, html: HtmlOpt = None,
+                    dim: DimsOpt = None, shape: ShapesOpt = None, int_range: IntRangeOpt = None,
+                    show_all: AllOpt = False) -> None:
         """Run a model on several engines with the same inputs; exit 1 when any output differs.
 
         Each output of each engine is checked against the first engine with numpy's allclose rule
         (|actual - reference| <= atol + rtol * |reference|); the receipts of every engine are printed too.
         """
-        _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json, trace, html)
+        _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json, trace, html,
+                 RandomInputs(dim, shape, int_range, seed), show_all)

@@ -3,6 +3,13 @@
     $ xpuruntime demo
     $ xpuruntime run model.onnx --policy policy.yaml --device cuda --random-inputs
     $ xpuruntime explain model.onnx --input x=x.npy --json
+    $ xpuruntime run bert.onnx --random-inputs --dim batch=8 --dim seq=128 --int-range input_ids=0:30522
+
+Random inputs: every symbolic dim needs a size (``--dim NAME=N``, or ``--shape INPUT=AxB`` for a whole input, or
+the policy's ``fixed_shapes``); only a dim named like ``*batch*`` defaults to 1, and the output says so. Integer
+inputs are drawn from ``[LO, HI)``: ``--int-range LO:HI`` (every integer input) or ``INPUT=LO:HI``; by default
+``[0, rows)`` for ids that index an embedding of the ONNX model, 0/1 for a name containing ``mask``, else
+``[0, 100)``. The shapes and ranges used are printed, and are under ``inputs`` in ``--json``.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from rich.text import Text
 from xpuruntime._io import atomic_write_bytes, atomic_write_text
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError
-from xpuruntime.inference.feeds import load_array_file, random_feeds
+from xpuruntime.inference.feeds import TensorInfo, load_array_file, random_feeds
 
-__all__ = ["ORDER", "register", "random_feeds", "parse_input_args"]
+__all__ = ["ORDER", "register", "random_feeds", "parse_input_args", "parse_sizes", "parse_shapes",
+           "parse_int_ranges", "RandomInputs", "model_feeds", "DimsOpt", "ShapesOpt", "IntRangeOpt", "AllOpt"]
 
 ORDER = 30  #: place in ``xpuruntime --help`` (see xpuruntime.cli)
 
@@ -33,6 +41,136 @@ _Random = Annotated[bool, typer.Option("--random-inputs", help="Feed seeded rand
 _Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write NAME.npy and report.json.")]
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
 _Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist in --output.")]
+DimsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--dim", help="NAME=N: size of a symbolic dim for random inputs (e.g. seq=128); repeat.")]
+ShapesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--shape", help="INPUT=AxB: a whole random input's shape (e.g. input_ids=8x128); repeat.")]
+IntRangeOpt = Annotated[Optional[list[str]], typer.Option(
+    "--int-range", help="LO:HI or INPUT=LO:HI: random integers in [LO, HI). Default: [0, rows) for embedding ids, "
+                        "0:2 for *mask*, else 0:100.")]
+AllOpt = Annotated[bool, typer.Option("--all", help="Show every node and every violation's nodes (no cut).")]
+
+
+def parse_sizes(items: list[str], what: str = "--dim") -> dict[str, int]:
+    """``["seq=128", ...]`` -> {"seq": 128}."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.strip().isdigit() or int(size) <= 0:
+            raise InputError(f"malformed {what}", expected="NAME=SIZE with SIZE >= 1, e.g. seq=128", received=repr(item))
+        out[name] = int(size)
+    return out
+
+
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """``["input_ids=8x128", ...]`` -> {"input_ids": (8, 128)}."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, shape = item.partition("=")
+        dims = shape.lower().replace(",", "x").split("x")
+        if not sep or not name or not all(d.strip().isdigit() for d in dims):
+            raise InputError("malformed --shape", expected="INPUT=AxBxC, e.g. input_ids=1x128", received=repr(item))
+        out[name] = tuple(int(d) for d in dims)
+    return out
+
+
+def parse_int_ranges(items: list[str]) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int]]]:
+    """``["0:1000", "attention_mask=0:2"]`` -> ((0, 1000), {"attention_mask": (0, 2)}): HI is excluded."""
+    everywhere, per_input = None, {}
+    for item in items:
+        name, sep, bounds = item.rpartition("=")
+        low, colon, high = bounds.partition(":")
+        if (sep and not name) or not colon or not _is_int(low) or not _is_int(high):
+            raise InputError("malformed --int-range", expected="LO:HI or INPUT=LO:HI, e.g. input_ids=0:30522",
+                             received=repr(item))
+        if sep:
+            per_input[name] = (int(low), int(high))
+        else:
+            everywhere = (int(low), int(high))
+    return everywhere, per_input
+
+
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
+
+
+class RandomInputs:
+    """What the random-input flags ask for: sizes, shapes and integer ranges; :meth:`feeds` makes them.
+
+    Example: ``RandomInputs(["seq=128"], [], []).feeds(infos, model_path)``.
+    """
+
+    def __init__(self, dims: list[str] | None, shapes: list[str] | None, int_ranges: list[str] | None,
+                 seed: int = 0) -> None:
+        self.dims, self.shapes = parse_sizes(dims or []), parse_shapes(shapes or [])
+        self.everywhere, self.ranges = parse_int_ranges(int_ranges or [])
+        from xpuruntime.inference.feeds import check_seed
+
+        self.seed = check_seed(seed)
+        self.described: list[dict[str, Any]] = []
+        self.defaults: list[str] = []
+
+    def feeds(self, infos: list[TensorInfo], model: Any, fixed: Any = None,
+              given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Random data for ``infos`` (those not in ``given``); records what it made in ``described``."""
+        from xpuruntime.inference.feeds import int_ranges, resolve_shapes
+
+        given = given or {}
+        missing = [i for i in infos if i.name not in given]
+        shapes, self.defaults = resolve_shapes(missing, dims=self.dims, shapes=self.shapes, fixed=fixed)
+        ints = {i.name for i in missing if np.dtype(i.dtype).kind in "iu"}
+        ranges = int_ranges(infos, given=self.ranges, everywhere=self.everywhere, vocab=_vocab(model) if ints else None)
+        ranges = {name: bounds for name, bounds in ranges.items() if name in ints}
+        made = random_feeds(missing, shapes, seed=self.seed, ranges=ranges)
+        self.described = [_described(n, v, "file") for n, v in given.items()]
+        self.described += [_described(n, v, "random", ranges.get(n)) for n, v in made.items()]
+        return {**made, **given}
+
+    def lines(self) -> list[str]:
+        """``inputs  input_ids int64[8, 128] random [0, 1000)`` and the defaults applied, for the terminal."""
+        out = []
+        for d in self.described:
+            span = f" [{d['range'][0]}, {d['range'][1]})" if d.get("range") else ""
+            out.append(f"  {d['name']}: {d['dtype']}{d['shape']} {d['source']}{span}")
+        return ["inputs", *out, *(f"  default: {line}" for line in self.defaults)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"feeds": {"inputs": [{name, shape, dtype, source, range}], "defaults": [...]}}`` for ``--json``."""
+        return {"feeds": {"inputs": self.described, "defaults": self.defaults}}
+
+
+def model_feeds(model: Path, shapes: RandomInputs, given: dict[str, np.ndarray],
+                policy: Path | None = None) -> dict[str, np.ndarray]:
+    """Feeds for an ONNX file before any engine loads it: ``given`` plus random data for the other inputs, sized by
+    the flags (and ``fixed_shapes`` of ``policy``)."""
+    from xpuruntime._models import load_model_source
+    from xpuruntime.inference.feeds import onnx_inputs
+
+    fixed = None
+    if policy is not None:
+        from xpuruntime.policies import Policy
+
+        fixed = Policy.load(policy).execution.fixed_shapes
+    return shapes.feeds(onnx_inputs(load_model_source(model).proto), model, fixed, given)
+
+
+def _described(name: str, value: Any, source: str, bounds: tuple[int, int] | None = None) -> dict[str, Any]:
+    out = {"name": name, "shape": list(np.shape(value)), "dtype": str(np.asarray(value).dtype), "source": source}
+    if bounds:
+        out["range"] = list(bounds)
+    return out
+
+
+def _vocab(model: Any) -> dict[str, int]:
+    """Inputs that index an embedding of the ONNX model, with its row count (empty for anything else)."""
+    from xpuruntime._models import load_model_source
+    from xpuruntime.errors import XpuRuntimeError
+    from xpuruntime.inference.feeds import embedding_sizes
+
+    try:
+        return embedding_sizes(load_model_source(model).proto)
+    except XpuRuntimeError:  # not an ONNX file we can read here: the engine reads it its own way
+        return {}
 
 
 def parse_input_args(items: list[str]) -> dict[str, np.ndarray]:
@@ -80,14 +218,16 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: list[str] | None,
          random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool,
-         trace: Path | None = None, html: Path | None = None) -> None:
+         trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
+         show_all: bool = False) -> None:
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.inference.session import InferenceSession
 
+    shapes = shapes or RandomInputs(None, None, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sess = InferenceSession(model, device=device, engine=engine, policy=policy)
-        feeds = _feeds(sess, inputs, random_inputs)
+        feeds = _feeds(sess, inputs, random_inputs, shapes, model)
         report = sess.explain(feeds) if explain else sess.report
         outputs = sess.run(feeds)
     _print_warnings([w for w in caught if issubclass(w.category, UserWarning)])
@@ -96,25 +236,28 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
     write_outputs(report, trace=trace, html=html)
     summaries = [_summary(n, v) for n, v in outputs.items()]
     if as_json:
-        print_json({"outputs": summaries, "report": report.to_dict()})
+        print_json({**shapes.to_dict(), "outputs": summaries, "report": report.to_dict()})
         return
+    from xpuruntime.receipts._render import report_rich
+
     console = stdout_console()
-    console.print(report)
+    console.print(Text("\n".join(shapes.lines())))
+    console.print(report_rich(report, max_rows=len(report.nodes) if show_all else 60, limit=None if show_all else 8))
     console.print(Text("\noutputs", style="bold"))
     for s in summaries:
         console.print(f"  {s['name']}: {s['dtype']}{s['shape']}  min {s['min']:.4g}  max {s['max']:.4g}  "
                       f"mean {s['mean']:.4g}" if s["min"] is not None else f"  {s['name']}: {s['dtype']}{s['shape']}")
 
 
-def _feeds(sess: Any, inputs: list[str] | None, random_inputs: bool) -> dict[str, np.ndarray]:
+def _feeds(sess: Any, inputs: list[str] | None, random_inputs: bool, shapes: RandomInputs,
+           model: Any) -> dict[str, np.ndarray]:
     feeds = parse_input_args(inputs or [])
     missing = [i for i in sess.input_info if i.name not in feeds]
     if missing and not random_inputs:
         raise InputError(f"no data for input {missing[0].name!r}",
                          expected="; ".join(i.describe() for i in sess.input_info),
                          received=", ".join(feeds) or "no --input", hint="pass --input NAME=FILE.npy or --random-inputs")
-    fixed = sess.policy.execution.fixed_shapes
-    return {**random_feeds(missing, fixed), **feeds}
+    return shapes.feeds(list(sess.input_info), model, sess.policy.execution.fixed_shapes, feeds)
 
 
 def register(app: typer.Typer) -> None:
@@ -125,17 +268,21 @@ def register(app: typer.Typer) -> None:
                 input: _Inputs = None, random_inputs: _Random = False,
                 explain: Annotated[bool, typer.Option("--explain", help="Profile the run (per-node times).")] = False,
                 as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
-                trace: TraceOpt = None, html: HtmlOpt = None) -> None:
-        """Run a model under a policy and print the receipt of what ran."""
-        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html)
+                trace: TraceOpt = None, html: HtmlOpt = None, dim: DimsOpt = None, shape: ShapesOpt = None,
+                int_range: IntRangeOpt = None, show_all: AllOpt = False) -> None:
+        """Run a model under a policy and print the inputs it used and the receipt of what ran."""
+        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html,
+             RandomInputs(dim, shape, int_range), show_all)
 
     @app.command("explain")
     def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime",
                     device: _Device = "cpu", input: _Inputs = None, random_inputs: _Random = True,
                     as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
-                    trace: TraceOpt = None, html: HtmlOpt = None) -> None:
+                    trace: TraceOpt = None, html: HtmlOpt = None, dim: DimsOpt = None, shape: ShapesOpt = None,
+                    int_range: IntRangeOpt = None, show_all: AllOpt = False) -> None:
         """One profiled run: per-node provider and time, and every policy violation."""
-        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html)
+        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html,
+             RandomInputs(dim, shape, int_range), show_all)
 
     @app.command("demo")
     def demo_cmd(engine: _Engine = "onnxruntime", as_json: _Json = False) -> None:

@@ -19,7 +19,9 @@ import numpy as np
 from xpuruntime.errors import InputError, did_you_mean, short_repr
 
 __all__ = ["check_output_buffer", "TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
-           "shared_dims", "load_array_file", "max_input_bytes", "check_seed", "MAX_INPUT_BYTES_ENV"]
+           "shared_dims", "load_array_file", "max_input_bytes", "check_seed", "MAX_INPUT_BYTES_ENV",
+           "resolve_shapes", "int_ranges", "embedding_sizes", "onnx_inputs", "DEFAULT_INT_RANGE", "MASK_INT_RANGE",
+           "DEFAULT_DIM_WORD"]
 
 MAX_INPUT_BYTES_ENV = "XPURUNTIME_MAX_INPUT_BYTES"
 _DEFAULT_MAX_INPUT = 16 << 30
@@ -292,17 +294,181 @@ def check_seed(seed: Any) -> int:
 
 
 def random_feeds(inputs: list[TensorInfo], fixed: dict[str, tuple[int, ...]] | None = None,
-                 seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random feeds shaped like the inputs; symbolic dims become 1 unless ``fixed`` says.
+                 seed: int = 0, *, ranges: Mapping[str, tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random feeds shaped like the inputs; symbolic dims become 1 unless ``fixed`` says (the CLI sizes
+    them first with :func:`resolve_shapes`, which refuses a dim without a size).
 
-    Every shape is checked (rank, static dims, bytes against :func:`max_input_bytes`) before anything is made.
+    Floats are standard normal; integers are drawn from ``ranges[name]`` (``[low, high)``), else
+    :func:`int_ranges`' defaults; booleans are 0/1. Every shape is checked (rank, static dims, bytes against
+    :func:`max_input_bytes`) before anything is made.
 
     >>> random_feeds([TensorInfo("x", ("batch", 4), "float32")], seed=1)["x"].shape
     (1, 4)
     """
     rng = np.random.default_rng(check_seed(seed))
     shapes = {info.name: _random_shape(info, (fixed or {}).get(info.name)) for info in inputs}
-    return {info.name: _random_array(rng, shapes[info.name], np.dtype(info.dtype)) for info in inputs}
+    bounds = {**int_ranges(inputs), **(ranges or {})}
+    return {info.name: _random_array(rng, shapes[info.name], np.dtype(info.dtype), bounds.get(info.name))
+            for info in inputs}
+
+
+#: integers for an input with no better rule: ``[0, 100)``
+DEFAULT_INT_RANGE = (0, 100)
+#: integers for an input named like ``*mask*``: 0 or 1
+MASK_INT_RANGE = (0, 2)
+#: a symbolic dim whose name contains this word defaults to 1 when no size is given (said in the output)
+DEFAULT_DIM_WORD = "batch"
+
+
+def int_ranges(inputs: Sequence[TensorInfo], *, given: Mapping[str, tuple[int, int]] | None = None,
+               everywhere: tuple[int, int] | None = None,
+               vocab: Mapping[str, int] | None = None) -> dict[str, tuple[int, int]]:
+    """``[low, high)`` for each integer input: ``given[name]``, else ``everywhere``, else ``[0, vocab)`` for an
+    input that indexes an embedding (:func:`embedding_sizes`), else 0/1 for a name containing ``mask``, else
+    ``[0, 100)``. Ids beyond a vocabulary make an embedding fail, and a mask is 0 or 1.
+
+    >>> int_ranges([TensorInfo("attention_mask", (1, 8), "int64"), TensorInfo("ids", (1, 8), "int64")],
+    ...            vocab={"ids": 30522})
+    {'attention_mask': (0, 2), 'ids': (0, 30522)}
+    """
+    unknown = sorted(set(given or {}) - {i.name for i in inputs})
+    if unknown:
+        raise InputError(f"--int-range names {unknown[0]!r}, which is not a model input",
+                         expected=_expected(inputs), received=unknown[0], hint=did_you_mean(unknown[0],
+                                                                                           [i.name for i in inputs]))
+    out = {}
+    for info in inputs:
+        if np.dtype(info.dtype).kind not in "iu":
+            continue
+        low_high = (given or {}).get(info.name) or everywhere or (
+            (0, int(vocab[info.name])) if vocab and info.name in vocab else
+            MASK_INT_RANGE if "mask" in info.name.lower() else DEFAULT_INT_RANGE)
+        out[info.name] = _check_range(info, low_high)
+    return out
+
+
+def _check_range(info: TensorInfo, low_high: tuple[int, int]) -> tuple[int, int]:
+    low, high = (int(x) for x in low_high)
+    limits = np.iinfo(np.dtype(info.dtype))
+    if not (limits.min <= low < high <= int(limits.max) + 1):
+        raise InputError(f"integer range for input {info.name!r} is empty or does not fit {info.dtype}",
+                         expected=f"LO:HI with {limits.min} <= LO < HI <= {int(limits.max) + 1} (HI excluded)",
+                         received=f"{low}:{high}")
+    return low, high
+
+
+def resolve_shapes(inputs: Sequence[TensorInfo], *, dims: Mapping[str, int] | None = None,
+                   shapes: Mapping[str, Sequence[int]] | None = None,
+                   fixed: Mapping[str, Sequence[int]] | None = None) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The shape of each input for random data, and what defaults were applied (to be printed).
+
+    Sources, first wins: ``shapes[input]`` (``--shape``), ``fixed[input]`` (the policy's ``fixed_shapes``), then
+    each dim: its static size, ``dims[name]`` (``--dim``), or 1 for a dim named like ``*batch*``. Any other
+    symbolic dim without a size is an InputError naming it (never a silent 1).
+
+    >>> resolve_shapes([TensorInfo("ids", ("batch", "seq"), "int64")], dims={"seq": 128})
+    ({'ids': (1, 128)}, ["dim 'batch' = 1 (default for a batch dim; pass --dim batch=N)"])
+    """
+    dims, shapes, fixed = dict(dims or {}), dict(shapes or {}), dict(fixed or {})
+    _check_names(inputs, dims, shapes)
+    out, missing, defaults = {}, {}, []
+    for info in inputs:
+        whole = shapes.get(info.name) or fixed.get(info.name)
+        if whole:
+            out[info.name] = tuple(int(d) for d in whole)
+            continue
+        out[info.name] = tuple(_dim_size(info, i, d, dims, missing, defaults) for i, d in enumerate(info.shape or ()))
+    if missing:
+        _missing_dims(missing)
+    return out, sorted(set(defaults))
+
+
+def _dim_size(info: TensorInfo, axis: int, dim: Dim, dims: dict[str, int], missing: dict[str, list[str]],
+              defaults: list[str]) -> int:
+    if isinstance(dim, int) and dim > 0:
+        return dim
+    if isinstance(dim, str) and dim in dims:
+        return int(dims[dim])
+    if isinstance(dim, str) and DEFAULT_DIM_WORD in dim.lower():
+        defaults.append(f"dim {dim!r} = 1 (default for a batch dim; pass --dim {dim}=N)")
+        return 1
+    missing.setdefault(dim if isinstance(dim, str) else f"{info.name}[{axis}]", []).append(info.name)
+    return 1
+
+
+def _missing_dims(missing: dict[str, list[str]]) -> None:
+    named = [d for d in missing if not d.endswith("]")]
+    listed = ", ".join(f"{d!r} (input {', '.join(sorted(set(ins)))})" for d, ins in missing.items())
+    flag = f"--dim {named[0]}=N" if named else f"--shape {missing[next(iter(missing))][0]}=AxB"
+    raise InputError(f"no size for the symbolic dim(s) {listed}", expected="a size for every symbolic dim of the "
+                     "random inputs", received=f"no value for {', '.join(missing)}",
+                     hint=f"pass {flag} (or --shape INPUT=AxB for a whole input); only dims named like "
+                          f"'*{DEFAULT_DIM_WORD}*' default to 1")
+
+
+def _check_names(inputs: Sequence[TensorInfo], dims: Mapping[str, int], shapes: Mapping[str, Any]) -> None:
+    names = [i.name for i in inputs]
+    symbolic = sorted({d for i in inputs for d in (i.shape or ()) if isinstance(d, str)})
+    for name in shapes:
+        if name not in names:
+            raise InputError(f"--shape names {name!r}, which is not a model input", expected=_expected(inputs),
+                             received=repr(name), hint=did_you_mean(name, names))
+    for name, size in dims.items():
+        if name not in symbolic:
+            raise InputError(f"--dim names {name!r}, which is not a symbolic dim of the inputs",
+                             expected=f"one of {', '.join(symbolic) or '(none: every dim is static)'}",
+                             received=repr(name), hint=did_you_mean(name, symbolic))
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+            raise InputError(f"--dim {name} must be a positive integer", expected="NAME=N with N >= 1",
+                             received=short_repr(size))
+
+
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "object",
+                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+_INDEX_PASS = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"})
+
+
+def onnx_inputs(proto: Any) -> list[TensorInfo]:
+    """An ONNX model's inputs (initializers excluded) as TensorInfo, symbolic dims by name (None when unnamed).
+
+    >>> [i.describe() for i in onnx_inputs(onnx.load("bert.onnx"))]   # doctest: +SKIP
+    ['input_ids: int64[?, ?]', 'attention_mask: int64[?, ?]']
+    """
+    weights = {t.name for t in proto.graph.initializer}
+    out = []
+    for value in proto.graph.input:
+        if value.name in weights:
+            continue
+        tensor = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
+        out.append(TensorInfo(value.name, shape if tensor.HasField("shape") else None,
+                              _ONNX_DTYPES.get(tensor.elem_type, "float32")))
+    return out
+
+
+def embedding_sizes(proto: Any) -> dict[str, int]:
+    """Graph inputs that index an embedding (a Gather on an initializer, reached through Cast/Reshape/Unsqueeze/
+    Squeeze/Flatten/Identity), with the number of rows: valid ids are ``[0, rows)``.
+
+    >>> embedding_sizes(onnx.load("bert.onnx"))   # doctest: +SKIP
+    {'input_ids': 30522}
+    """
+    graph = proto.graph
+    rows = {t.name: int(t.dims[0]) for t in graph.initializer if len(t.dims) >= 1}
+    inputs = {v.name for v in graph.input} - set(rows)
+    producer = {o: n for n in graph.node for o in n.output}
+    out: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in rows:
+            continue
+        if any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            continue
+        name = node.input[1]
+        while name in producer and producer[name].op_type in _INDEX_PASS:
+            name = producer[name].input[0]
+        if name in inputs:
+            out[name] = min(out.get(name, rows[node.input[0]]), rows[node.input[0]])
+    return out
 
 
 def _random_shape(info: TensorInfo, fixed: Sequence[int] | None) -> tuple[int, ...]:
@@ -315,10 +481,12 @@ def _random_shape(info: TensorInfo, fixed: Sequence[int] | None) -> tuple[int, .
     return shape
 
 
-def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype,
+                  bounds: tuple[int, int] | None = None) -> np.ndarray:
     """Made in the target dtype (no float64 twice the size first)."""
     if dtype.kind in "iu":
-        return rng.integers(0, 8, size=shape, dtype=dtype)
+        low, high = bounds or DEFAULT_INT_RANGE
+        return rng.integers(low, high, size=shape, dtype=dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, size=shape, dtype=np.bool_)
     if dtype in (np.float32, np.float64):

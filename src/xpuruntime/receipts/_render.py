@@ -41,27 +41,40 @@ def _header(report: ExecutionReport) -> list[str]:
     return lines
 
 
-def _footer(report: ExecutionReport) -> list[str]:
+def _footer(report: ExecutionReport, limit: int | None = 8) -> list[str]:
     if report.honored:
         lines = ["verdict    policy honoured"]
     else:
-        from xpuruntime.receipts import group_violations
-
-        lines = [f"verdict    {len(report.violations)} violation(s):"]
-        lines += [f"  - {line}" for line in group_violations(report.violations)]
+        lines = [f"verdict    {len(report.violations)} violation(s):", *_grouped(report, limit)]
     return lines + [f"note: {n}" for n in report.notes]
 
 
-def report_text(report: ExecutionReport, max_rows: int = 60) -> str:
+def _grouped(report: ExecutionReport, limit: int | None) -> list[str]:
+    """Violations grouped by kind, requested, actual and reason, with a count; the nodes listed under each
+    (``limit`` of them, all with None)."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for v in report.violations:
+        groups.setdefault((v.kind, v.requested, v.actual, v.reason), []).append(v.subject)
+    lines = []
+    for (kind, requested, actual, reason), subjects in groups.items():
+        lines.append(f"  - [{kind}] {len(subjects)} x requested {requested}, got {actual} ({reason})")
+        shown = subjects if limit is None else subjects[:limit]
+        lines += [f"      {s}" for s in shown]
+        if len(shown) < len(subjects):
+            lines.append(f"      ... and {len(subjects) - len(shown)} more (--all shows every one)")
+    return lines
+
+
+def report_text(report: ExecutionReport, max_rows: int = 60, limit: int | None = 8) -> str:
     rows = [_COLUMNS, *_rows(report, max_rows)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if len(report.nodes) > max_rows:
         body.append(f"... {len(report.nodes) - max_rows} more nodes")
-    return "\n".join([*_header(report), "", *body, "", *_footer(report)])
+    return "\n".join([*_header(report), "", *body, "", *_footer(report, limit)])
 
 
-def report_rich(report: ExecutionReport, max_rows: int = 60) -> Any:
+def report_rich(report: ExecutionReport, max_rows: int = 60, limit: int | None = 8) -> Any:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -71,6 +84,6 @@ def report_rich(report: ExecutionReport, max_rows: int = 60) -> Any:
         style = None if not row[3].endswith(" !") else "bold red"
         table.add_row(*row, style=style)
     if len(report.nodes) > max_rows:
-        table.caption = f"... {len(report.nodes) - max_rows} more nodes"
-    verdict = Text("\n".join(_footer(report)), style="green" if report.honored else "bold red")
+        table.caption = f"... {len(report.nodes) - max_rows} more nodes (--all shows every one)"
+    verdict = Text("\n".join(_footer(report, limit)), style="green" if report.honored else "bold red")
     return Group(Text("\n".join(_header(report))), table, verdict)

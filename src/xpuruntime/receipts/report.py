@@ -195,7 +195,9 @@ def enforce_fallback(report: ExecutionReport, fallback: str, *, stacklevel: int 
     lines = "\n".join(f"  - {line}" for line in group_violations(report.violations))
     message = f"the {report.engine} engine did not honour the policy on {report.device}:\n{lines}"
     if fallback == "error":
-        raise PolicyViolationError(
+        error = PolicyViolationError(
             message, violations=report.violations,
             hint="install or fix what the reasons name, or set fallback='warn' or 'allow' to accept the fallback")
+        error.report = report  # type: ignore[attr-defined]  # the receipt, for `xpuruntime ... --json` on failure
+        raise error
     warnings.warn(message, PolicyViolationWarning, stacklevel=stacklevel)

@@ -45,7 +45,8 @@ from xpuruntime.receipts import Violation
 
 __all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "TRT_RTX", "SDPA_BITS",
            "QNN_PERFORMANCE_MODE", "convert", "fuse", "fusion_model_type", "fused_op_counts", "FUSED_OPS",
-           "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider", "PLUGIN_PACKAGES", "installed_plugins"]
+           "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider", "PLUGIN_PACKAGES", "installed_plugins",
+           "cpu_preferred_nodes", "judge_placement", "CPU_PREFERRED_REASON"]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -808,3 +809,120 @@ def _output_shapes(proto: Any, input_shapes: dict[str, tuple[int, ...]], names: 
                                             expected="outputs whose shapes follow from the input shapes",
                                             received=f"{shapes.get(name)}", hint="set fixed_shapes, or cuda_graphs=False")
     return shapes
+
+
+# -- deliberate CPU placement beside CUDA (onnxruntime/core/framework/fallback_cpu_capability.cc) -----------------
+#: ONNX Runtime's log line for such a node, quoted in the receipt's note
+CPU_PREFERRED_REASON = ("ONNX Runtime places shape computations on the CPU on purpose beside the CUDA provider "
+                        "(GetCpuPreferredNodes: 'the CPU execution path is deemed faster than overhead involved "
+                        "with execution on other EPs'): their inputs are Shape/Size outputs, graph inputs or small "
+                        "initializers")
+_CPU_OUTPUT_OPS = frozenset({"Shape", "Size"})  # CUDA kernels whose outputs live in CPU memory
+# inputs the CUDA kernels take in CPU memory (KernelDef::IsInputOnCpu): a node fed a CPU tensor there stays on CUDA
+_CUDA_CPU_INPUTS = {"Reshape": {1}, "Expand": {1}, "ConstantOfShape": {0}, "Range": {0, 1, 2}, "Tile": {1},
+                    "Slice": {1, 2, 3, 4}, "Unsqueeze": {1}, "Squeeze": {1}, "Split": {1}, "TopK": {1},
+                    "Pad": {1, 2, 3}, "Resize": {1, 2, 3}, "Upsample": {1}, "OneHot": {1}, "CumSum": {1},
+                    "Trilu": {1}, "Clip": {1, 2}, "Dropout": {1, 2}, "ReduceSum": {1}, "ReduceMean": {1},
+                    "ReduceMax": {1}, "ReduceMin": {1}, "ReduceProd": {1}, "If": {0}, "Loop": {0, 1}}
+_SMALL_INITIALIZER = 100  # elements (kSmallInitializerThreshold)
+_HALF_TYPES = frozenset({10, 16})  # TensorProto.FLOAT16, BFLOAT16: never moved to the CPU
+
+
+def cpu_preferred_nodes(proto: Any) -> set[str]:
+    """Names of the nodes ONNX Runtime's CUDA provider hands to the CPU on purpose (``GetCpuPreferredNodes``),
+    recomputed on the ONNX graph: starting from the consumers of Shape/Size outputs, a node goes to the CPU when
+    every input is a CPU tensor (not one the CUDA kernel takes in CPU memory anyway), a small initializer
+    (<= 100 elements) or a graph input, and none is float16/bfloat16; its outputs are then CPU tensors.
+
+    Approximate where ONNX Runtime works on its optimised graph, and it assumes the CUDA provider has a kernel for
+    each node. ``proto`` is an ``onnx.ModelProto``.
+
+    >>> cpu_preferred_nodes(onnx.load("bert_dynamic.onnx"))   # doctest: +SKIP
+    {'/model/Gather', '/model/Unsqueeze', ...}
+    """
+    graph = proto.graph
+    small, types = _small_constants(graph), _value_types(proto)
+    inputs = {v.name for v in graph.input} - {t.name for t in graph.initializer}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    cpu_args = {o for n in graph.node if n.op_type in _CPU_OUTPUT_OPS for o in n.output}
+    todo = sorted({i for arg in cpu_args for i in consumers.get(arg, ())})
+    placed: set[int] = set()
+    while todo:
+        index = todo.pop(0)
+        node = graph.node[index]
+        if index in placed or node.op_type in _CPU_OUTPUT_OPS or not _to_cpu(node, cpu_args, small, inputs, types):
+            continue
+        placed.add(index)
+        cpu_args.update(o for o in node.output if o)
+        todo = sorted(set(todo) | {i for o in node.output for i in consumers.get(o, ())})
+    return {graph.node[i].name for i in placed}
+
+
+def _to_cpu(node: Any, cpu_args: set[str], small: set[str], inputs: set[str], types: dict[str, int]) -> bool:
+    held = _CUDA_CPU_INPUTS.get(node.op_type, set())
+    for i, name in enumerate(node.input):
+        if not name:
+            continue
+        if types.get(name) in _HALF_TYPES:
+            return False
+        if name in small or name in inputs:
+            continue
+        if name not in cpu_args or i in held:
+            return False
+    return True
+
+
+def _small_constants(graph: Any) -> set[str]:
+    """Initializers and Constant outputs of at most 100 elements (ONNX Runtime turns Constants into initializers)."""
+    names = {t.name for t in graph.initializer if int(np.prod(list(t.dims) or [1])) <= _SMALL_INITIALIZER}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is None or int(np.prod(list(value.dims) or [1])) <= _SMALL_INITIALIZER:
+                names.update(node.output)
+    return names
+
+
+def _value_types(proto: Any) -> dict[str, int]:
+    """Element type of every tensor ONNX shape inference can tell (empty where it cannot, e.g. > 2 GiB)."""
+    try:
+        import onnx
+
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # a model onnx cannot infer: the half-precision check then sees graph inputs only
+        inferred = proto
+    graph = inferred.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        types.setdefault(v.name, v.type.tensor_type.elem_type)
+    return types
+
+
+def judge_placement(nodes: Sequence[Any], target: str, proto: Any, reason: Any,
+                    beside_cuda: bool) -> tuple[list[Violation], list[str]]:
+    """Violations and notes for nodes that ran on another provider than ``target``.
+
+    Shape/Size, and beside the CUDA provider every node of :func:`cpu_preferred_nodes` on the CPU, are ONNX
+    Runtime's own choice: their ``requested`` becomes the provider they ran on and one note says why. Any other
+    node elsewhere is a ``provider_fallback`` with ``reason(node)``. ``proto``: the ONNX model, or a function
+    that returns it (read only when a node is on the CPU beside CUDA).
+    """
+    preferred: set[str] | None = None
+    deliberate, found = [], []
+    for node in nodes:
+        if node.provider == target:
+            continue
+        if preferred is None and beside_cuda and node.provider == CPU and proto is not None:
+            preferred = cpu_preferred_nodes(proto() if callable(proto) else proto)
+        if node.op_type in _CPU_OUTPUT_OPS or node.provider == CPU and node.name in (preferred or ()):
+            node.requested = node.provider
+            deliberate.append(node.name)
+        else:
+            found.append(Violation("provider_fallback", node.name, target, node.provider or "?", reason(node)))
+    notes = [f"{len(deliberate)} node(s) on {CPU} by ONNX Runtime's choice, not a fallback "
+             f"({', '.join(deliberate[:4])}{' and more' if len(deliberate) > 4 else ''}): "
+             + (CPU_PREFERRED_REASON if beside_cuda else "Shape and Size outputs live in CPU memory")] if deliberate else []
+    return found, notes

@@ -35,7 +35,7 @@ from xpuruntime.receipts import Violation
 
 __all__ = [
     "OvPlan", "translate", "resolve_device", "device_present", "check_fixed_shapes", "is_quantized",
-    "runtime_precision", "precision_from_primitive", "judge_layer", "same_device", "finish", "filter_supported",
+    "runtime_precision", "precision_from_primitive", "layer_precision", "integer_only", "judge_layer", "same_device", "finish", "filter_supported",
     "check_user_config", "OPTION_KEYS",
     "PERFORMANCE_HINTS", "COMPUTE_LAYERS", "QUANT_OPS",
 ]
@@ -357,13 +357,56 @@ def precision_from_primitive(primitive: str | None) -> str | None:
     return runtime_precision(suffix) if "_" in (primitive or "") and suffix in _PRECISIONS else None
 
 
+_FLOATS = ("fp32", "fp16", "bf16", "fp64")
+
+
+def _types(raw: Sequence[str] | str | None) -> list[str]:
+    """OpenVINO element type names (``"f32,u8"``, ``["u8", "f32"]``) in xpuruntime's words."""
+    items = raw.replace(",", " ").split() if isinstance(raw, str) else list(raw or ())
+    return [t for t in (runtime_precision(i) for i in items) if t]
+
+
+def integer_only(inputs: Sequence[str] | str | None, outputs: Sequence[str] | str | None) -> bool:
+    """True when a layer's tensors are all integer or boolean (masks, shape math, indices): its precision is not
+    a float precision, so it is never judged as float compute. Unknown types (nothing given) are not integer.
+
+    >>> integer_only(["i64", "i64"], "i64"), integer_only(["u8", "f32"], "f32")
+    (True, False)
+    """
+    types = _types(inputs) + _types(outputs)
+    return bool(types) and not any(t in _FLOATS for t in types)
+
+
+def layer_precision(layer_type: str, runtime: str | None, inputs: Sequence[str] | str | None = None,
+                    outputs: Sequence[str] | str | None = None) -> str | None:
+    """The precision a layer computes in, from its floating tensors.
+
+    OpenVINO's ``runtimePrecision`` of a CPU Subgraph is its first input's type: a boolean attention mask
+    (``u8``) makes a layer that computes f32 scores read ``u8``. Outside the compute layers (where an integer
+    runtimePrecision is real int8 compute), an integer runtimePrecision gives way to the layer's floating
+    outputs (rt_info ``outputPrecisions``), then its floating inputs.
+
+    >>> layer_precision("Subgraph", "u8", ["u8", "f32"], "f32")
+    'fp32'
+    """
+    own = runtime_precision(runtime)
+    if own in _FLOATS or layer_type.lower() in COMPUTE_LAYERS and own is not None:
+        return own
+    floating = [t for t in _types(outputs) + _types(inputs) if t in _FLOATS]
+    return floating[0] if floating else own
+
+
 def judge_layer(layer_type: str, precision: str | None, requested: str, *, quantized: bool,
-                capabilities: Sequence[str] = (), compiled_hint: str | None = None) -> str | None:
-    """Why a layer's runtime precision breaks the policy, or None when it does not (or is not judged)."""
+                capabilities: Sequence[str] = (), compiled_hint: str | None = None,
+                integer: bool = False) -> str | None:
+    """Why a layer's runtime precision breaks the policy, or None when it does not (or is not judged).
+
+    ``integer``: the layer has no floating tensor (:func:`integer_only`): never judged as float compute.
+    """
     kind = layer_type.lower()
     judged = kind in COMPUTE_LAYERS or kind == "subgraph" and requested in ("fp32", "tf32")
     want = _EXPECTED[requested]
-    if not judged or precision is None or precision == want or requested == "int8" and not quantized:
+    if integer or not judged or precision is None or precision == want or requested == "int8" and not quantized:
         return None
     return _precision_reason(want, precision, capabilities, compiled_hint)
 

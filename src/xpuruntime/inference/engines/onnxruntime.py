@@ -51,7 +51,6 @@ __all__ = ["OnnxRuntimeEngine", "OnnxRuntimeTensorRTEngine", "ExecutionTimeoutEr
 
 _OPTION_KEYS = ("providers", "provider_options", "session_config", "log_severity_level", "tuning_results",
                 "provider_selection")
-_SHAPE_OPS = {"Shape", "Size"}  # ORT places these on the CPU on purpose: never a fallback
 
 
 @functools.cache
@@ -363,13 +362,13 @@ class OnnxRuntimeEngine(Engine):
                           requested=self._target, requested_kernel=kernel, precision=precision)
 
     def _judge(self, report: ExecutionReport) -> None:
-        target = self._target
-        for node in report.nodes:
-            if node.provider != target and node.op_type in _SHAPE_OPS:
-                node.requested = node.provider  # a deliberate ORT placement, not a fallback
-            elif node.provider != target:
-                report.add(Violation("provider_fallback", node.name, target, node.provider or "?",
-                                     self._fallback_reason(node)))
+        """Nodes on another provider: ONNX Runtime's deliberate placements (Shape/Size; shape computations beside
+        CUDA, see :func:`._onnxruntime.cpu_preferred_nodes`) are a note, anything else a provider_fallback."""
+        found, notes = tr.judge_placement(report.nodes, self._target, lambda: self.model.proto, self._fallback_reason,
+                                          beside_cuda=self.plan.in_use(tr.CUDA))
+        for violation in found:
+            report.add(violation)
+        report.notes += notes
         if not report.nodes:
             report.notes.append("onnxruntime reported no node assignment (is this onnxruntime >= 1.24?)")
 

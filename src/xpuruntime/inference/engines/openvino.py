@@ -96,7 +96,7 @@ class OpenVinoEngine(Engine):
         core = _core()
         self.ov_model = self._read(core)
         native = tr.translate(policy, device.kind, device.index, available=core.available_devices, options=options,
-                              inputs=_input_dims(self.ov_model), op_types=_op_types(self.ov_model),
+                              inputs=_input_dims(self.ov_model, _onnx_names(self.model.proto)), op_types=_op_types(self.ov_model),
                               key=self.cache_key())
         self.supported = _supported(core, native.device)
         tr.finish(native, self.supported, options.get("config"))
@@ -113,7 +113,8 @@ class OpenVinoEngine(Engine):
         model = self.ov_model
         self._reshape(model)
         self.compiled, self._cache_note = self._compile(core, model, self.plan.config)
-        self._out_index = {port.get_any_name(): i for i, port in enumerate(self.compiled.outputs)}
+        known = _onnx_names(self.model.proto, outputs=True)
+        self._out_index = {_port_name(port, known): i for i, port in enumerate(self.compiled.outputs)}
         self._idle: list[Any] = []
         self._draining: list[tuple[Any, Any]] = []  # (request, its inputs): runs past execution_timeout_ms
         self._pool_lock = threading.Lock()
@@ -165,12 +166,12 @@ class OpenVinoEngine(Engine):
 
     # -- introspection -------------------------------------------------------------------
     def inputs_impl(self) -> list[TensorInfo]:
-        names = _onnx_dim_names(self.model.proto)
-        return [_info(port, names.get(port.get_any_name())) for port in self.compiled.inputs]
+        names, known = _onnx_dim_names(self.model.proto), _onnx_names(self.model.proto)
+        return [_info(port, _port_name(port, known), names) for port in self.compiled.inputs]
 
     def outputs_impl(self) -> list[TensorInfo]:
-        names = _onnx_dim_names(self.model.proto, outputs=True)
-        return [_info(port, names.get(port.get_any_name())) for port in self.compiled.outputs]
+        names, known = _onnx_dim_names(self.model.proto, outputs=True), _onnx_names(self.model.proto, outputs=True)
+        return [_info(port, _port_name(port, known), names) for port in self.compiled.outputs]
 
     # -- run -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -294,7 +295,7 @@ class OpenVinoEngine(Engine):
         devices = _execution_devices(self.compiled)
         for layer in _runtime_layers(self.compiled):
             report.nodes.append(self._node(layer["name"], layer["type"], devices, layer["primitive"],
-                                           tr.runtime_precision(layer["precision"])))
+                                           layer["precision"]))
         if any(n.kernel is None for n in report.nodes):
             report.notes.append("with dynamic shapes OpenVINO picks some primitives at the first run; explain() "
                                 "shows the ones that ran")
@@ -309,6 +310,9 @@ class OpenVinoEngine(Engine):
 
     def _judge(self, report: ExecutionReport, compiled: Any) -> None:
         precision, hint = self.policy.execution.precision, _property(compiled, "INFERENCE_PRECISION_HINT")
+        layers = {layer["name"]: layer for layer in _runtime_layers(compiled)}
+        integer = {name for name, layer in layers.items() if layer["integer"]}
+        _integer_notes(report, layers, integer)
         for node in report.nodes:
             if node.requested is not None and tr.same_device(node.requested, node.provider):
                 node.requested = node.provider  # GPU asked, GPU.0 ran: the same device
@@ -316,7 +320,7 @@ class OpenVinoEngine(Engine):
                 report.add(Violation("provider_fallback", node.name, node.requested, node.provider or "?",
                                      self._fallback_reason()))
             reason = tr.judge_layer(node.op_type, node.precision, precision, quantized=self.plan.quantized,
-                                    capabilities=self.capabilities, compiled_hint=hint)
+                                    capabilities=self.capabilities, compiled_hint=hint, integer=node.name in integer)
             if reason:
                 report.add(Violation("precision", node.name, precision, node.precision or "?", reason))
 
@@ -340,11 +344,11 @@ class OpenVinoEngine(Engine):
 
     def _profiled_nodes(self, report: ExecutionReport, compiled: Any, infos: Sequence[Any]) -> None:
         devices = _execution_devices(compiled)
-        precisions = {layer["name"]: layer["precision"] for layer in _runtime_layers(compiled)}
+        precisions = {layer["name"]: layer["precision"] for layer in _runtime_layers(compiled)}  # floating-aware
         for info in infos:
             if info.node_type in _SKIPPED_LAYERS or info.status.name != "EXECUTED":
                 continue  # fused into another layer (its originalLayersNames) or nothing to run
-            precision = tr.runtime_precision(precisions.get(info.node_name)) or \
+            precision = precisions.get(info.node_name) or \
                 tr.precision_from_primitive(info.exec_type)
             node = self._node(info.node_name, info.node_type, devices, info.exec_type, precision)
             node.time_us, node.calls = info.real_time.total_seconds() * 1e6, 1
@@ -470,11 +474,11 @@ def _into(values: list[Any], names: Sequence[str], outputs: dict[str, Any]) -> l
     return out
 
 
-def _input_dims(model: Any) -> dict[str, list[int | None]]:
+def _input_dims(model: Any, known: set[str]) -> dict[str, list[int | None]]:
     dims: dict[str, list[int | None]] = {}
     for port in model.inputs:
         shape = port.get_partial_shape()
-        dims[port.get_any_name()] = [] if shape.rank.is_dynamic else [
+        dims[_port_name(port, known)] = [] if shape.rank.is_dynamic else [
             d.get_length() if d.is_static else None for d in shape]
     return dims
 
@@ -488,14 +492,27 @@ def _onnx_dim_names(proto: Any, outputs: bool = False) -> dict[str, list[str | N
     return {v.name: [d.dim_param or None for d in v.type.tensor_type.shape.dim] for v in values}
 
 
-def _info(port: Any, onnx_dims: list[str | None] | None) -> TensorInfo:
+def _onnx_names(proto: Any, outputs: bool = False) -> set[str]:
+    return {v.name for v in (proto.graph.output if outputs else proto.graph.input)}
+
+
+def _port_name(port: Any, known: set[str]) -> str:
+    """The port's name as the ONNX graph spells it. With static shapes OpenVINO can fold a no-op node into a
+    Parameter or Result and merge the tensor names (GPT-2: ``{'input_ids', '/model/Reshape_output_0'}``), and
+    ``get_any_name()`` may pick the other one."""
+    names = sorted(set(port.get_names()) & known)
+    return names[0] if names else port.get_any_name()
+
+
+def _info(port: Any, name: str, onnx_dims: Mapping[str, list[str | None]]) -> TensorInfo:
     shape = port.get_partial_shape()
     dtype = _OV_TYPES.get(port.get_element_type().get_type_name(), port.get_element_type().get_type_name())
     if shape.rank.is_dynamic:
-        return TensorInfo(port.get_any_name(), None, dtype)
-    names = onnx_dims if onnx_dims and len(onnx_dims) == len(shape) else [None] * len(shape)
+        return TensorInfo(name, None, dtype)
+    own = onnx_dims.get(name)
+    names = own if own and len(own) == len(shape) else [None] * len(shape)
     dims = tuple(d.get_length() if d.is_static else names[i] for i, d in enumerate(shape))
-    return TensorInfo(port.get_any_name(), dims, dtype)
+    return TensorInfo(name, dims, dtype)
 
 
 def _supported(core: Any, device: str) -> list[str] | None:
@@ -547,16 +564,46 @@ def _rt(info: Any, key: str) -> str | None:
 
 
 def _runtime_layers(compiled: Any) -> list[dict[str, Any]]:
-    """The executed graph as OpenVINO reports it: one entry per layer that does work."""
+    """The executed graph as OpenVINO reports it: one entry per layer that does work, with the precision of its
+    floating tensors (:func:`._openvino.layer_precision`) and whether it has none (``integer``)."""
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         layer_type = _rt(info, "layerType") or op.get_type_name()
         if layer_type in _SKIPPED_LAYERS:
             continue
+        inputs = [_type_name(port) for port in op.inputs()]
+        outputs = _rt(info, "outputPrecisions") or [_type_name(port) for port in op.outputs()]
+        raw = _rt(info, "runtimePrecision")
         layers.append({"name": op.get_friendly_name(), "type": layer_type, "primitive": _rt(info, "primitiveType"),
-                       "precision": _rt(info, "runtimePrecision")})
+                       "raw_precision": raw, "precision": tr.layer_precision(layer_type, raw, inputs, outputs),
+                       "integer": tr.integer_only(inputs, outputs)})
     return layers
+
+
+def _type_name(port: Any) -> str:
+    with contextlib.suppress(Exception):
+        return str(port.get_element_type().get_type_name())
+    return ""
+
+
+def _integer_notes(report: ExecutionReport, layers: Mapping[str, dict[str, Any]], integer: set[str]) -> None:
+    """Say which layers are integer by nature and which were judged by their floating tensors (issue 11)."""
+    shown = [n.name for n in report.nodes if n.name in integer]
+    if shown:
+        report.notes.append(f"{len(shown)} layer(s) work on integer/boolean tensors only ({_some(shown)}): masks, "
+                            "shape math and indices have no float precision, so they are never judged as float "
+                            "compute")
+    relabelled = [n.name for n in report.nodes if n.name in layers and n.name not in integer
+                  and tr.runtime_precision(layers[n.name]["raw_precision"]) != layers[n.name]["precision"]]
+    if relabelled:
+        report.notes.append(f"{len(relabelled)} layer(s) report an integer runtimePrecision (their first input, e.g. "
+                            f"a boolean mask) but compute on floating tensors ({_some(relabelled)}): judged by "
+                            "rt_info outputPrecisions and their floating inputs")
+
+
+def _some(names: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _listing(folder: str | None) -> set[str]:
