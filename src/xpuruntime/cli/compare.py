@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from xpuruntime.cli._common import check_output, print_warnings
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
-from xpuruntime.errors import InputError
+from xpuruntime.errors import InputError, safe_text
 
 __all__ = ["ORDER", "register"]
 
@@ -52,13 +53,6 @@ def _engine_policies(items: list[str]) -> dict[str, Path]:
     return policies
 
 
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            console.print(Text("warning: ", style="bold yellow"), Text(str(w.message)), sep="")
-
-
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
              inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool,
              trace: Path | None = None, html: Path | None = None) -> None:
@@ -66,12 +60,14 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
     from xpuruntime.cli.inference import parse_input_args
     from xpuruntime.inference.compare import compare
 
+    check_output(trace, "--trace")
+    check_output(html, "--html")
     feeds = parse_input_args(inputs) if inputs else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
                          policies=_engine_policies(engine_policy or []), seed=seed)
-    _print_warnings(caught)
+    print_warnings(caught)
     write_outputs([r.report for r in result.runs], trace=trace, html=html, labels=[r.label for r in result.runs])
     if as_json:
         print_json(result.to_dict())
@@ -85,7 +81,7 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
 def _print_differences(result: Any) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for c in result.failures:
-        console.print(Text("differs: ", style="bold red"), Text(c.summary()), sep="")
+        console.print(Text("differs: ", style="bold red"), Text(safe_text(c.summary())), sep="")
 
 
 def register(app: typer.Typer) -> None:

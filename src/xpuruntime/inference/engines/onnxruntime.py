@@ -484,9 +484,13 @@ def _add_providers(ort: Any, so: Any, providers: list[tuple[str, dict[str, str]]
 # -- helpers -------------------------------------------------------------------------------
 def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any],
                           plugins: Mapping[str, tr.PluginProvider]) -> None:
-    """User overrides win, and are recorded in the receipt's ``requested``."""
+    """User overrides win, and are recorded in the receipt's ``requested``; none may name a path (cache_dir does)."""
+    from xpuruntime._cache import refuse_path_options
+
+    refuse_path_options(options.get("session_config") or {}, "engine_options.session_config")
     for name, extra in (options.get("provider_options") or {}).items():
         _check_provider_name(ort, name, "provider_options", plugins)
+        refuse_path_options(extra or {}, f"engine_options.provider_options.{name}")
         if not plan.in_use(name):
             plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
         plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)

@@ -84,6 +84,7 @@ class OpenVinoEngine(Engine):
     extra = "openvino"
     devices = ("cpu", "gpu", "npu")
     option_keys = tr.OPTION_KEYS
+    output_buffers = ("numpy",)  # OpenVINO owns its output memory: results are copied into host arrays
 
     def cache_parts(self) -> tuple[str, ...]:
         model_hash = self.model.hash if self.policy.execution.cache_dir else ""  # hashing a big file costs
