@@ -163,7 +163,7 @@ def policy_schema(
     if output is None or is_stdout(output):
         return typer.echo(text, nl=False)
     write_text_output(output, text)
-    typer.echo(f"wrote {safe_text(str(output))}", err=True)
+    typer.echo(f"wrote {safe_text(str(output))}")
 
 
 @policy_app.command("hash")

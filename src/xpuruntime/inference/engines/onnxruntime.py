@@ -38,6 +38,7 @@ from xpuruntime.errors import (
     UnsupportedOperationError,
     XpuRuntimeError,
     did_you_mean,
+    safe_text,
 )
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _onnxruntime as tr
@@ -203,7 +204,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _create(self, so: Any) -> Any:
         ort = _ort()
-        source = str(self.model.path) if self.model.path else self.model.data
+        source = _ort_source(self.model)
         try:
             with _timeout(self.policy.execution.compile_timeout_ms, so.set_load_cancellation_flag
                           if hasattr(so, "set_load_cancellation_flag") else None, "compile"):
@@ -776,6 +777,23 @@ def _bind_input(binding: Any, name: str, value: Any, device_type: str) -> Any:
     else:
         binding.bind_cpu_input(name, value)
     return None
+
+
+def _ort_source(model: Any) -> Any:
+    """The path ONNX Runtime opens, or the model's bytes when the path is not valid UTF-8 (ONNX Runtime's Python
+    binding cannot take such a path and says the constructor's arguments are wrong)."""
+    if not model.path:
+        return model.data
+    path = str(model.path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        if model.has_external_data():
+            raise ModelLoadError("ONNX Runtime cannot open a model whose path is not valid UTF-8",
+                                 expected="a UTF-8 path (the model has external data, so its folder is needed)",
+                                 received=safe_text(repr(path)), hint="rename the model's folder or file") from None
+        return model.path.read_bytes()
+    return path
 
 
 def _bind_output(binding: Any, name: str, target: Any, device_type: str, device_id: int) -> None:

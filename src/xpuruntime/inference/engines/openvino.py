@@ -397,7 +397,8 @@ class OpenVinoEngine(Engine):
     def close_impl(self) -> None:
         """Runs in flight keep their own references; a run that starts after close() finds the session closed
         (the base class), and one that races it gets ``XpuRuntimeError``, never an ``AttributeError``."""
-        with self._gate.alone():  # runs in flight end first (abandoned ones keep running in the background)
+        gate = getattr(self, "_gate", None)  # None: closed after a failed load
+        with gate.alone() if gate is not None else contextlib.nullcontext():  # runs in flight end first
             self._queue = None
             self._idle = []
             self.compiled = _Closed()
