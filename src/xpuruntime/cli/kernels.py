@@ -254,6 +254,7 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
 
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
+    check_output(output, "--output")  # before deriving the lock's name from it
     lock = lock or output.with_name(output.stem + ".lock.json")
     if output.suffix.lower() not in (".yaml", ".yml", ".json") or lock.suffix.lower() != ".json":
         raise InputError("unsupported output file names", expected="--output *.yaml|*.yml|*.json and --lock *.json",

@@ -466,6 +466,8 @@ def load_array_file(path: str | os.PathLike[str], name: str | None = None) -> np
     label = name if name is not None else str(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except ValueError:  # a NUL in the name
+        raise _file_error(label, repr(os.fspath(path)), "not a file name (it holds a NUL)") from None
     except OSError as exc:
         raise _file_error(label, path, exc.strerror or str(exc)) from None
     st = os.fstat(fd)
