@@ -53,9 +53,11 @@ def _value(draw: Any, world: dict[str, Any]) -> str:
 COMMANDS = {
     "run": (["run"], ["--input", "-i", "--output", "-o", "--policy", "--engine", "--device", "--trace", "--html"],
             ["--random-inputs", "--json", "--overwrite", "--explain"]),
-    "compare": (["compare"], ["--engines", "--input", "--policy", "--seed", "--rtol", "--trace", "--html"], ["--json"]),
+    "compare": (["compare"], ["--engines", "--input", "--policy", "--seed", "--rtol", "--trace", "--html"],
+                ["--json"]),
     "policy": (["policy"], ["-o"], []),
-    "tune": (["tune"], ["--shapes", "-o", "--lock", "--policy", "--entry", "--dim", "--repeats"], ["--json", "--no-ort"]),
+    "tune": (["tune"], ["--shapes", "-o", "--lock", "--policy", "--entry", "--dim", "--repeats"],
+             ["--json", "--no-ort"]),
 }
 
 

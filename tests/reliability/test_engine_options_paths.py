@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _rel_models import ONNX_ENGINES
 
 import xpuruntime as xrt
-from _rel_models import ONNX_ENGINES
 from xpuruntime.errors import PolicyError
 
 CASES = [("openvino", {"config": {"CACHE_DIR": "{d}"}}), ("openvino", {"config": {"CACHE_MODE": "OPTIMIZE_SIZE"}}),
