@@ -42,8 +42,36 @@ from pathlib import Path
 
 from xpuruntime._io import atomic_write_bytes
 
-__all__ = ["CacheUnavailable", "private_folder", "entry_lock", "read_entry", "write_entry", "verify_folder",
+__all__ = ["CacheUnavailable", "refuse_path_options", "private_folder", "entry_lock", "read_entry", "write_entry", "verify_folder",
            "record_folder", "MAX_ENTRY_BYTES", "MARKER"]
+
+#: words of an engine option's name that make it name a file or folder (or make the engine write one)
+_PATH_WORDS = frozenset({"dir", "path", "file", "filepath", "filename", "folder", "cache", "config", "context",
+                         "dump"})
+_LIBRARY_OPTIONS = frozenset({"backend_path", "trt_extra_plugin_lib_paths"})  # libraries to load, not caches
+
+
+def refuse_path_options(options: object, field: str) -> None:
+    """Refuse engine options that name a path or turn on an engine's own file cache (``CACHE_DIR``,
+    ``trt_engine_cache_path``, ``ep.context_file_path``, ``load_config`` ...): such a path would skip the cache
+    rules (private folders, checksums), so the only way to a cache is the policy's ``cache_dir``.
+
+    >>> refuse_path_options({"CACHE_DIR": "/tmp/c"}, "engine_options.config")
+    Traceback (most recent call last):
+    xpuruntime.errors.PolicyError: engine_options.config.CACHE_DIR names a path or an engine cache ...
+    """
+    from xpuruntime.errors import PolicyError, short_repr
+
+    if not isinstance(options, dict) and not hasattr(options, "items"):
+        return  # the engine's own check says what the option should be
+    for key in options:
+        words = set(re.split(r"[^a-z0-9]+", str(key).lower()))
+        if words & _PATH_WORDS and str(key).lower() not in _LIBRARY_OPTIONS:
+            raise PolicyError(f"{field}.{key} names a path or an engine cache, which would bypass xpuruntime's cache "
+                              "rules", field=f"{field}.{key}", expected="no path options",
+                              received=short_repr(key), hint="set the policy's execution.cache_dir: xpuruntime "
+                              "gives the engine a private, checksummed folder under it")
+
 
 MAX_ENTRY_BYTES = 1 << 34  # 16 GiB: anything bigger is not an entry we wrote
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")

@@ -29,6 +29,7 @@ __all__ = [
     "ExecutionTimeoutError",
     "closest",
     "did_you_mean",
+    "safe_text",
     "short_repr",
 ]
 
@@ -168,3 +169,30 @@ def short_repr(value: object) -> str:
         return _SHORT.repr(value)
     except Exception:  # noqa: BLE001 - a message must never fail to build
         return f"<{type(value).__name__}>"
+
+
+# C0 and C1 controls, DEL, line/paragraph separators and the bidirectional overrides (a name can reorder a line)
+_UNSAFE = frozenset([*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+                     *range(0x2066, 0x206A), 0x061C, 0x200E, 0x200F])
+
+
+def safe_text(text: object, *, newlines: bool = False) -> str:
+    """``text`` with every control character escaped, for a terminal: ESC, OSC and CSI sequences, carriage
+    returns, bidirectional overrides and NUL print as ``\\x1b``, ``\\u202e`` ... and do nothing.
+
+    ``newlines=True`` keeps ``\\n`` and ``\\t`` (multi-line messages). Used wherever the CLI and the receipt
+    renderers print model-provided text (node, input and output names, engine messages).
+
+    >>> safe_text("relu\\x1b]0;pwned\\x07")
+    'relu\\\\x1b]0;pwned\\\\x07'
+    """
+    text = text if isinstance(text, str) else str(text)
+    if not any(ord(c) in _UNSAFE for c in text):
+        return text
+    keep = "\n\t" if newlines else ""
+    return "".join(c if ord(c) not in _UNSAFE or c in keep else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

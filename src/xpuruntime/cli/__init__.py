@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Annotated
@@ -74,7 +75,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         >>> main(["policy", "hash", "policy.yaml"])  # doctest: +SKIP
     """
-    app(args=list(argv) if argv is not None else None, prog_name="xpuruntime")
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="xpuruntime")
+    except SystemExit as exc:  # an OpenVINO run that cannot be stopped may make the process end itself: same status
+        engine = sys.modules.get("xpuruntime.inference.engines.openvino")
+        if engine is not None:
+            engine.note_exit_status(exc.code)
+        raise
 
 
 for _module in command_modules():

@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from xpuruntime.cli._common import check_output, print_warnings
 from xpuruntime.cli.inference import AllOpt, DimsOpt, IntRangeOpt, RandomInputs, ShapesOpt
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
-from xpuruntime.errors import InputError
+from xpuruntime.errors import InputError, safe_text
 
 __all__ = ["ORDER", "register"]
 
@@ -53,13 +54,6 @@ def _engine_policies(items: list[str]) -> dict[str, Path]:
     return policies
 
 
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            console.print(Text("warning: ", style="bold yellow"), Text(str(w.message)), sep="")
-
-
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
              inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool,
              trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
@@ -70,6 +64,8 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
     from xpuruntime.cli.inference import model_feeds, parse_input_args
     from xpuruntime.inference.compare import compare
 
+    check_output(trace, "--trace")
+    check_output(html, "--html")
     shapes = shapes or RandomInputs(None, None, None, seed)
     feeds = model_feeds(model, shapes, parse_input_args(inputs or []), policy)
     with warnings.catch_warnings(record=True) as caught:
@@ -77,7 +73,7 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
         result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
                          policies=_engine_policies(engine_policy or []), seed=seed)
     result = dataclasses.replace(result, random_inputs=any(d["source"] == "random" for d in shapes.described))
-    _print_warnings(caught)
+    print_warnings(caught)
     write_outputs([r.report for r in result.runs], trace=trace, html=html, labels=[r.label for r in result.runs])
     if as_json:
         print_json({**result.to_dict(), **shapes.to_dict()})
@@ -105,7 +101,7 @@ def _print_result(result: Any, shapes: RandomInputs, show_all: bool) -> None:
 def _print_differences(result: Any) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for c in result.failures:
-        console.print(Text("differs: ", style="bold red"), Text(c.summary()), sep="")
+        console.print(Text("differs: ", style="bold red"), Text(safe_text(c.summary())), sep="")
 
 
 def register(app: typer.Typer) -> None:

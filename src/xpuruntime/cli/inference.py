@@ -22,9 +22,10 @@ import numpy as np
 import typer
 from rich.text import Text
 
-from xpuruntime._io import atomic_write_bytes, atomic_write_text
+from xpuruntime.cli._common import check_output, print_warnings
+from xpuruntime.cli._outputs import check_output_folder, write_output_folder
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
-from xpuruntime.errors import InputError
+from xpuruntime.errors import InputError, safe_text
 from xpuruntime.inference.feeds import TensorInfo, load_array_file, random_feeds
 
 __all__ = ["ORDER", "register", "random_feeds", "parse_input_args", "parse_sizes", "parse_shapes",
@@ -38,7 +39,8 @@ _Engine = Annotated[str, typer.Option("--engine", "-e", help="Engine name (see `
 _Device = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N, gpu, npu or auto.")]
 _Inputs = Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy; repeat per input.")]
 _Random = Annotated[bool, typer.Option("--random-inputs", help="Feed seeded random data shaped like the inputs.")]
-_Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write NAME.npy and report.json.")]
+_Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write one .npy per output, "
+                                                 "outputs.json (output name -> file) and report.json into.")]
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
 _Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist in --output.")]
 DimsOpt = Annotated[Optional[list[str]], typer.Option(
@@ -131,8 +133,8 @@ class RandomInputs:
         out = []
         for d in self.described:
             span = f" [{d['range'][0]}, {d['range'][1]})" if d.get("range") else ""
-            out.append(f"  {d['name']}: {d['dtype']}{d['shape']} {d['source']}{span}")
-        return ["inputs", *out, *(f"  default: {line}" for line in self.defaults)]
+            out.append(f"  {safe_text(str(d['name']))}: {d['dtype']}{d['shape']} {d['source']}{span}")
+        return ["inputs", *out, *(f"  default: {safe_text(line)}" for line in self.defaults)]
 
     def to_dict(self) -> dict[str, Any]:
         """``{"feeds": {"inputs": [{name, shape, dtype, source, range}], "defaults": [...]}}`` for ``--json``."""
@@ -179,7 +181,10 @@ def parse_input_args(items: list[str]) -> dict[str, np.ndarray]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise InputError("malformed --input", expected="NAME=FILE.npy", received=repr(item))
+            raise InputError("malformed --input", expected="NAME=FILE.npy", received=safe_text(repr(item)))
+        if name in feeds:
+            raise InputError(f"--input {safe_text(repr(name))} is given twice", expected="one --input per input",
+                             received=safe_text(repr(item)), hint="drop one of them")
         feeds[name] = load_array_file(path, name)  # regular files only; the header is checked before allocating
     return feeds
 
@@ -192,30 +197,6 @@ def _summary(name: str, value: Any) -> dict[str, Any]:
             "mean": float(arr.astype(np.float64).mean()) if numeric else None}
 
 
-def _write_outputs(folder: Path, outputs: dict[str, Any], report_json: str, overwrite: bool) -> None:
-    import io
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {f"{name}.npy": value for name, value in outputs.items()}
-    taken = [n for n in [*files, "report.json"] if (folder / n).exists()]
-    if taken and not overwrite:
-        raise InputError(f"{folder} already holds {', '.join(taken)}", expected="an empty or new folder",
-                         received=str(folder), hint="choose another --output folder or pass --overwrite")
-    for file_name, value in files.items():
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(value), allow_pickle=False)
-        atomic_write_bytes(folder / file_name, buffer.getvalue())
-    atomic_write_text(folder / "report.json", report_json)
-
-
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for w in caught:
-        console.print(Text("warning: ", style="bold yellow"), Text(str(w.message)), sep="")
-
-
 def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: list[str] | None,
          random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool,
          trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
@@ -223,6 +204,10 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.inference.session import InferenceSession
 
+    if output is not None:
+        check_output_folder(output)  # every target before the run
+    check_output(trace, "--trace")
+    check_output(html, "--html")
     shapes = shapes or RandomInputs(None, None, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -230,9 +215,9 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
         feeds = _feeds(sess, inputs, random_inputs, shapes, model)
         report = sess.explain(feeds) if explain else sess.report
         outputs = sess.run(feeds)
-    _print_warnings([w for w in caught if issubclass(w.category, UserWarning)])
+    print_warnings(caught)
     if output is not None:
-        _write_outputs(output, outputs, report.to_json(), overwrite)
+        write_output_folder(output, outputs, report.to_json(), overwrite)
     write_outputs(report, trace=trace, html=html)
     summaries = [_summary(n, v) for n, v in outputs.items()]
     if as_json:
@@ -245,8 +230,9 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
     console.print(report_rich(report, max_rows=len(report.nodes) if show_all else 60, limit=None if show_all else 8))
     console.print(Text("\noutputs", style="bold"))
     for s in summaries:
-        console.print(f"  {s['name']}: {s['dtype']}{s['shape']}  min {s['min']:.4g}  max {s['max']:.4g}  "
-                      f"mean {s['mean']:.4g}" if s["min"] is not None else f"  {s['name']}: {s['dtype']}{s['shape']}")
+        s["name"] = safe_text(s["name"])
+        console.print(Text(f"  {s['name']}: {s['dtype']}{s['shape']}  min {s['min']:.4g}  max {s['max']:.4g}  "
+                           f"mean {s['mean']:.4g}" if s["min"] is not None else f"  {s['name']}: {s['dtype']}{s['shape']}"))
 
 
 def _feeds(sess: Any, inputs: list[str] | None, random_inputs: bool, shapes: RandomInputs,

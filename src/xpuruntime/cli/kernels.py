@@ -25,8 +25,10 @@ why each was dropped.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import time
 import warnings
@@ -40,7 +42,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from xpuruntime.errors import InputError
+from xpuruntime.cli._common import check_output
+from xpuruntime.errors import InputError, safe_text, short_repr
 
 __all__ = ["ORDER", "register", "load_entry"]
 
@@ -97,36 +100,67 @@ def _join(value: Any) -> str:
 
 # ============================================================================================== tune
 def load_entry(spec: str) -> Callable[[], Any]:
-    """``"pkg.mod:fn"`` or ``"path/to/file.py:fn"`` -> the function (the current folder is importable)."""
+    """``"pkg.mod:fn"`` or ``"path/to/file.py:fn"`` -> the function.
+
+    A file is imported under a private module name (``./torch.py`` never becomes ``torch``); for a module name the
+    current folder is searched after everything else on ``sys.path`` (a ``torch.py`` there never shadows torch).
+
+    >>> load_entry("train.py:one_step")   # doctest: +SKIP
+    <function one_step at 0x...>
+    """
     module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr.isidentifier():
-        raise InputError("malformed --entry", expected="MODULE:FUNCTION or FILE.py:FUNCTION", received=repr(spec))
+    if not sep or not module_name or not attr.isidentifier() or attr.startswith("__"):
+        raise InputError("malformed --entry", expected="MODULE:FUNCTION or FILE.py:FUNCTION (a public function)",
+                         received=safe_text(repr(spec)))
     try:
         module = _import(module_name)
     except ImportError as exc:
-        raise InputError(f"cannot import {module_name!r}: {exc}", expected="an importable module or a .py file",
-                         received=module_name, hint="run from the folder that holds it, or set PYTHONPATH") from None
+        raise InputError(f"cannot import {safe_text(repr(module_name))}: {safe_text(str(exc))}",
+                         expected="an importable module or a .py file", received=safe_text(module_name),
+                         hint="run from the folder that holds it, or set PYTHONPATH") from None
     fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise InputError(f"{module_name} has no function {attr!r}", expected="a callable taking no arguments",
-                         received=repr(fn))
+    if not callable(fn) or isinstance(fn, type):
+        raise InputError(f"{safe_text(module_name)} has no function {attr!r}",
+                         expected="a function taking no arguments", received=safe_text(short_repr(fn)))
     return fn
 
 
 def _import(name: str) -> Any:
     if name.endswith(".py"):
         path = Path(name).resolve()
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None or not path.is_file():
+        if not path.is_file():
             raise ImportError(f"no file {path}")
+        private = "_xpuruntime_entry_" + hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+        spec = importlib.util.spec_from_file_location(private, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
+        sys.modules[private] = module  # dataclasses and pickling look the module up by name
         spec.loader.exec_module(module)
         return module
     cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # last: installed packages win over files of the same name here
     return importlib.import_module(name)
+
+
+def _call_entry(spec: str, fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception as exc:  # the user's code: its error, named, without our frames
+        raise InputError(f"--entry {safe_text(spec)} raised {type(exc).__name__}: {safe_text(short_repr(str(exc)))}",
+                         expected="a function that runs without arguments", received=safe_text(spec),
+                         hint="run it directly (python -c 'import ...; f()') to see its traceback") from None
+
+
+def _tune_targets_checked(output: Path, lock: Path) -> None:
+    """Before any tuning: both targets writable files, and not the same file."""
+    check_output(output, "--output")
+    check_output(lock, "--lock")
+    if os.path.abspath(output) == os.path.abspath(lock) or (
+            output.exists() and lock.exists() and os.path.samefile(output, lock)):
+        raise InputError("--output and --lock name the same file", expected="two different files",
+                         received=safe_text(str(output)), hint="drop --lock (default: OUTPUT-STEM.lock.json)")
 
 
 def _parse_pairs(items: list[str], what: str, example: str) -> dict[str, str]:
@@ -164,7 +198,7 @@ def _targets(model: Path | None, entry: str | None, shapes: list[str], device: s
     if entry is not None:
         fn = load_entry(entry)
         with tuner.recording() as rec:
-            fn()
+            _call_entry(entry, fn)
         targets += rec.targets
         if not rec.targets:
             notes.append(f"{entry} made no matmul, attention or layernorm call")
@@ -245,10 +279,12 @@ def _tune(model: Path | None, entry: str | None, shapes: list[str], device: str,
                                  param_hint="MODEL")
     if model is None and entry is None and not shapes:
         raise typer.BadParameter("give a MODEL, --entry or --shapes (at least one)", param_hint="MODEL")
+    check_output(output, "--output")  # before deriving the lock's name from it
     lock = lock or output.with_name(output.stem + ".lock.json")
     if output.suffix.lower() not in (".yaml", ".yml", ".json") or lock.suffix.lower() != ".json":
         raise InputError("unsupported output file names", expected="--output *.yaml|*.yml|*.json and --lock *.json",
-                         received=f"{output} and {lock}")
+                         received=safe_text(f"{output} and {lock}"))
+    _tune_targets_checked(output, lock)
     if search is not None:
         return _search(model, device, policy, output, lock, warmup, repeats, dims, **search, as_json=as_json)
     base = Policy.load(policy) if policy else Policy()
@@ -336,11 +372,11 @@ _DECISION = {"error": "loading refuses this lock (LockDriftError)",
 
 def _verify(file: Path, fallback: Fallback | None, as_json: bool) -> None:
     from xpuruntime.cli import print_json, stdout_console
-    from xpuruntime.policies.lock import Lock
+    from xpuruntime.policies.lock import Lock, drift_rule
 
     lock = Lock.load(file, check=False)
     drift = lock.drift()
-    rule = fallback.value if fallback else lock.tuned_policy.execution.fallback
+    rule = drift_rule(fallback.value if fallback else None)  # the caller's rule, never the lock's own
     if as_json:
         print_json({"file": str(file), "hash": lock.hash, "policy_hash": lock.tuned_policy.hash,
                     "records": len(lock.records), "fallback": rule,
@@ -350,7 +386,7 @@ def _verify(file: Path, fallback: Fallback | None, as_json: bool) -> None:
         if drift:
             table = Table("field", "locked", "here", show_edge=False)
             for c in drift.changes:
-                table.add_row(c.path, _text(c.old), _text(c.new))
+                table.add_row(*(Text(safe_text(x)) for x in (c.path, _text(c.old), _text(c.new))))
             console.print(Text(f"{file}: drift in {len(drift.changes)} field(s) since tuning"), soft_wrap=True)
             console.print(table)
             console.print(Text(f"fallback={rule}: {_DECISION[rule]}"), soft_wrap=True)
@@ -436,7 +472,8 @@ def register(app: typer.Typer) -> None:
 
     @lock_app.command("verify")
     def lock_verify(file: _LockFile, fallback: Annotated[Optional[Fallback], typer.Option(
-            "--fallback", help="Judge as this fallback rule (default: the lock policy's own).")] = None,
+            "--fallback", help="Judge drift by this rule (default: xpuruntime's drift rule, "
+                               "xpuruntime.policies.lock.drift_rule(); never the lock's own).")] = None,
             as_json: _Json = False) -> None:
         """Compare a lock's fingerprint with this machine, field by field.
 

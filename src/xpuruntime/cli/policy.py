@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from xpuruntime._io import atomic_write_text
+from xpuruntime._io import is_stdout
 from xpuruntime.cli._common import (
     SETTINGS,
     WIDE,
@@ -29,8 +29,9 @@ from xpuruntime.cli._common import (
     print_json,
     stdout_console,
     table,
+    write_text_output,
 )
-from xpuruntime.errors import XpuRuntimeError
+from xpuruntime.errors import XpuRuntimeError, safe_text
 from xpuruntime.policies import Change, Policy
 
 __all__ = ["ORDER", "policy_app", "register"]
@@ -152,30 +153,17 @@ def policy_diff(a: _PolicyA, b: _PolicyB, as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
-def _write_output(path: Path, text: str) -> None:
-    if path.is_dir():
-        raise XpuRuntimeError("cannot write over a directory", expected="a file path", received=f"{path} (a directory)")
-    if not path.parent.is_dir():
-        raise XpuRuntimeError("the folder to write to does not exist", expected="an existing folder",
-                              received=str(path.parent), hint=f"create it first: mkdir -p {path.parent}")
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        raise XpuRuntimeError(f"cannot write {path}", expected="a writable file path",
-                              received=exc.strerror or str(exc)) from None
-
-
 @policy_app.command("schema")
 def policy_schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the schema to this file.",
-                                                show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the schema to this file ('-': "
+                                                "standard output, the default).", show_default=False)] = None,
 ) -> None:
     """Print the JSON Schema (draft 2020-12) of policy files, for editors and CI linters."""
     text = json.dumps(Policy.json_schema(), indent=2) + "\n"
-    if output is None:
+    if output is None or is_stdout(output):
         return typer.echo(text, nl=False)
-    _write_output(output, text)
-    typer.echo(f"wrote {output}")
+    write_text_output(output, text)
+    typer.echo(f"wrote {safe_text(str(output))}")
 
 
 @policy_app.command("hash")

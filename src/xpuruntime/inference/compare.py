@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from xpuruntime._models import ModelSource, load_model_source
-from xpuruntime.errors import PolicyError, did_you_mean
+from xpuruntime.errors import PolicyError, did_you_mean, safe_text
 from xpuruntime.inference.engine import get_engine_class
 from xpuruntime.inference.feeds import TensorInfo, check_seed, random_feeds
 from xpuruntime.policies import Policy, coerce_policy
@@ -156,7 +156,7 @@ class ComparisonResult:
         rows = [_COLUMNS, *(_row(c) for c in self.comparisons)]
         widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
         body = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join([*self._header(), "", *body, "", *self._verdict()])
+        return "\n".join(safe_text(line) for line in [*self._header(), "", *body, "", *self._verdict()])
 
     def _header(self) -> list[str]:
         feeds = "; ".join(i.describe() for i in self.inputs)
@@ -178,9 +178,9 @@ class ComparisonResult:
 
         table = Table(*_COLUMNS, show_edge=False, header_style="bold")
         for c in self.comparisons:
-            table.add_row(*_row(c), style=None if c.passed else "bold red")
-        verdict = Text("\n".join(self._verdict()), style="green" if self.passed else "bold red")
-        return Group(Text("\n".join(self._header())), table, verdict)
+            table.add_row(*(Text(safe_text(x)) for x in _row(c)), style=None if c.passed else "bold red")
+        verdict = Text("\n".join(map(safe_text, self._verdict())), style="green" if self.passed else "bold red")
+        return Group(Text("\n".join(map(safe_text, self._header()))), table, verdict)
 
     def __str__(self) -> str:
         return self.table()

@@ -28,6 +28,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import pkgutil
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,6 +44,7 @@ from xpuruntime.errors import (
     UnsupportedOperationError,
     XpuRuntimeError,
     did_you_mean,
+    short_repr,
 )
 from xpuruntime.receipts import ExecutionReport, enforce_fallback
 from xpuruntime.runtime.profiler import SpanLog
@@ -74,6 +76,8 @@ class Engine(ABC):
     extra: ClassVar[str] = ""  # xpuruntime extra that installs it
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # device kinds it can target
     option_keys: ClassVar[tuple[str, ...]] = ()  # accepted ``engine_options`` keys
+    #: kinds of caller-owned output buffers ``run(outputs=...)`` takes (``feeds.OUTPUT_BUFFER_KINDS``)
+    output_buffers: ClassVar[tuple[str, ...]] = ("numpy", "cuda")
 
     def __init__(self, model: Any, device: DeviceSpec, policy: Policy, options: Mapping[str, Any],
                  fingerprint_hash: str, tuning: Mapping[str, Any] | None = None) -> None:
@@ -166,7 +170,7 @@ class Engine(ABC):
         names = self._resolve_outputs(output_names)
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
-            self._check_outputs(outputs, names)
+            self._check_outputs(outputs, names, checked)
         with self._spans.span("run", replay=lambda: self._profile(checked, names)), self._wrapped(self.run_error):
             results = self.run_impl(checked, names, dict(outputs) if outputs else None)
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
@@ -361,15 +365,21 @@ class Engine(ABC):
                                  received=repr(name), hint=did_you_mean(name, known))
         return list(output_names)
 
-    def _check_outputs(self, outputs: Mapping[str, Any], names: list[str]) -> None:
-        from xpuruntime.inference.feeds import check_output_buffer
+    def _check_outputs(self, outputs: Mapping[str, Any], names: list[str], feeds: Mapping[str, Any]) -> None:
+        """Every caller-owned output, before the engine sees it (``feeds.check_output_buffer``): kind, writable,
+        contiguous, dtype, shape, and dims named like an input's equal to that feed's."""
+        from xpuruntime.inference.feeds import check_output_buffer, check_output_dims
 
         infos = {o.name: o for o in self._outputs}
+        if not isinstance(outputs, Mapping):
+            raise InputError("outputs must map output names to buffers", expected="a dict, e.g. {'y': np.empty(...)}",
+                             received=type(outputs).__name__)
         for name, buffer in outputs.items():
             if name not in names:
                 raise InputError(f"preallocated output {name!r} is not among the requested outputs",
                                  expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
-            check_output_buffer(name, buffer, infos[name])
+            check_output_buffer(name, buffer, infos[name], self.output_buffers)
+            check_output_dims(name, tuple(buffer.shape), infos[name], self._inputs, feeds)
 
 
 def _check_device(engine_cls: type[Engine], device: Any) -> None:
@@ -452,7 +462,15 @@ def _load_all() -> None:
 
 def _load_entry_points() -> None:
     """Engines of other distributions (entry point group ``xpuruntime.engines``); never replace one loaded before."""
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    try:
+        found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # noqa: BLE001 - damaged metadata of another distribution
+        import warnings
+
+        warnings.warn(f"xpuruntime engine plugins were not loaded: reading entry points raised "
+                      f"{type(exc).__name__}: {short_repr(str(exc))}", RuntimeWarning, stacklevel=4)
+        return
+    for ep in found:
         before, before_aliases = dict(_registry), dict(_aliases)
         cls = _load_plugin(ep)
         _registry.clear()  # what the module registered while imported is undone: only the entry point counts
@@ -483,23 +501,58 @@ def _load_plugin(ep: importlib.metadata.EntryPoint) -> type[Engine] | None:
     try:
         cls = ep.load()
     except Exception as exc:  # a broken plugin must not break the built-in engines
-        _plugin_warning(ep, f"was skipped: it failed to load ({type(exc).__name__}: {exc})")
+        _plugin_warning(ep, f"was skipped: it failed to load ({type(exc).__name__}: {short_repr(str(exc))})")
         return None
-    if not (isinstance(cls, type) and issubclass(cls, Engine)) or getattr(cls, "name", None) is None:
-        _plugin_warning(ep, f"was skipped: {ep.value} is not an xpuruntime.inference.Engine subclass with a name")
+    problem = _plugin_problem(cls)
+    if problem:
+        _plugin_warning(ep, f"was skipped: {problem}")
         return None
     return cls
 
 
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@-]{0,63}")
+
+
+def _plugin_problem(cls: Any) -> str | None:
+    """Why an entry point's object cannot be an engine (None when it can): every attribute the registry, the CLI
+    and ``list_engines`` read is checked here, once, so a bad plugin never breaks another command."""
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        return f"{short_repr(cls)} is not an xpuruntime.inference.Engine subclass"
+    name, aliases = getattr(cls, "name", None), getattr(cls, "aliases", None)
+    if not isinstance(name, str) or not _PLUGIN_NAME.fullmatch(name):
+        return f"its name {short_repr(name)} is not a short name (letters, digits, _ . + @ -)"
+    if not isinstance(aliases, (tuple, list)) or not all(isinstance(a, str) and _PLUGIN_NAME.fullmatch(a)
+                                                          for a in aliases):
+        return f"its aliases {short_repr(aliases)} are not a tuple of short names"
+    devices = getattr(cls, "devices", None)
+    if not isinstance(devices, (tuple, list)) or not devices or not all(isinstance(d, str) for d in devices):
+        return f"its devices {short_repr(devices)} are not a tuple of device kinds"
+    if not all(isinstance(getattr(cls, a, None), str) for a in ("package", "module", "extra")):
+        return "its package, module and extra are not strings"
+    try:
+        reason = cls.unavailable_reason()
+        if not (reason is None or isinstance(reason, str)):
+            return f"unavailable_reason() returned {short_repr(reason)}"
+        version = cls.version() if reason is None else None
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin raises, the built-in engines stay usable
+        return f"checking it raised {type(exc).__name__}: {short_repr(str(exc))}"
+    return None if version is None or isinstance(version, str) else f"version() returned {short_repr(version)}"
+
+
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return f"{dist.name} {dist.version}" if dist is not None else ep.value
+    try:
+        dist = getattr(ep, "dist", None)
+        if dist is not None and dist.name:
+            return f"{dist.name} {dist.version}"
+    except Exception:  # noqa: BLE001 - damaged metadata: name the entry point instead
+        pass
+    return f"{short_repr(getattr(ep, 'value', '?'))} (no distribution)"
 
 
 def _plugin_warning(ep: importlib.metadata.EntryPoint, why: str) -> None:
     import warnings
 
-    warnings.warn(f"xpuruntime engine plugin {ep.name!r} from {_dist_name(ep)} {why} "
+    warnings.warn(f"xpuruntime engine plugin {short_repr(getattr(ep, 'name', '?'))} from {_dist_name(ep)} {why} "
                   f"(fix or uninstall that package; the built-in engines are unaffected)", RuntimeWarning,
                   stacklevel=6)
 

@@ -18,10 +18,10 @@ import numpy as np
 
 from xpuruntime.errors import InputError, did_you_mean, short_repr
 
-__all__ = ["check_output_buffer", "TensorInfo", "DeviceArray", "FeedChecker", "normalize_feeds", "as_device_array", "random_feeds",
-           "shared_dims", "load_array_file", "max_input_bytes", "check_seed", "MAX_INPUT_BYTES_ENV",
-           "resolve_shapes", "int_ranges", "embedding_sizes", "onnx_inputs", "DEFAULT_INT_RANGE", "MASK_INT_RANGE",
-           "DEFAULT_DIM_WORD"]
+__all__ = ["check_output_buffer", "check_output_dims", "OUTPUT_BUFFER_KINDS", "TensorInfo", "DeviceArray", "FeedChecker",
+           "normalize_feeds", "as_device_array", "random_feeds", "shared_dims", "load_array_file", "max_input_bytes",
+           "check_seed", "MAX_INPUT_BYTES_ENV", "resolve_shapes", "int_ranges", "embedding_sizes", "onnx_inputs",
+           "DEFAULT_INT_RANGE", "MASK_INT_RANGE", "DEFAULT_DIM_WORD"]
 
 MAX_INPUT_BYTES_ENV = "XPURUNTIME_MAX_INPUT_BYTES"
 _DEFAULT_MAX_INPUT = 16 << 30
@@ -532,21 +532,93 @@ class FeedChecker:
         return True
 
 
-def check_output_buffer(name: str, buffer: Any, info: TensorInfo) -> None:
-    """A caller-owned output must have the output's dtype, rank and static dims."""
-    shape, dtype = getattr(buffer, "shape", None), getattr(buffer, "dtype", None)
-    if shape is None or dtype is None:
-        raise InputError(f"preallocated output {name!r} is not an array", expected=info.describe(),
-                         received=type(buffer).__name__, hint="pass a numpy array (or a CUDA tensor)")
-    try:
-        same_dtype = np.dtype(dtype) == np.dtype(info.dtype)
-    except TypeError:  # torch dtypes: checked by the engine when it binds the buffer
-        same_dtype = True
+#: kinds of caller-owned output buffers: host numpy arrays, torch tensors (any device), CUDA arrays (cupy, ...)
+OUTPUT_BUFFER_KINDS = ("numpy", "torch", "cuda")
+
+
+def check_output_buffer(name: str, buffer: Any, info: TensorInfo,
+                        accepts: Sequence[str] = OUTPUT_BUFFER_KINDS) -> None:
+    """A caller-owned output, checked before any engine writes into it: a kind the engine ``accepts``
+    (:data:`OUTPUT_BUFFER_KINDS`), writable, C-contiguous, with the output's dtype, rank and static dims.
+
+    A read-only buffer (``np.load(f, mmap_mode="r")``, ``np.frombuffer(bytes(16))``, a read-only CUDA array) is an
+    :class:`InputError`: an engine would write into it regardless (ONNX Runtime crashed the process on the first).
+
+    >>> check_output_buffer("y", np.frombuffer(bytes(16), np.float32), TensorInfo("y", (4,), "float32"))
+    Traceback (most recent call last):
+    xpuruntime.errors.InputError: preallocated output 'y' is read-only
+    ...
+    """
+    kind = _buffer_kind(buffer)
+    if kind is None or kind not in accepts:
+        raise InputError(f"preallocated output {short_repr(name)} is not a buffer this engine can write",
+                         expected=f"{' or '.join(_KIND_WORDS[k] for k in accepts)}, {info.describe()}",
+                         received=_KIND_WORDS.get(kind or "", type(buffer).__name__),
+                         hint="pass a numpy array (np.empty(shape, dtype)); for a DLPack tensor on the CPU, "
+                              "np.from_dlpack(t)")
+    shape, dtype, problem = _buffer_facts(kind, buffer)
+    if problem:
+        raise InputError(f"preallocated output {short_repr(name)} {problem}", expected="a writable, C-contiguous "
+                         f"buffer: {info.describe()}", received=f"{dtype}{list(shape)}",
+                         hint="allocate it with np.empty(shape, dtype) (or .contiguous() / .detach() a tensor)")
     fits = info.shape is None or len(shape) == len(info.shape) and all(
         not isinstance(want, int) or want < 0 or got == want for got, want in zip(shape, info.shape))
-    if not same_dtype or not fits:
-        raise InputError(f"preallocated output {name!r} does not fit the output", expected=info.describe(),
+    fits = fits and _dtype_name(dtype) == _dtype_name(info.dtype)
+    if not fits:
+        raise InputError(f"preallocated output {short_repr(name)} does not fit the output", expected=info.describe(),
                          received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")
+
+
+def check_output_dims(name: str, shape: tuple[int, ...], info: TensorInfo, inputs: Sequence[TensorInfo],
+                      feeds: Mapping[str, Any]) -> None:
+    """An output buffer's dims named like an input's (``y: [n, 4]`` beside ``x: [n, 8]``) must equal the feed's."""
+    sizes: dict[str, int] = {}
+    for inp in inputs:
+        value = feeds.get(inp.name)
+        if inp.shape is not None and value is not None and len(getattr(value, "shape", ())) == len(inp.shape):
+            sizes.update({d: int(n) for d, n in zip(inp.shape, value.shape) if isinstance(d, str)})
+    for axis, dim in enumerate(info.shape or ()):
+        if isinstance(dim, str) and dim in sizes and shape[axis] != sizes[dim]:
+            raise InputError(f"preallocated output {short_repr(name)} does not fit these feeds",
+                             expected=f"{info.describe()} with {dim} = {sizes[dim]} (from the feeds)",
+                             received=str(list(shape)), hint="allocate it for this run's input shapes")
+
+
+_KIND_WORDS = {"numpy": "a numpy array", "torch": "a torch tensor", "cuda": "a CUDA array (cupy, ...)"}
+
+
+def _buffer_kind(buffer: Any) -> str | None:
+    if isinstance(buffer, np.ndarray) and not isinstance(buffer, np.ma.MaskedArray):
+        return "numpy"
+    if type(buffer).__module__.split(".")[0] == "torch" and hasattr(buffer, "is_contiguous"):
+        return "torch"
+    if getattr(buffer, "__cuda_array_interface__", None) is not None:
+        return "cuda"
+    return None
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError:  # bfloat16 and other types numpy lacks: by name
+        return str(dtype).removeprefix("torch.")
+
+
+def _buffer_facts(kind: str, buffer: Any) -> tuple[tuple[int, ...], Any, str | None]:
+    """(shape, dtype, what makes it unusable or None)."""
+    if kind == "numpy":
+        problem = None if buffer.flags.writeable else "is read-only"
+        problem = problem or (None if buffer.flags.c_contiguous else "is not C-contiguous")
+        return tuple(buffer.shape), buffer.dtype, problem
+    if kind == "torch":
+        problem = "requires grad (an engine cannot write into it)" if buffer.requires_grad else None
+        problem = problem or (None if buffer.is_contiguous() else "is not contiguous")
+        return tuple(buffer.shape), str(buffer.dtype).removeprefix("torch."), problem
+    cai = buffer.__cuda_array_interface__
+    shape, dtype = tuple(cai["shape"]), np.dtype(cai["typestr"])
+    readonly = bool(cai["data"][1])
+    strided = cai.get("strides") is not None and tuple(cai["strides"]) != _c_strides(shape, dtype)
+    return shape, dtype, "is read-only" if readonly else "is not C-contiguous" if strided else None
 
 
 def load_array_file(path: str | os.PathLike[str], name: str | None = None) -> np.ndarray:
@@ -562,6 +634,8 @@ def load_array_file(path: str | os.PathLike[str], name: str | None = None) -> np
     label = name if name is not None else str(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except ValueError:  # a NUL in the name
+        raise _file_error(label, repr(os.fspath(path)), "not a file name (it holds a NUL)") from None
     except OSError as exc:
         raise _file_error(label, path, exc.strerror or str(exc)) from None
     st = os.fstat(fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from xpuruntime.errors import safe_text
+
 if TYPE_CHECKING:
     from xpuruntime.receipts import ExecutionReport
 
@@ -21,8 +23,8 @@ def _rows(report: ExecutionReport, max_rows: int) -> list[tuple[str, ...]]:
         requested = " / ".join(x for x in (_short(n.requested) if n.requested else None, n.requested_kernel) if x) or "-"
         time = f"{n.time_us:.1f}" if n.time_us is not None else "-"
         mark = "" if n.honored else " !"
-        rows.append((n.name, n.op_type, requested, _short(n.provider) + mark, n.kernel or "-", n.precision or "-",
-                     time))
+        row = (n.name, n.op_type, requested, _short(n.provider) + mark, n.kernel or "-", n.precision or "-", time)
+        rows.append(tuple(safe_text(c) for c in row))  # names come from the model: no terminal escapes
     return rows
 
 
@@ -71,7 +73,7 @@ def report_text(report: ExecutionReport, max_rows: int = 60, limit: int | None =
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if len(report.nodes) > max_rows:
         body.append(f"... {len(report.nodes) - max_rows} more nodes")
-    return "\n".join([*_header(report), "", *body, "", *_footer(report, limit)])
+    return "\n".join(safe_text(line) for line in [*_header(report), "", *body, "", *_footer(report, limit)])
 
 
 def report_rich(report: ExecutionReport, max_rows: int = 60, limit: int | None = 8) -> Any:
@@ -79,11 +81,11 @@ def report_rich(report: ExecutionReport, max_rows: int = 60, limit: int | None =
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*_COLUMNS, title=f"{report.engine} on {report.device}", title_justify="left")
+    table = Table(*_COLUMNS, title=Text(safe_text(f"{report.engine} on {report.device}")), title_justify="left")
     for row in _rows(report, max_rows):
         style = None if not row[3].endswith(" !") else "bold red"
-        table.add_row(*row, style=style)
+        table.add_row(*(Text(c) for c in row), style=style)  # Text: a name like "[bold]" is not markup
     if len(report.nodes) > max_rows:
         table.caption = f"... {len(report.nodes) - max_rows} more nodes (--all shows every one)"
-    verdict = Text("\n".join(_footer(report, limit)), style="green" if report.honored else "bold red")
-    return Group(Text("\n".join(_header(report))), table, verdict)
+    verdict = Text("\n".join(map(safe_text, _footer(report, limit))), style="green" if report.honored else "bold red")
+    return Group(Text("\n".join(map(safe_text, _header(report)))), table, verdict)

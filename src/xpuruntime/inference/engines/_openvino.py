@@ -297,6 +297,9 @@ def check_user_config(config: Any, supported: Sequence[str] | None, device: str)
     if not isinstance(config, Mapping):
         raise PolicyError("engine_options.config must be a mapping", field="engine_options.config",
                           expected="OpenVINO property name -> value", received=type(config).__name__)
+    from xpuruntime._cache import refuse_path_options
+
+    refuse_path_options(config, "engine_options.config")  # CACHE_DIR: only through cache_dir and its checks
     for name in config:
         if supported is not None and name not in supported and name not in CORE_PROPERTIES:
             raise PolicyError(f"{device} has no property {name!r}", field=f"engine_options.config.{name}",

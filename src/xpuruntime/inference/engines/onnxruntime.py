@@ -38,6 +38,7 @@ from xpuruntime.errors import (
     UnsupportedOperationError,
     XpuRuntimeError,
     did_you_mean,
+    safe_text,
 )
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _onnxruntime as tr
@@ -211,7 +212,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _create(self, so: Any) -> Any:
         ort = _ort()
-        source = str(self.model.path) if self.model.path else self.model.data
+        source = _ort_source(self.model)
         try:
             with _timeout(self.policy.execution.compile_timeout_ms, so.set_load_cancellation_flag
                           if hasattr(so, "set_load_cancellation_flag") else None, "compile"):
@@ -502,9 +503,13 @@ def _add_providers(ort: Any, so: Any, providers: list[tuple[str, dict[str, str]]
 # -- helpers -------------------------------------------------------------------------------
 def _apply_engine_options(plan: tr.OrtPlan, ort: Any, options: Mapping[str, Any],
                           plugins: Mapping[str, tr.PluginProvider]) -> None:
-    """User overrides win, and are recorded in the receipt's ``requested``."""
+    """User overrides win, and are recorded in the receipt's ``requested``; none may name a path (cache_dir does)."""
+    from xpuruntime._cache import refuse_path_options
+
+    refuse_path_options(options.get("session_config") or {}, "engine_options.session_config")
     for name, extra in (options.get("provider_options") or {}).items():
         _check_provider_name(ort, name, "provider_options", plugins)
+        refuse_path_options(extra or {}, f"engine_options.provider_options.{name}")
         if not plan.in_use(name):
             plan.notes.append(f"engine_options.provider_options[{name!r}] not applied: {name} is not used")
         plan.providers = [(n, _merge_provider_options(o, extra)) if n == name else (n, o)
@@ -829,6 +834,23 @@ def _bind_input(binding: Any, name: str, value: Any, device_type: str) -> Any:
     else:
         binding.bind_cpu_input(name, value)
     return None
+
+
+def _ort_source(model: Any) -> Any:
+    """The path ONNX Runtime opens, or the model's bytes when the path is not valid UTF-8 (ONNX Runtime's Python
+    binding cannot take such a path and says the constructor's arguments are wrong)."""
+    if not model.path:
+        return model.data
+    path = str(model.path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        if model.has_external_data():
+            raise ModelLoadError("ONNX Runtime cannot open a model whose path is not valid UTF-8",
+                                 expected="a UTF-8 path (the model has external data, so its folder is needed)",
+                                 received=safe_text(repr(path)), hint="rename the model's folder or file") from None
+        return model.path.read_bytes()
+    return path
 
 
 def _bind_output(binding: Any, name: str, target: Any, device_type: str, device_id: int) -> None:

@@ -16,6 +16,8 @@ import functools
 import os
 import re
 import threading
+import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
 from xpuruntime.runtime.devices import DeviceSpec
 
-__all__ = ["OpenVinoEngine"]
+__all__ = ["OpenVinoEngine", "note_exit_status", "runs_in_flight"]
 
 _SKIPPED_LAYERS = {"Const", "Input", "Output", "Parameter", "Result", "Constant"}  # nothing runs there
 _OV_TYPES = {
@@ -84,6 +86,7 @@ class OpenVinoEngine(Engine):
     extra = "openvino"
     devices = ("cpu", "gpu", "npu")
     option_keys = tr.OPTION_KEYS
+    output_buffers = ("numpy",)  # OpenVINO owns its output memory: results are copied into host arrays
 
     def cache_parts(self) -> tuple[str, ...]:
         model_hash = self.model.hash if self.policy.execution.cache_dir else ""  # hashing a big file costs
@@ -175,23 +178,58 @@ class OpenVinoEngine(Engine):
 
     # -- run -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _request(self) -> Iterator[Any]:
+    def _request(self, deadline: float | None = None) -> Iterator[Any]:
         """Borrow an idle infer request (or make one): concurrent callers never share one. A request whose
-        run failed is dropped, not pooled (and the compiled model is rebuilt before the next run)."""
+        run failed is dropped, not pooled (and the compiled model is rebuilt before the next run). With a
+        ``deadline`` (execution_timeout_ms), making a request counts against it: OpenVINO 2026.4's
+        ``create_infer_request()`` waits while another request of the model runs, so a run abandoned by a
+        timeout would otherwise hold the next run past its own limit."""
         if self._stale:
             self._recompile()
         with self._gate.shared():
             with self._pool_lock:
                 self._reap()
-                request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+                request = self._idle.pop() if self._idle else None
+            if request is None:
+                request = self._new_request(deadline)
             yield request
             with self._pool_lock:
                 self._idle.append(request)
 
+    def _new_request(self, deadline: float | None) -> Any:
+        if deadline is None:
+            return self.compiled.create_infer_request()
+        made: list[Any] = []
+        done = threading.Event()
+        compiled = self.compiled
+
+        def make() -> None:
+            made.append(compiled.create_infer_request())
+            done.set()
+            with self._pool_lock:
+                if getattr(make, "late", False) and self.compiled is compiled:
+                    self._idle.append(made[0])  # nobody waits for it any more: pool it for the next run
+
+        threading.Thread(target=make, name="xpuruntime-openvino-request", daemon=True).start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            with self._pool_lock:
+                make.late = True  # type: ignore[attr-defined]
+                if done.is_set():
+                    return made[0]
+            raise _timeout_error(self.policy.execution.execution_timeout_ms, "the run could not start: a run "
+                                 "abandoned by an earlier timeout still holds the model")
+        return made[0]
+
     def _reap(self) -> None:
         """Requests whose run outlived its timeout go back to the pool once that run has ended."""
-        finished = [item for item in self._draining if item[0].wait_for(0)]
-        self._draining = [item for item in self._draining if not any(item is f for f in finished)]
+        finished, broken = [], []
+        for item in self._draining:
+            try:
+                if item[0].wait_for(0):
+                    finished.append(item)
+            except Exception:  # noqa: BLE001 - cancelled at exit, or failed: never pooled again
+                broken.append(item)
+        self._draining = [item for item in self._draining if not any(item is f for f in [*finished, *broken])]
         self._idle += [request for request, _ in finished]
 
     def _recompile(self) -> None:
@@ -211,12 +249,16 @@ class OpenVinoEngine(Engine):
 
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
         _host_only(feeds)
-        with self._request() as request:
-            values = self._infer(request, feeds, [self._out_index[n] for n in output_names])
+        timeout = self.policy.execution.execution_timeout_ms
+        deadline = time.monotonic() + timeout / 1000 if timeout else None
+        with self._request(deadline) as request:
+            values = self._infer(request, feeds, [self._out_index[n] for n in output_names], deadline)
         return _into(values, output_names, outputs or {})
 
-    def _infer(self, request: Any, feeds: dict[str, Any], indices: list[int]) -> list[Any]:
+    def _infer(self, request: Any, feeds: dict[str, Any], indices: list[int], deadline: float | None = None) -> list[Any]:
         timeout = self.policy.execution.execution_timeout_ms
+        if timeout and deadline is None:
+            deadline = time.monotonic() + timeout / 1000
         try:
             if not timeout and self._sync_reports_errors:
                 results = request.infer(feeds, share_inputs=True, share_outputs=False)
@@ -224,12 +266,10 @@ class OpenVinoEngine(Engine):
             request.start_async(feeds, share_inputs=True)  # not False: copied inputs make a failed run
             if not timeout:                                 # corrupt later runs on the same compiled model
                 request.wait()
-            elif not request.wait_for(timeout):
+            elif not request.wait_for(max(1, int((deadline - time.monotonic()) * 1000))):
                 self._abandon(request, feeds)
-                raise ExecutionTimeoutError("the run passed execution_timeout_ms",
-                                            expected=f"a run that finishes within {timeout} ms",
-                                            received="still running (it finishes in the background; OpenVINO's "
-                                                     "cancel is not used: it corrupts later runs)")
+                raise _timeout_error(timeout, "still running (it finishes in the background; OpenVINO's cancel "
+                                              "is not used: it corrupts later runs)")
             return [request.get_output_tensor(i).data.copy() for i in indices]
         except XpuRuntimeError:
             raise
@@ -244,6 +284,8 @@ class OpenVinoEngine(Engine):
         with it."""
         with self._pool_lock:
             self._draining.append((request, feeds))
+        _in_flight.add(self)
+        _exit_guard()
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
         """All feeds through OpenVINO's AsyncInferQueue; results in input order."""
@@ -357,9 +399,13 @@ class OpenVinoEngine(Engine):
                                              if report.events else 0.0))
 
     def close_impl(self) -> None:
-        self._queue = None
-        self._idle = []
-        self.compiled = None
+        """Runs in flight keep their own references; a run that starts after close() finds the session closed
+        (the base class), and one that races it gets ``XpuRuntimeError``, never an ``AttributeError``."""
+        gate = getattr(self, "_gate", None)  # None: closed after a failed load
+        with gate.alone() if gate is not None else contextlib.nullcontext():  # runs in flight end first
+            self._queue = None
+            self._idle = []
+            self.compiled = _Closed()
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -368,6 +414,83 @@ def _perf_event(info: Any, node: NodeRecord, clock: float) -> dict[str, Any]:
     return {"name": info.node_name, "ts": clock, "dur": node.time_us, "cat": "layer", "track": node.provider,
             "node": node.name, "args": {"layer_type": info.node_type, "exec_type": info.exec_type,
                                          "cpu_time_us": info.cpu_time.total_seconds() * 1e6, "synthesised_ts": True}}
+
+
+class _Closed:
+    """Stands for the compiled model after close(): a run that raced close() gets a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        from xpuruntime.errors import XpuRuntimeError
+
+        raise XpuRuntimeError("the session is closed", expected="an open session", received="closed during the "
+                              "call", hint="create a new InferenceSession")
+
+
+def _timeout_error(timeout: int, received: str) -> ExecutionTimeoutError:
+    return ExecutionTimeoutError("the run passed execution_timeout_ms", expected=f"a run that finishes within "
+                                 f"{timeout} ms", received=received)
+
+
+# -- exit: runs abandoned by a timeout --------------------------------------------------------------------------
+_in_flight: weakref.WeakSet[OpenVinoEngine] = weakref.WeakSet()  # engines with abandoned runs
+_exit_status: list[int] = []  # what the CLI is exiting with (note_exit_status), for the exit below
+_EXIT_WAIT_S = 1.0
+
+
+def note_exit_status(code: Any) -> None:
+    """The status a program is about to exit with (the CLI calls this), used if :func:`_exit_guard` must end the
+    process itself. Example: ``note_exit_status(1)``."""
+    _exit_status[:] = [code if isinstance(code, int) else 0 if code is None else 1]
+
+
+def runs_in_flight() -> int:
+    """How many runs abandoned by ``execution_timeout_ms`` are still running, over every OpenVINO session."""
+    count = 0
+    for engine in list(_in_flight):
+        with engine._pool_lock:
+            engine._reap()
+            count += len(engine._draining)
+    return count
+
+
+@functools.cache
+def _exit_guard() -> None:
+    """Registered at the first abandoned run: at exit, each such run is cancelled (no later run can read its
+    outputs any more) and waited for up to a second in all. OpenVINO cannot stop some runs (a ``Loop`` ignores
+    ``cancel()``), and its teardown then waits for them forever; so when one is still running, the process
+    flushes its output and ends with ``os._exit`` (the CLI's status, else 0), skipping the remaining atexit
+    handlers: the one case where xpuruntime ends a process itself."""
+    import atexit
+    import sys
+
+    hook = sys.excepthook
+
+    def noting(*exc_info: Any) -> None:  # an uncaught exception: exit status 1, as Python would give
+        note_exit_status(1)
+        hook(*exc_info)
+
+    sys.excepthook = noting
+    atexit.register(_exit_now_if_stuck)
+
+
+def _exit_now_if_stuck() -> None:
+    engines = list(_in_flight)
+    for engine in engines:
+        for request, _ in list(engine._draining):
+            with contextlib.suppress(Exception):
+                request.cancel()
+    deadline = time.monotonic() + _EXIT_WAIT_S
+    while runs_in_flight() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if runs_in_flight():
+        import sys
+
+        sys.stderr.write("xpuruntime: an OpenVINO run past its execution_timeout_ms could not be stopped; exiting "
+                         "without waiting for it\n")
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(_exit_status[0] if _exit_status else 0)
 
 
 class _RunGate:

@@ -130,6 +130,7 @@ class TorchEngine(Engine):
     extra = "torch"
     devices = ("cpu", "cuda")
     option_keys = _OPTION_KEYS
+    output_buffers = ("numpy", "torch")  # results are copied in (torch tensors on any device)
 
     @classmethod
     def load_model(cls, model: Any) -> TorchModel:
