@@ -78,6 +78,7 @@ class Engine(ABC):
     def __init__(self, model: Any, device: DeviceSpec, policy: Policy, options: Mapping[str, Any],
                  fingerprint_hash: str, tuning: Mapping[str, Any] | None = None) -> None:
         self.model = model
+        self.source_model = model  # the model as the user gave it (engines may swap self.model for a variant)
         self.device = device
         self.policy = policy
         self.options = dict(options)
@@ -140,10 +141,30 @@ class Engine(ABC):
         report = self.new_report()
         with spans.span("verify"):
             self.report_impl(report)
+            self._verify(report)
         self._load_spans = spans.items()
         spans.attach(report.spans)  # later run spans land in the receipt (bounded)
         self.report = self.judge(report, stacklevel=5)
         return self.report
+
+    def _verify(self, report: ExecutionReport) -> None:
+        """Evidence levels for every request; under ``fallback="error"`` one profiled run on seeded inputs
+        settles what construction could not show; an accuracy contract is checked against its reference."""
+        from xpuruntime.inference import _verify
+
+        ex = self.policy.execution
+        _verify.grade(report, ex.precision)
+        strict = ex.fallback == "error"
+        if strict and report.violations:
+            return  # refused already: nothing to verify
+        if strict and report.unverified:
+            feeds = self.seeded_feeds()
+            with contextlib.suppress(UnsupportedOperationError):  # an engine without a profiler stays unverified
+                _verify.fold_profile(report, self._profile(self.check_feeds(feeds, self._feeds), self._output_list),
+                                     feeds)
+            _verify.require_verified(report, self.name)
+        if ex.accuracy is not None and not (strict and report.violations):
+            self._check_accuracy(report, None)
 
     # -- the public contract ---------------------------------------------------------------
     @property
@@ -192,12 +213,78 @@ class Engine(ABC):
 
     def _profile(self, checked: dict[str, Any], names: list[str]) -> ExecutionReport:
         """One profiled run, unjudged (``explain`` judges it; ``xpuruntime.runtime.profiler.profile`` collects it)."""
+        from xpuruntime.inference._verify import grade
+
         report = self.new_report()
         report.profiled = True
         with self._spans.span("profile"), self._wrapped(self.run_error):
             self.profile_impl(report, checked, names)
         report.spans.extend([*self._load_spans, self._spans.last()])
+        grade(report, self.policy.execution.precision)
         return report
+
+    def validate(self, feeds: Any = None) -> ExecutionReport:
+        """Run ``feeds`` (seeded inputs when None) through this session and its reference; the receipt records
+        per output the max abs / rel error and finiteness, judged by the fallback rule.
+
+        The reference and tolerance come from ``execution.accuracy`` (default: the same engine at IEEE fp32, no
+        tolerance: only non-finite outputs are a violation).
+
+        >>> session.validate().accuracy[0]["max_rel"]  # doctest: +SKIP
+        0.0009
+        """
+        self._check_open()
+        report = self.new_report()
+        report.evidence_of.update({k: v for k, v in self.report.evidence_of.items() if k != "accuracy"})
+        self._check_accuracy(report, feeds)
+        return self.judge(report, stacklevel=4)
+
+    def seeded_feeds(self, seed: int = 0) -> dict[str, Any]:
+        """Seeded random inputs shaped like the model's (``xpuruntime.inference.feeds.random_feeds``): a symbolic
+        dim is ``execution.fixed_shapes``' size for that input, else 1; integers in [0, 8). What verification and
+        ``validate()`` run when given no feeds."""
+        from xpuruntime.inference.feeds import random_feeds
+
+        return random_feeds(self._inputs, self.policy.execution.fixed_shapes, seed=seed)
+
+    def _check_accuracy(self, report: ExecutionReport, feeds: Any) -> None:
+        from xpuruntime.inference._verify import compare_outputs
+
+        contract = self.policy.execution.accuracy
+        label = contract.reference if contract is not None else "fp32"
+        feeds = self.seeded_feeds() if feeds is None else feeds
+        outputs = self.run(feeds)
+        reference = self.reference_engine(label)
+        try:
+            expected = reference.run(feeds)
+        finally:
+            reference.close()
+        outputs = outputs if isinstance(outputs, Mapping) else dict(zip(self._output_list, outputs))
+        expected = expected if isinstance(expected, Mapping) else dict(zip(reference._output_list, expected))
+        compare_outputs(report, outputs, expected, contract, label if label != "fp32" else f"{self.name} fp32")
+
+    def reference_engine(self, reference: str = "fp32") -> Engine:
+        """The reference an accuracy check compares with: ``"fp32"`` is this engine at IEEE fp32 with compile,
+        fusions, CUDA graphs and kernel choices off; an engine name is that engine at fp32 on the same model and
+        device. Built under ``fallback="allow"`` (its own receipt is not judged)."""
+        from xpuruntime.policies import Policy
+
+        ex = self.policy.execution.replace(precision="fp32", compile="off", fusions="off", cuda_graphs=False,
+                                           fallback="allow", accuracy=None)
+        policy = Policy(execution=ex)
+        same = reference == "fp32"
+        cls = type(self) if same else get_engine_class(reference)
+        cls.require()
+        _check_device(cls, self.device)
+        model = self.source_model if same else cls.load_model(self.source_model)
+        options = {k: v for k, v in self.options.items() if k != "compile"} if same else {}
+        engine = cls(model, self.device, policy, options, self.fingerprint_hash)
+        try:
+            engine.load()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""
