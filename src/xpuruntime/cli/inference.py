@@ -33,6 +33,8 @@ _Random = Annotated[bool, typer.Option("--random-inputs", help="Feed seeded rand
 _Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write NAME.npy and report.json.")]
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
 _Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist in --output.")]
+_Validate = Annotated[bool, typer.Option("--validate", help="Check outputs against the reference run (finite, and "
+                                         "execution.accuracy's tolerance): max abs/rel error per output.")]
 
 
 def parse_input_args(items: list[str]) -> dict[str, np.ndarray]:
@@ -80,7 +82,7 @@ def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: list[str] | None,
          random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool,
-         trace: Path | None = None, html: Path | None = None) -> None:
+         trace: Path | None = None, html: Path | None = None, validate: bool = False) -> None:
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.inference.session import InferenceSession
 
@@ -89,6 +91,7 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
         sess = InferenceSession(model, device=device, engine=engine, policy=policy)
         feeds = _feeds(sess, inputs, random_inputs)
         report = sess.explain(feeds) if explain else sess.report
+        report = report.with_accuracy(sess.validate(feeds)) if validate else report
         outputs = sess.run(feeds)
     _print_warnings([w for w in caught if issubclass(w.category, UserWarning)])
     if output is not None:
@@ -125,17 +128,19 @@ def register(app: typer.Typer) -> None:
                 input: _Inputs = None, random_inputs: _Random = False,
                 explain: Annotated[bool, typer.Option("--explain", help="Profile the run (per-node times).")] = False,
                 as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
-                trace: TraceOpt = None, html: HtmlOpt = None) -> None:
+                trace: TraceOpt = None, html: HtmlOpt = None, validate: _Validate = False) -> None:
         """Run a model under a policy and print the receipt of what ran."""
-        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html)
+        _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html,
+             validate)
 
     @app.command("explain")
     def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime",
                     device: _Device = "cpu", input: _Inputs = None, random_inputs: _Random = True,
                     as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
-                    trace: TraceOpt = None, html: HtmlOpt = None) -> None:
+                    trace: TraceOpt = None, html: HtmlOpt = None, validate: _Validate = False) -> None:
         """One profiled run: per-node provider and time, and every policy violation."""
-        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html)
+        _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html,
+             validate)
 
     @app.command("demo")
     def demo_cmd(engine: _Engine = "onnxruntime", as_json: _Json = False) -> None:

@@ -54,11 +54,11 @@ def fold_profile(report: ExecutionReport, profiled: ExecutionReport, feeds: Mapp
     report.notes.append(f"verified by one profiled run on seeded inputs ({shapes}) before the session returned")
 
 
-def require_verified(report: ExecutionReport, engine: str) -> None:
+def require_verified(report: ExecutionReport, engine: str, why: str | None = None) -> None:
     """Under ``fallback="error"``: what no evidence shows after verifying is a violation."""
     for item in report.unverified:
         report.add(Violation("unverified", item, str(report.requested.get(item, "as requested")), "no evidence",
-                             f"the {engine} engine shows nothing that proves it, even in a profiled run"))
+                             why or f"the {engine} engine shows nothing that proves it, even in a profiled run"))
 
 
 def as_array(value: Any) -> np.ndarray:

@@ -58,6 +58,8 @@ __all__ = ["Engine", "EngineInfo", "register_engine", "registered_engine", "get_
 
 ENGINES_PACKAGE = "xpuruntime.inference.engines"
 ENTRY_POINT_GROUP = "xpuruntime.engines"
+#: the size of a symbolic non-leading dim in seeded inputs (Engine.seeded_feeds)
+SEEDED_DIM = 64
 
 
 class Engine(ABC):
@@ -158,11 +160,17 @@ class Engine(ABC):
         if strict and report.violations:
             return  # refused already: nothing to verify
         if strict and report.unverified:
-            feeds = self.seeded_feeds()
-            with contextlib.suppress(UnsupportedOperationError):  # an engine without a profiler stays unverified
-                _verify.fold_profile(report, self._profile(self.check_feeds(feeds, self._feeds), self._output_list),
-                                     feeds)
-            _verify.require_verified(report, self.name)
+            why = None
+            try:
+                feeds = self.seeded_feeds()
+                profiled = self._profile(self.check_feeds(feeds, self._feeds), self._output_list)
+                _verify.fold_profile(report, profiled, feeds)
+            except UnsupportedOperationError:  # an engine without a profiler: stays unverified
+                why = f"the {self.name} engine cannot profile a run"
+            except XpuRuntimeError as exc:  # the seeded run itself failed (shapes the model cannot take, say)
+                why = (f"the verifying run on seeded inputs failed ({_first_line(exc)}); set execution.fixed_shapes "
+                       "to shapes the model takes")
+            _verify.require_verified(report, self.name, why)
         if ex.accuracy is not None and not (strict and report.violations):
             self._check_accuracy(report, None)
 
@@ -240,12 +248,18 @@ class Engine(ABC):
         return self.judge(report, stacklevel=4)
 
     def seeded_feeds(self, seed: int = 0) -> dict[str, Any]:
-        """Seeded random inputs shaped like the model's (``xpuruntime.inference.feeds.random_feeds``): a symbolic
-        dim is ``execution.fixed_shapes``' size for that input, else 1; integers in [0, 8). What verification and
-        ``validate()`` run when given no feeds."""
+        """Seeded random inputs shaped like the model's, what verification and ``validate()`` run when given no
+        feeds: an input in ``execution.fixed_shapes`` takes that shape; otherwise a symbolic leading dim is 1
+        (batch) and any other symbolic dim is :data:`SEEDED_DIM` (64: sequence lengths, image sides a 32x
+        downsampling CNN still takes); integers in [0, 8), floats standard normal (``random_feeds``)."""
         from xpuruntime.inference.feeds import random_feeds
 
-        return random_feeds(self._inputs, self.policy.execution.fixed_shapes, seed=seed)
+        fixed = dict(self.policy.execution.fixed_shapes or {})
+        for info in self._inputs:
+            if info.name not in fixed and any(not (isinstance(d, int) and d > 0) for d in info.shape or ()):
+                fixed[info.name] = tuple(d if isinstance(d, int) and d > 0 else 1 if i == 0 else SEEDED_DIM
+                                         for i, d in enumerate(info.shape))
+        return random_feeds(self._inputs, fixed, seed=seed)
 
     def _check_accuracy(self, report: ExecutionReport, feeds: Any) -> None:
         from xpuruntime.inference._verify import compare_outputs

@@ -12,6 +12,7 @@ run). ``honored`` means no violation *and* nothing unverified.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections import Counter
@@ -133,6 +134,20 @@ class ExecutionReport:
     def add(self, violation: Violation) -> None:
         if violation not in self.violations:
             self.violations.append(violation)
+
+    def with_accuracy(self, validated: ExecutionReport) -> ExecutionReport:
+        """A copy of this receipt with the accuracy checks of ``validated`` (a ``validate()`` receipt) folded in.
+
+        >>> shown = session.report.with_accuracy(session.validate())  # doctest: +SKIP
+        """
+        out = copy.deepcopy(self)
+        out.accuracy = [dict(a) for a in validated.accuracy]
+        for violation in validated.violations:
+            if violation.kind == "accuracy":
+                out.add(violation)
+        if "accuracy" in validated.evidence_of:
+            out.evidence_of["accuracy"] = validated.evidence_of["accuracy"]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
