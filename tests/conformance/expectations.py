@@ -35,8 +35,6 @@ def _e(kinds: str = "", reason: str = "", bug: str | None = None, why: str = "")
     return Expect(frozenset(k for k in kinds.split(",") if k), reason, bug, why)
 
 
-_FALSE_PASS_ORT_FP16 = ("issue 11: the construction receipt says honoured for fp16 on the CPU provider; the "
-                        "profile shows every MatMul/Conv ran in float32 behind inserted Casts")
 _FALSE_ALARM_OV_MASK = ("issue 11: OpenVINO Subgraph layers that select on a boolean attention mask report "
                         "runtimePrecision u8 (their first input); judged as int8 compute under fp32")
 _OV_PORT_NAME = ("issue 11: with fixed shapes OpenVINO folds GPT-2's no-op Reshape into the input, and the "
@@ -58,8 +56,9 @@ TABLE: list[tuple[object, object, object, object, Expect]] = [
     # ONNX Runtime on the CPU provider
     ("*", "onnxruntime", ("fp32", "tf32"), "*", _e(why="profile: every compute node float; outputs match")),
     ("*", "onnxruntime", "fp16", "*",
-     _e("precision", "float32 behind Casts", bug=_FALSE_PASS_ORT_FP16,
-        why="profiling JSON input_type_shape: float for every MatMul/Conv; only Casts are float16")),
+     _e("precision", "float32 behind Casts",
+        why="profiling JSON input_type_shape: float for every MatMul/Conv; only Casts are float16 (fixed in issue "
+            "11: precision is unverified at construction and, under error, verified by a profiled run)")),
     ("*", "onnxruntime", "bf16", "*", _e("precision", "no bf16 model converter")),
     ("*", "onnxruntime", "int8", "*",
      _e(why="profile: weight MatMul/Conv are MatMulInteger/ConvInteger (int8); activation x activation "

@@ -277,10 +277,9 @@ def test_fp16_on_the_cpu_is_judged_per_node_from_the_profiled_run(transformer: A
     fp32 = [n for n in report.nodes if n.precision == "fp32" and n.op_type in ("MatMul", "FusedMatMul", "Gemm")]
     flagged = {v.subject for v in report.violations if v.kind == "precision"}
     assert flagged == {n.name for n in fp32}
-    strict_session = InferenceSession(transformer, exec_policy=strict(precision="fp16"))
-    if fp32:
+    if fp32:  # under error the session verifies before it returns (one profiled run on seeded inputs)
         with pytest.raises(PolicyViolationError, match=r"\[precision\]"):
-            strict_session.explain({"x": tx()})
+            InferenceSession(transformer, exec_policy=strict(precision="fp16"))
 
 
 def test_fp16_of_a_convnet_is_close(mm: Any) -> None:

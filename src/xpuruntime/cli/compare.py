@@ -57,7 +57,7 @@ def _engine_policies(items: list[str]) -> dict[str, Path]:
 def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list[str] | None, device: str,
              inputs: list[str] | None, rtol: float, atol: float, seed: int, as_json: bool,
              trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
-             show_all: bool = False) -> None:
+             show_all: bool = False, validate: bool = False) -> None:
     import dataclasses
 
     from xpuruntime.cli import print_json
@@ -71,7 +71,7 @@ def _compare(model: Path, engines: str, policy: Path | None, engine_policy: list
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compare(model, engines, feeds=feeds, rtol=rtol, atol=atol, device=device, policy=policy,
-                         policies=_engine_policies(engine_policy or []), seed=seed)
+                         policies=_engine_policies(engine_policy or []), seed=seed, validate=validate)
     result = dataclasses.replace(result, random_inputs=any(d["source"] == "random" for d in shapes.described))
     print_warnings(caught)
     write_outputs([r.report for r in result.runs], trace=trace, html=html, labels=[r.label for r in result.runs])
@@ -112,11 +112,13 @@ def register(app: typer.Typer) -> None:
                     device: _Device = "cpu", input: _Inputs = None, rtol: _Rtol = 1e-3, atol: _Atol = 1e-4,
                     seed: _Seed = 0, as_json: _Json = False, trace: TraceOpt = None, html: HtmlOpt = None,
                     dim: DimsOpt = None, shape: ShapesOpt = None, int_range: IntRangeOpt = None,
-                    show_all: AllOpt = False) -> None:
+                    show_all: AllOpt = False,
+                    validate: Annotated[bool, typer.Option("--validate", help="Also check each engine against its "
+                                                           "own reference run (see run --validate).")] = False) -> None:
         """Run a model on several engines with the same inputs; exit 1 when any output differs.
 
         Each output of each engine is checked against the first engine with numpy's allclose rule
         (|actual - reference| <= atol + rtol * |reference|); the receipts of every engine are printed too.
         """
         _compare(model, engines, policy, engine_policy, device, input, rtol, atol, seed, as_json, trace, html,
-                 RandomInputs(dim, shape, int_range, seed), show_all)
+                 RandomInputs(dim, shape, int_range, seed), show_all, validate)

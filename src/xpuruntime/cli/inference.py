@@ -43,6 +43,8 @@ _Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder 
                                                  "outputs.json (output name -> file) and report.json into.")]
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of tables.")]
 _Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files that already exist in --output.")]
+_Validate = Annotated[bool, typer.Option("--validate", help="Check outputs against the reference run (finite, and "
+                                         "execution.accuracy's tolerance): max abs/rel error per output.")]
 DimsOpt = Annotated[Optional[list[str]], typer.Option(
     "--dim", help="NAME=N: size of a symbolic dim for random inputs (e.g. seq=128); repeat.")]
 ShapesOpt = Annotated[Optional[list[str]], typer.Option(
@@ -200,7 +202,7 @@ def _summary(name: str, value: Any) -> dict[str, Any]:
 def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: list[str] | None,
          random_inputs: bool, explain: bool, as_json: bool, output: Path | None, overwrite: bool,
          trace: Path | None = None, html: Path | None = None, shapes: RandomInputs | None = None,
-         show_all: bool = False) -> None:
+         show_all: bool = False, validate: bool = False) -> None:
     from xpuruntime.cli import print_json, stdout_console
     from xpuruntime.inference.session import InferenceSession
 
@@ -214,6 +216,7 @@ def _run(model: Path, policy: Path | None, engine: str, device: str, inputs: lis
         sess = InferenceSession(model, device=device, engine=engine, policy=policy)
         feeds = _feeds(sess, inputs, random_inputs, shapes, model)
         report = sess.explain(feeds) if explain else sess.report
+        report = report.with_accuracy(sess.validate(feeds)) if validate else report
         outputs = sess.run(feeds)
     print_warnings(caught)
     if output is not None:
@@ -255,20 +258,20 @@ def register(app: typer.Typer) -> None:
                 explain: Annotated[bool, typer.Option("--explain", help="Profile the run (per-node times).")] = False,
                 as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
                 trace: TraceOpt = None, html: HtmlOpt = None, dim: DimsOpt = None, shape: ShapesOpt = None,
-                int_range: IntRangeOpt = None, show_all: AllOpt = False) -> None:
+                int_range: IntRangeOpt = None, show_all: AllOpt = False, validate: _Validate = False) -> None:
         """Run a model under a policy and print the inputs it used and the receipt of what ran."""
         _run(model, policy, engine, device, input, random_inputs, explain, as_json, output, overwrite, trace, html,
-             RandomInputs(dim, shape, int_range), show_all)
+             RandomInputs(dim, shape, int_range), show_all, validate)
 
     @app.command("explain")
     def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime",
                     device: _Device = "cpu", input: _Inputs = None, random_inputs: _Random = True,
                     as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
                     trace: TraceOpt = None, html: HtmlOpt = None, dim: DimsOpt = None, shape: ShapesOpt = None,
-                    int_range: IntRangeOpt = None, show_all: AllOpt = False) -> None:
+                    int_range: IntRangeOpt = None, show_all: AllOpt = False, validate: _Validate = False) -> None:
         """One profiled run: per-node provider and time, and every policy violation."""
         _run(model, policy, engine, device, input, random_inputs, True, as_json, output, overwrite, trace, html,
-             RandomInputs(dim, shape, int_range), show_all)
+             RandomInputs(dim, shape, int_range), show_all, validate)
 
     @app.command("demo")
     def demo_cmd(engine: _Engine = "onnxruntime", as_json: _Json = False) -> None:

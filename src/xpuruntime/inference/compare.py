@@ -199,6 +199,7 @@ def compare(
     engine_options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     policies: Mapping[str, PolicyLike] | None = None,
+    validate: bool = False,
 ) -> ComparisonResult:
     """Run ``model`` on every engine with the same inputs and compare each output with the first engine's.
 
@@ -214,7 +215,8 @@ def compare(
     that, and ``engine_options`` maps an engine the same way to its own options. A missing engine raises
     :class:`~xpuruntime.EngineUnavailableError` before anything runs; an engine that cannot honour its
     policy follows the fallback rule as in ``InferenceSession`` (``"error"`` raises); outputs whose
-    shapes or dtypes differ are failures with the reason, not errors.
+    shapes or dtypes differ are failures with the reason, not errors. ``validate=True``: each engine's receipt
+    also holds ``session.validate(feeds)``'s accuracy checks against that engine's own reference.
     """
     specs = _specs(engines, device)
     _check_tolerance(rtol, atol)
@@ -228,7 +230,7 @@ def compare(
     runs, outputs, inputs, given = [], {}, [], feeds
     for spec in specs:
         run, outputs[spec.label], feeds, infos = _run(source, spec, _merged(base, per_policy[spec.label]),
-                                                      per_options[spec.label], feeds, seed)
+                                                      per_options[spec.label], feeds, seed, validate)
         runs.append(run)
         inputs = inputs or infos
     comparisons = [c for spec in specs[1:] for c in _compare_all(outputs, specs[0].label, spec.label, rtol, atol)]
@@ -281,7 +283,7 @@ def _merged(base: Policy, own: PolicyLike) -> Policy:
 
 # -- running ---------------------------------------------------------------------------------
 def _run(source: ModelSource, spec: EngineSpec, policy: Policy, options: Any, feeds: Any,
-         seed: int) -> tuple[EngineRun, dict[str, np.ndarray], Any, list[TensorInfo]]:
+         seed: int, validate: bool = False) -> tuple[EngineRun, dict[str, np.ndarray], Any, list[TensorInfo]]:
     from xpuruntime.inference.session import InferenceSession
 
     with InferenceSession(source, device=spec.device, engine=spec.engine, policy=policy,
@@ -294,7 +296,8 @@ def _run(source: ModelSource, spec: EngineSpec, policy: Policy, options: Any, fe
         run_ms = (time.perf_counter() - start) * 1e3
         infos = [TensorInfo(n, tuple(v.shape), str(v.dtype)) for n, v in out.items()]
         run = EngineRun(spec.label, sess.engine_name, str(sess.device), sess.policy.hash,
-                        sess.policy.execution.precision, sess.report, infos, run_ms)
+                        sess.policy.execution.precision,
+                        sess.report.with_accuracy(sess.validate(feeds)) if validate else sess.report, infos, run_ms)
         return run, out, feeds, sess.input_info
 
 

@@ -60,6 +60,8 @@ __all__ = ["Engine", "EngineInfo", "register_engine", "registered_engine", "get_
 
 ENGINES_PACKAGE = "xpuruntime.inference.engines"
 ENTRY_POINT_GROUP = "xpuruntime.engines"
+#: the size of a symbolic non-leading dim in seeded inputs (Engine.seeded_feeds)
+SEEDED_DIM = 64
 
 
 class Engine(ABC):
@@ -82,6 +84,7 @@ class Engine(ABC):
     def __init__(self, model: Any, device: DeviceSpec, policy: Policy, options: Mapping[str, Any],
                  fingerprint_hash: str, tuning: Mapping[str, Any] | None = None) -> None:
         self.model = model
+        self.source_model = model  # the model as the user gave it (engines may swap self.model for a variant)
         self.device = device
         self.policy = policy
         self.options = dict(options)
@@ -144,10 +147,36 @@ class Engine(ABC):
         report = self.new_report()
         with spans.span("verify"):
             self.report_impl(report)
+            self._verify(report)
         self._load_spans = spans.items()
         spans.attach(report.spans)  # later run spans land in the receipt (bounded)
         self.report = self.judge(report, stacklevel=5)
         return self.report
+
+    def _verify(self, report: ExecutionReport) -> None:
+        """Evidence levels for every request; under ``fallback="error"`` one profiled run on seeded inputs
+        settles what construction could not show; an accuracy contract is checked against its reference."""
+        from xpuruntime.inference import _verify
+
+        ex = self.policy.execution
+        _verify.grade(report, ex.precision)
+        strict = ex.fallback == "error"
+        if strict and report.violations:
+            return  # refused already: nothing to verify
+        if strict and report.unverified:
+            why = None
+            try:
+                feeds = self.seeded_feeds()
+                profiled = self._profile(self.check_feeds(feeds, self._feeds), self._output_list)
+                _verify.fold_profile(report, profiled, feeds)
+            except UnsupportedOperationError:  # an engine without a profiler: stays unverified
+                why = f"the {self.name} engine cannot profile a run"
+            except XpuRuntimeError as exc:  # the seeded run itself failed (shapes the model cannot take, say)
+                why = (f"the verifying run on seeded inputs failed ({_first_line(exc)}); set execution.fixed_shapes "
+                       "to shapes the model takes")
+            _verify.require_verified(report, self.name, why)
+        if ex.accuracy is not None and not (strict and report.violations):
+            self._check_accuracy(report, None)
 
     # -- the public contract ---------------------------------------------------------------
     @property
@@ -196,12 +225,84 @@ class Engine(ABC):
 
     def _profile(self, checked: dict[str, Any], names: list[str]) -> ExecutionReport:
         """One profiled run, unjudged (``explain`` judges it; ``xpuruntime.runtime.profiler.profile`` collects it)."""
+        from xpuruntime.inference._verify import grade
+
         report = self.new_report()
         report.profiled = True
         with self._spans.span("profile"), self._wrapped(self.run_error):
             self.profile_impl(report, checked, names)
         report.spans.extend([*self._load_spans, self._spans.last()])
+        grade(report, self.policy.execution.precision)
         return report
+
+    def validate(self, feeds: Any = None) -> ExecutionReport:
+        """Run ``feeds`` (seeded inputs when None) through this session and its reference; the receipt records
+        per output the max abs / rel error and finiteness, judged by the fallback rule.
+
+        The reference and tolerance come from ``execution.accuracy`` (default: the same engine at IEEE fp32, no
+        tolerance: only non-finite outputs are a violation).
+
+        >>> session.validate().accuracy[0]["max_rel"]  # doctest: +SKIP
+        0.0009
+        """
+        self._check_open()
+        report = self.new_report()
+        report.evidence_of.update({k: v for k, v in self.report.evidence_of.items() if k != "accuracy"})
+        self._check_accuracy(report, feeds)
+        return self.judge(report, stacklevel=4)
+
+    def seeded_feeds(self, seed: int = 0) -> dict[str, Any]:
+        """Seeded random inputs shaped like the model's, what verification and ``validate()`` run when given no
+        feeds: an input in ``execution.fixed_shapes`` takes that shape; otherwise a symbolic leading dim is 1
+        (batch) and any other symbolic dim is :data:`SEEDED_DIM` (64: sequence lengths, image sides a 32x
+        downsampling CNN still takes); integers in [0, 8), floats standard normal (``random_feeds``)."""
+        from xpuruntime.inference.feeds import random_feeds
+
+        fixed = dict(self.policy.execution.fixed_shapes or {})
+        for info in self._inputs:
+            if info.name not in fixed and any(not (isinstance(d, int) and d > 0) for d in info.shape or ()):
+                fixed[info.name] = tuple(d if isinstance(d, int) and d > 0 else 1 if i == 0 else SEEDED_DIM
+                                         for i, d in enumerate(info.shape))
+        return random_feeds(self._inputs, fixed, seed=seed)
+
+    def _check_accuracy(self, report: ExecutionReport, feeds: Any) -> None:
+        from xpuruntime.inference._verify import compare_outputs
+
+        contract = self.policy.execution.accuracy
+        label = contract.reference if contract is not None else "fp32"
+        feeds = self.seeded_feeds() if feeds is None else feeds
+        outputs = self.run(feeds)
+        reference = self.reference_engine(label)
+        try:
+            expected = reference.run(feeds)
+        finally:
+            reference.close()
+        outputs = outputs if isinstance(outputs, Mapping) else dict(zip(self._output_list, outputs))
+        expected = expected if isinstance(expected, Mapping) else dict(zip(reference._output_list, expected))
+        compare_outputs(report, outputs, expected, contract, label if label != "fp32" else f"{self.name} fp32")
+
+    def reference_engine(self, reference: str = "fp32") -> Engine:
+        """The reference an accuracy check compares with: ``"fp32"`` is this engine at IEEE fp32 with compile,
+        fusions, CUDA graphs and kernel choices off; an engine name is that engine at fp32 on the same model and
+        device. Built under ``fallback="allow"`` (its own receipt is not judged)."""
+        from xpuruntime.policies import Policy
+
+        ex = self.policy.execution.replace(precision="fp32", compile="off", fusions="off", cuda_graphs=False,
+                                           fallback="allow", accuracy=None)
+        policy = Policy(execution=ex)
+        same = reference == "fp32"
+        cls = type(self) if same else get_engine_class(reference)
+        cls.require()
+        _check_device(cls, self.device)
+        model = self.source_model if same else cls.load_model(self.source_model)
+        options = {k: v for k, v in self.options.items() if k != "compile"} if same else {}
+        engine = cls(model, self.device, policy, options, self.fingerprint_hash)
+        try:
+            engine.load()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""

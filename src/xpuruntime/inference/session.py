@@ -132,6 +132,17 @@ class InferenceSession:
         """Run once with the engine's profiler on and return the receipt with per-node times."""
         return self._engine.explain(feeds, output_names)
 
+    def validate(self, feeds: Any = None) -> ExecutionReport:
+        """Run ``feeds`` (seeded inputs when None) here and through the reference of ``execution.accuracy``
+        (default: this engine at IEEE fp32); the receipt's ``accuracy`` holds per output the max abs / rel error.
+
+        Non-finite outputs where the reference is finite are an ``accuracy`` violation, with or without a contract.
+
+        >>> sess.validate().accuracy[0]["max_abs"]   # doctest: +SKIP
+        0.0012
+        """
+        return self._engine.validate(feeds)
+
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""

@@ -52,7 +52,7 @@ def policy_json_schema() -> dict[str, Any]:
     aliases = {alias: ops[canon] for name in vocab.list_ops() for alias in vocab.get_op(name).aliases
                for canon in [name]}
     communication = CommunicationPolicy.model_json_schema()
-    defs = communication.pop("$defs", {})
+    defs = {**execution.pop("$defs", {}), **communication.pop("$defs", {})}
     names = [*NCCL_SETTINGS, *(s.env for s in NCCL_SETTINGS.values())]
     communication["properties"]["nccl"]["propertyNames"] = {"enum": sorted(names)}
     return {

@@ -21,13 +21,34 @@ from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies import vocabulary as vocab
 from xpuruntime.policies._common import MAX_INT, Change, check_plain_data, content_hash, diff_dicts
 
-__all__ = ["ExecutionPolicy", "Fallback", "Precision", "Compile", "Fusions", "policy_error_from_validation"]
+__all__ = ["ExecutionPolicy", "AccuracyContract", "Fallback", "Precision", "Compile", "Fusions", "policy_error_from_validation"]
 
 Precision = Literal[tuple(vocab.PRECISIONS)]  # type: ignore[valid-type]  # fp32, tf32, fp16, bf16, int8
 Fallback = Literal[vocab.FALLBACKS]  # type: ignore[valid-type]  # error, warn, allow
 Compile = Literal[vocab.COMPILE_MODES]  # type: ignore[valid-type]  # off, default, reduce-overhead, max-autotune
 Fusions = Literal[vocab.FUSIONS]  # type: ignore[valid-type]  # off, auto, bert, gpt2, vit
 _DAY_MS = 24 * 3600 * 1000
+
+
+class AccuracyContract(BaseModel):
+    """How close a session's outputs must be to a reference run: ``|out - ref| <= atol + rtol * |ref|``.
+
+    ``reference``: ``"fp32"`` (the same engine at IEEE float32, compile and fusions off) or an engine name.
+
+    >>> AccuracyContract(rtol=1e-2, atol=1e-3).reference
+    'fp32'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rtol: float = Field(..., ge=0, allow_inf_nan=False, description="relative tolerance (>= 0)")
+    atol: float = Field(..., ge=0, allow_inf_nan=False, description="absolute tolerance (>= 0)")
+    reference: str = Field("fp32", min_length=1, description="'fp32' (same engine, IEEE float32) or an engine name")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 class ExecutionPolicy(BaseModel):
@@ -58,6 +79,8 @@ class ExecutionPolicy(BaseModel):
                              "reduce-overhead or max-autotune (torch.compile modes; engines without one refuse it)")
     fusions: Fusions = Field("off", description="rewrite the graph with fused transformer ops: off, auto (detect), "
                              "bert, gpt2 or vit (ONNX Runtime's transformers optimizer)")
+    accuracy: AccuracyContract | None = Field(None, description="{rtol, atol, reference}: outputs checked against "
+                                              "a reference run at session creation")
 
     def __init__(self, **data: Any) -> None:
         check_plain_data(data, "execution")

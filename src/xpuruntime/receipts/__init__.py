@@ -13,6 +13,7 @@ False
 from __future__ import annotations
 
 from xpuruntime.receipts.report import (
+    EVIDENCE,
     ExecutionReport,
     NodeRecord,
     PolicyViolationWarning,
@@ -21,5 +22,5 @@ from xpuruntime.receipts.report import (
     group_violations,
 )
 
-__all__ = ["ExecutionReport", "NodeRecord", "PolicyViolationWarning", "Violation", "enforce_fallback",
+__all__ = ["EVIDENCE", "ExecutionReport", "NodeRecord", "PolicyViolationWarning", "Violation", "enforce_fallback",
            "group_violations"]

@@ -10,11 +10,15 @@ from xpuruntime.errors import safe_text
 if TYPE_CHECKING:
     from xpuruntime.receipts import ExecutionReport
 
-_COLUMNS = ("node", "op", "requested", "ran on", "kernel", "precision", "time us")
+_COLUMNS = ("node", "op", "requested", "ran on", "kernel", "precision", "evidence", "time us")
 
 
 def _short(provider: str | None) -> str:
     return (provider or "?").removesuffix("ExecutionProvider")
+
+
+def _g(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _rows(report: ExecutionReport, max_rows: int) -> list[tuple[str, ...]]:
@@ -23,7 +27,8 @@ def _rows(report: ExecutionReport, max_rows: int) -> list[tuple[str, ...]]:
         requested = " / ".join(x for x in (_short(n.requested) if n.requested else None, n.requested_kernel) if x) or "-"
         time = f"{n.time_us:.1f}" if n.time_us is not None else "-"
         mark = "" if n.honored else " !"
-        row = (n.name, n.op_type, requested, _short(n.provider) + mark, n.kernel or "-", n.precision or "-", time)
+        row = (n.name, n.op_type, requested, _short(n.provider) + mark, n.kernel or "-", n.precision or "-", n.evidence,
+               time)
         rows.append(tuple(safe_text(c) for c in row))  # names come from the model: no terminal escapes
     return rows
 
@@ -38,6 +43,11 @@ def _header(report: ExecutionReport) -> list[str]:
         + (", ".join(f"{p} ({c} nodes)" for p, c in counts.most_common()) or "-"),
         f"evidence   {', '.join(report.evidence) or '-'}{' (profiled run)' if report.profiled else ''}",
     ]
+    if report.evidence_of:
+        lines.append("claims     " + ", ".join(f"{k} {v}" for k, v in report.evidence_of.items()))
+    for a in report.accuracy:
+        lines.append(f"accuracy   {a['output']}: max abs {_g(a.get('max_abs'))}, max rel {_g(a.get('max_rel'))} vs "
+                     f"{a.get('reference')}" + ("" if a.get("finite", True) else " (NOT finite)"))
     if report.total_time_us is not None:
         lines.append(f"time       {report.total_time_us:.1f} us summed over nodes")
     return lines
@@ -46,8 +56,14 @@ def _header(report: ExecutionReport) -> list[str]:
 def _footer(report: ExecutionReport, limit: int | None = 8) -> list[str]:
     if report.honored:
         lines = ["verdict    policy honoured"]
-    else:
+    elif report.violations:
         lines = [f"verdict    {len(report.violations)} violation(s):", *_grouped(report, limit)]
+    else:
+        lines = ["verdict    not shown honoured: nothing has verified it yet"]
+    if report.unverified:
+        shown = ", ".join(report.unverified[:8]) + (f" and {len(report.unverified) - 8} more"
+                                                     if len(report.unverified) > 8 else "")
+        lines.append(f"unverified {shown} (run explain(), or build under fallback='error' to verify)")
     return lines + [f"note: {n}" for n in report.notes]
 
 

@@ -96,7 +96,10 @@ def _section(report: ExecutionReport, label: str, index: int) -> str:
 
 def _summary(report: ExecutionReport) -> str:
     verdict = ("<span class=\"verdict ok\" data-verdict=\"honoured\">honoured</span>" if report.honored else
-               f"<span class=\"verdict bad\" data-verdict=\"violated\">{len(report.violations)} violation(s)</span>")
+               f"<span class=\"verdict bad\" data-verdict=\"violated\">{len(report.violations)} violation(s)</span>"
+               if report.violations else
+               f"<span class=\"verdict bad\" data-verdict=\"unverified\">unverified: "
+               f"{_e(', '.join(report.unverified[:8]))}</span>")
     total = report.total_time_us
     rows = [("verdict", verdict), ("engine", _e(f"{report.engine} {report.engine_version or ''}")),
             ("device", _e(report.device)), ("policy", f"<code>{_e(report.policy_hash)}</code>"),
@@ -104,7 +107,11 @@ def _summary(report: ExecutionReport) -> str:
             ("nodes", f"{len(report.nodes)} ({_e(', '.join(report.providers_used) or '-')})"),
             ("profiled", "yes" if report.profiled else "no (placement only; run explain for times)"),
             ("total node time", "-" if total is None else f"{total:,.1f} us"),
-            ("evidence", _list(report.evidence)), ("notes", _list(report.notes) if report.notes else "-")]
+            ("evidence", _list(report.evidence)),
+            ("claims", _e(", ".join(f"{k} {v}" for k, v in report.evidence_of.items())) or "-"),
+            ("accuracy", _list([f"{a.get('output')}: max abs {a.get('max_abs')}, max rel {a.get('max_rel')} vs "
+                                f"{a.get('reference')}" for a in report.accuracy]) if report.accuracy else "-"),
+            ("notes", _list(report.notes) if report.notes else "-")]
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
     return f"<h3>Summary</h3><dl class=\"summary\">{items}</dl>"
 
@@ -120,8 +127,8 @@ def _violations(report: ExecutionReport) -> str:
             f"<table class=\"violations sortable\"><thead>{head}</thead><tbody>{rows}</tbody></table>")
 
 
-_COLUMNS = ("name", "op_type", "provider", "requested", "kernel", "requested_kernel", "precision", "time_us",
-            "calls", "honored")
+_COLUMNS = ("name", "op_type", "provider", "requested", "kernel", "requested_kernel", "precision", "evidence",
+            "time_us", "calls", "honored")
 
 
 def _nodes(report: ExecutionReport) -> str:

@@ -3,10 +3,16 @@
 Every field that says what *ran* is read from the engine's own evidence (ONNX Runtime's
 graph assignment and profiling JSON, OpenVINO's runtime model, the torch profiler); the
 ``evidence`` list names the sources used.
+
+Each requested item (``report.evidence_of``) and each node (``NodeRecord.evidence``) says how it is known, one of
+:data:`EVIDENCE`: ``observed`` (read back from the engine), ``configured`` (xpuruntime set the knob; the engine
+gives nothing to read back) or ``unverified`` (nothing shows it yet, e.g. per-node precision before a profiled
+run). ``honored`` means no violation *and* nothing unverified.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections import Counter
@@ -17,6 +23,7 @@ from typing import Any
 from xpuruntime.errors import PolicyViolationError, PolicyViolationWarning
 
 __all__ = [
+    "EVIDENCE",
     "ExecutionReport",
     "NodeRecord",
     "Violation",
@@ -24,6 +31,10 @@ __all__ = [
     "enforce_fallback",
     "group_violations",
 ]
+
+
+#: how a receipt knows a claim: read from the engine, set by us with nothing to read back, or not shown yet
+EVIDENCE: tuple[str, ...] = ("observed", "configured", "unverified")
 
 
 @dataclass
@@ -39,10 +50,18 @@ class NodeRecord:
     precision: str | None = None  # runtime precision, when the engine says
     time_us: float | None = None  # measured time of one run, when profiled
     calls: int = 0
+    #: how this record's placement, kernel and precision are known (one of EVIDENCE); a field left None claims
+    #: nothing. ``unverified`` with a requested kernel: the kernel that runs is not known until explain()
+    evidence: str = "observed"
 
     @property
     def honored(self) -> bool:
         return self.requested is None or self.provider == self.requested
+
+    @property
+    def unverified(self) -> bool:
+        """True when this node carries a request (a kernel) that nothing has shown yet."""
+        return self.evidence == "unverified" and self.requested_kernel is not None and self.kernel is None
 
 
 @dataclass(frozen=True)
@@ -84,11 +103,22 @@ class ExecutionReport:
     # "args"}; and xpuruntime's own spans: {"name", "start_us" (us since the epoch), "dur_us", "args"}
     events: list[dict[str, Any]] = field(default_factory=list)
     spans: list[dict[str, Any]] = field(default_factory=list)
+    #: requested key (``precision``, ``providers``, ...) -> one of EVIDENCE; a key not listed claims nothing
+    evidence_of: dict[str, str] = field(default_factory=dict)
+    #: per output, from validate() or an accuracy contract: {"output", "max_abs", "max_rel", "finite",
+    #: "reference_finite", "rtol", "atol", "reference", "within"}
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def unverified(self) -> list[str]:
+        """Requested items and nodes that nothing has shown yet (``precision``, ``kernel <node>``)."""
+        items = [key for key, level in self.evidence_of.items() if level == "unverified"]
+        return items + [f"kernel {n.name}" for n in self.nodes if n.unverified]
 
     @property
     def honored(self) -> bool:
-        """True when no violation was found."""
-        return not self.violations
+        """True when no violation was found and nothing requested is unverified."""
+        return not self.violations and not self.unverified
 
     @property
     def providers_used(self) -> list[str]:
@@ -105,9 +135,24 @@ class ExecutionReport:
         if violation not in self.violations:
             self.violations.append(violation)
 
+    def with_accuracy(self, validated: ExecutionReport) -> ExecutionReport:
+        """A copy of this receipt with the accuracy checks of ``validated`` (a ``validate()`` receipt) folded in.
+
+        >>> shown = session.report.with_accuracy(session.validate())  # doctest: +SKIP
+        """
+        out = copy.deepcopy(self)
+        out.accuracy = [dict(a) for a in validated.accuracy]
+        for violation in validated.violations:
+            if violation.kind == "accuracy":
+                out.add(violation)
+        if "accuracy" in validated.evidence_of:
+            out.evidence_of["accuracy"] = validated.evidence_of["accuracy"]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["honored"] = self.honored
+        data["unverified"] = self.unverified
         data["providers_used"] = self.providers_used
         return data
 
@@ -123,7 +168,8 @@ class ExecutionReport:
         """
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in known}
-        kept["nodes"] = [NodeRecord(**n) for n in kept.get("nodes", [])]
+        node_keys = {f.name for f in fields(NodeRecord)}
+        kept["nodes"] = [NodeRecord(**{k: v for k, v in n.items() if k in node_keys}) for n in kept.get("nodes", [])]
         kept["violations"] = [Violation(**v) for v in kept.get("violations", [])]
         return cls(**kept)
 
@@ -155,7 +201,9 @@ class ExecutionReport:
         return report_html([self])
 
     def summary(self) -> str:
-        verdict = "honoured" if self.honored else f"{len(self.violations)} violation(s)"
+        said = [f"{len(self.violations)} violation(s)"] if self.violations else []
+        said += [f"unverified: {', '.join(self.unverified[:4])}"] if self.unverified else []
+        verdict = "honoured" if self.honored else ", ".join(said)
         used = ", ".join(f"{p} x{c}" for p, c in Counter(n.provider for n in self.nodes).most_common())
         return (f"{self.engine} on {self.device}: {len(self.nodes)} nodes [{used}] - policy {self.policy_hash[:12]} "
                 f"{verdict}")

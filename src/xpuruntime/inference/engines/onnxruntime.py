@@ -355,6 +355,9 @@ class OnnxRuntimeEngine(Engine):
                 report.nodes.append(self._node(node.name, node.op_type, sub.ep_name, _op_precision(node.op_type)))
         if self.plan.graph_level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
             report.notes.append("nodes as assigned to providers; fusions made after the assignment show in explain()")
+        report.evidence_of["providers"] = "observed"  # the assignment info
+        if self.plan.model_variant == "original" and self.policy.execution.precision not in ("fp32", "tf32"):
+            report.evidence_of["precision"] = "configured"  # a provider flag (trt_fp16_enable ...) nothing reads back
         self._judge(report)
 
     def _node(self, name: str, op_type: str, provider: str, precision: str | None) -> NodeRecord:

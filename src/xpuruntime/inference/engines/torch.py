@@ -362,6 +362,7 @@ class TorchEngine(Engine):
         report.notes.append("kernels are read from torch.profiler by explain(); this receipt lists the model's ops")
         if self.weights_cast:
             report.requested["weights_cast"] = dict(self.weights_cast)
+            report.evidence_of["weights"] = "observed"  # the tensors' dtypes after the cast, counted
         with _RUN_LOCK, self._scope() as applied:
             for v in applied.violations:  # switches torch refused while being set
                 report.add(v)
@@ -379,7 +380,8 @@ class TorchEngine(Engine):
         kp = self.policy.kernels
         return [NodeRecord(name=name, op_type=op, provider=self.device_kind, requested=self.device.kind
                            if self.device.kind != "auto" else self.device_kind,
-                           requested_kernel="/".join(kp.resolve(op)) if op in kp else None) for name, op in found]
+                           requested_kernel="/".join(kp.resolve(op)) if op in kp else None, evidence="unverified")
+                for name, op in found]  # the model's ops; the kernels that run are read by a profiled run
 
     def profile_impl(self, report: ExecutionReport, feeds: dict[str, Any], output_names: Sequence[str]) -> None:
         from xpuruntime.pytorch import profile_run
