@@ -158,6 +158,20 @@ def test_torch_casts_weights_once_and_keeps_norms_in_fp32(precision: str) -> Non
     assert next(model.parameters()).dtype == torch.float32  # the user's module is untouched
 
 
+def test_torch_cast_all_mode_casts_the_norms_too_like_a_plain_half() -> None:
+    torch = pytest.importorskip("torch")
+    model, x = _block(), torch.randn(4, 16)
+    sess = xrt.InferenceSession(model, engine="torch", exec_policy={"precision": "bf16"},
+                                engine_options={"example_inputs": (x,), "precision_mode": "cast-all"})
+    cast = sess.report.requested["weights_cast"]
+    assert cast["kept_float32"] == [] and cast["norms"] == "cast"
+    assert all(p.dtype == torch.bfloat16 for p in sess.engine.module.parameters())
+    bare = _block().to(torch.bfloat16)
+    with torch.inference_mode():
+        want = bare(x.to(torch.bfloat16)).float().numpy()
+    np.testing.assert_array_equal(sess.run({"input": x.numpy()})["output"], want)  # the same numbers as by hand
+
+
 def test_torch_autocast_mode_stays_available() -> None:
     torch = pytest.importorskip("torch")
     sess = xrt.InferenceSession(_block(), engine="torch", exec_policy={"precision": "bf16"},

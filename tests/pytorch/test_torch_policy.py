@@ -290,3 +290,29 @@ def test_only_the_switches_a_policy_set_are_restored_so_the_users_own_changes_su
         xrt_torch.clear_kernel_policy()
         torch.backends.cudnn.benchmark = base["benchmark"]
     assert switches() == base
+
+
+@pytest.mark.parametrize("start", ["default", "unusual"])
+def test_a_plan_applied_again_replays_exactly_the_switches_its_first_write_set(start, request, switches):
+    """An engine applies one plan around every run; from the second time the raw values are replayed in one go.
+    Inside, the switches must be those the setters produced; outside, those before; a changed start writes anew."""
+    from xpuruntime.pytorch import _state, applied_policy, translate
+
+    before = request.getfixturevalue("unusual_start") if start == "unusual" else switches()
+    policy = xrt.Policy(kernels={"attention": ["flash", "math"], "matmul": "cublas"},
+                        execution=xrt.ExecutionPolicy(precision="fp32", deterministic=True, num_threads=1))
+    plan = translate(policy, execution=True)
+    inside = []
+    for _ in range(3):
+        with applied_policy(policy, plan, receipt=False) as receipt:
+            assert receipt is None
+            inside.append(switches())
+        assert switches() == before
+    assert id(plan) in _state._replays and inside[1] == inside[0] and inside[2] == inside[0]
+    torch.backends.cudnn.benchmark = not torch.backends.cudnn.benchmark  # another start: the setters run again
+    try:
+        with applied_policy(policy, plan, receipt=False):
+            assert switches() == inside[0]
+    finally:
+        torch.backends.cudnn.benchmark = not torch.backends.cudnn.benchmark
+    assert switches() == before

@@ -60,7 +60,8 @@ def _ort_dtype(type_str: str) -> str:
 
 
 def torch(eng: Any) -> Maker:
-    """The module moved and cast by hand (``.half()``/``.bfloat16()`` of every weight, norms included),
+    """The module moved and cast by hand (``.half()``/``.bfloat16()`` of every weight, norms included: the
+    engine's ``precision_mode="cast-all"``; its default ``"cast"`` keeps norms float32, two casts more per norm),
     ``torch.compile``\\ d with the same arguments, CUDA graphs captured by hand where xpuruntime captures them."""
     import torch as th
 

@@ -145,7 +145,7 @@ def _set_fp32(op: str, value: str) -> None:
     """``value`` is ieee or tf32; legacy setter first (it keeps the legacy and new flags in step)."""
     tf32 = value == "tf32"
     legacy = "legacy.matmul_precision" if op == "matmul" else "legacy.cudnn_tf32"
-    if _try(_readers()[legacy])[0]:  # never mix APIs when torch already refuses the legacy read
+    if _try(_cached_readers()[legacy])[0]:  # never mix APIs when torch already refuses the legacy read
         with _quiet():
             if op == "matmul":  # sets cuBLAS and oneDNN matmul precision in step with the legacy value
                 torch.set_float32_matmul_precision("high" if tf32 else "highest")

@@ -70,9 +70,31 @@ class _Frame:
 
     def write(self) -> None:
         self.before = _flags.snapshot()
-        failures = _write(self.plan)
+        replay = _replays.get(id(self.plan))
+        if replay is not None and replay[0] is self.plan and replay[1] == self.before:
+            _flags.restore(replay[2])  # the same plan from the same switches: the raw values it left, in one go
+            failures: list[Violation] = []
+        else:
+            failures = _write(self.plan)
+            if not failures and self.plan.settings:
+                after = _flags.snapshot()
+                changed = {k: v for k, v in after.items() if k in self.touched or self.before.get(k) != v}
+                _remember(self.plan, self.before, changed)
         if self.failures is None:
             self.failures = failures
+
+
+# Plans written before, by id: (plan, every switch before, the raw values the writes left where they changed or
+# were touched). Writing a plan is a fixed function of the switches, so the same plan written over the same
+# switches (an engine's every run) is replayed with one restore of those raw values instead of each setter.
+_replays: dict[int, tuple[TorchPlan, dict[str, Any], dict[str, Any]]] = {}
+_REPLAYS = 64
+
+
+def _remember(plan: TorchPlan, start: dict[str, Any], after: dict[str, Any]) -> None:
+    if len(_replays) >= _REPLAYS:
+        _replays.pop(next(iter(_replays)))
+    _replays[id(plan)] = (plan, start, after)
 
 
 _lock = threading.RLock()
@@ -157,6 +179,7 @@ def reset() -> None:
             _remove(frame)
         _persistent_policy = None
         _share_default(None)
+        _replays.clear()
     _ACTIVE.set(None)
 
 
@@ -210,14 +233,16 @@ def policy(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any
 
 @contextlib.contextmanager
 def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
-            device_type: str | None = None) -> Iterator[ExecutionReport]:
-    """Apply a translated plan for the block (no fallback rule: callers enforce it); yields its receipt."""
+            device_type: str | None = None, receipt: bool = True) -> Iterator[ExecutionReport | None]:
+    """Apply a translated plan for the block (no fallback rule: callers enforce it); yields its receipt, or None
+    with ``receipt=False`` (an engine's hot path: the same switches and context, no receipt built)."""
     frame = _push(plan)
     try:
-        report = apply_report(effective, plan, frame.failures or [])
+        report = apply_report(effective, plan, frame.failures or []) if receipt else None
+        found = report.violations if report is not None else _unique([*plan.violations, *(frame.failures or [])])
         state = Active(effective, plan.autocast or (outer.autocast if outer else None),
-                       (*(outer.violations if outer else ()), *report.violations),
-                       (*(outer.notes if outer else ()), *report.notes))
+                       (*(outer.violations if outer else ()), *found),
+                       (*(outer.notes if outer else ()), *(report.notes if report is not None else plan.notes)))
         token = _ACTIVE.set(state)
     except BaseException:
         _pop(frame)
@@ -234,6 +259,15 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
     finally:
         _ACTIVE.reset(token)
         _pop(frame)
+
+
+def _unique(violations: list[Violation]) -> list[Violation]:
+    """Violations in order, each once (as ``ExecutionReport.add`` keeps them)."""
+    kept: list[Violation] = []
+    for v in violations:
+        if v not in kept:
+            kept.append(v)
+    return kept
 
 
 def _nvtx_name(effective: Policy) -> str:

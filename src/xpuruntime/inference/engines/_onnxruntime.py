@@ -735,38 +735,59 @@ def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> Mo
 
 # -- CUDA graphs --------------------------------------------------------------------------------
 class GraphBinding:
-    """The binding of one CUDA-graph session, built on its first run."""
+    """The binding of one CUDA-graph session, built on its first run.
 
-    def __init__(self, ort: Any, session: Any, proto: Any, device_id: int) -> None:
-        self.ort, self.session, self.proto, self.device_id = ort, session, proto, device_id
+    Every output's shape and dtype come from ONNX Runtime itself, never from ONNX shape inference (which knows
+    neither ORT's fused contrib ops nor the free-dimension overrides of ``fixed_shapes``): the first call runs
+    once with each output bound to the device for ORT to allocate (a regular run: the CUDA provider captures on
+    the third run of a session, ``min_num_runs_before_cuda_graph_capture_ = 2``), then binds buffers of those
+    shapes that never move, so the captured graph writes to the same addresses on every replay. Every output of
+    the session is bound, whatever a call asks for. Host feeds are copied into device buffers the binding owns
+    (``update_inplace``); device feeds must stay at the address they were captured at.
+
+    ``device`` is the OrtValue device (``"cuda"``; ``"cpu"`` lets the CPU tests exercise the same binding).
+    """
+
+    def __init__(self, ort: Any, session: Any, device_id: int, device: str = "cuda") -> None:
+        self.ort, self.session, self.device_id, self.device = ort, session, device_id, device
         self.binding: Any = None
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
         self.pointers: dict[str, int] = {}
 
     def run(self, feeds: dict[str, Any], names: Sequence[str], run: Any) -> list[Any]:
+        """Copy ``feeds`` in, ``run(binding)`` (the session's run_with_iobinding), return ``names`` as numpy."""
         if self.binding is None:
-            self._build(feeds, names)
-        self._update(feeds)
+            self._build(feeds, run)
+        else:
+            self._update(feeds)
         run(self.binding)
         return [self.outputs[n].numpy() for n in names]
 
-    def _build(self, feeds: dict[str, Any], names: Sequence[str]) -> None:
-        self.binding = self.session.io_binding()
+    def _build(self, feeds: dict[str, Any], run: Any) -> None:
+        binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, DeviceArray):
-                self.binding.bind_input(name, "cuda", value.device_id, value.dtype, list(value.shape), value.ptr)
+                binding.bind_input(name, self.device, value.device_id, value.dtype, list(value.shape), value.ptr)
                 self.pointers[name] = value.ptr
             else:
-                ov = self.ort.OrtValue.ortvalue_from_numpy(value, "cuda", self.device_id)
+                owned = value.copy() if self.device == "cpu" else value  # a CPU OrtValue wraps the array itself
+                ov = self.ort.OrtValue.ortvalue_from_numpy(owned, self.device, self.device_id)
                 self.inputs[name] = ov
-                self.binding.bind_ortvalue_input(name, ov)
-        shapes = _output_shapes(self.proto, {n: tuple(v.shape) for n, v in feeds.items()}, names)
+                binding.bind_ortvalue_input(name, ov)
+        names = [o.name for o in self.session.get_outputs()]
         for name in names:
-            dtype = np.dtype(_output_dtype(self.session, name))
-            ov = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shapes[name]), dtype, "cuda", self.device_id)
+            binding.bind_output(name, self.device, self.device_id)
+        run(binding)  # ORT allocates every output: their shapes are ORT's own
+        probed = dict(zip(names, binding.get_outputs()))
+        binding.clear_binding_outputs()
+        for name in names:
+            value = probed[name]
+            ov = self.ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape()), np.dtype(_ort_type(value)),
+                                                                self.device, self.device_id)
             self.outputs[name] = ov
-            self.binding.bind_ortvalue_output(name, ov)
+            binding.bind_ortvalue_output(name, ov)
+        self.binding = binding
 
     def _update(self, feeds: dict[str, Any]) -> None:
         for name, value in feeds.items():
@@ -776,6 +797,10 @@ class GraphBinding:
                                      expected="the same tensor every run (update it in place)",
                                      received=f"a tensor at 0x{value.ptr:x}",
                                      hint="copy new data into the first tensor: x.copy_(new_x)")
+            elif name not in self.inputs:
+                raise InputError(f"input {name!r} was a device tensor when the CUDA graph was captured",
+                                 expected="the same kind of feed every run", received="a host array",
+                                 hint="use one session per kind of feed")
             elif tuple(value.shape) != tuple(self.inputs[name].shape()):
                 raise InputError(f"input {name!r} changed shape under cuda_graphs",
                                  expected=f"shape {list(self.inputs[name].shape())} (captured)",
@@ -784,31 +809,14 @@ class GraphBinding:
                 self.inputs[name].update_inplace(value)
 
 
-def _output_dtype(session: Any, name: str) -> str:
-    
-    return next(ORT_TYPES[o.type] for o in session.get_outputs() if o.name == name)
-
-
-def _output_shapes(proto: Any, input_shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> dict[str, tuple]:
-    """Static output shapes for the given input shapes, by ONNX shape inference."""
-    import onnx
-
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
-    for inp in model.graph.input:
-        if inp.name in input_shapes:
-            for dim, size in zip(inp.type.tensor_type.shape.dim, input_shapes[inp.name]):
-                dim.Clear()
-                dim.dim_value = int(size)
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    shapes = {o.name: tuple(d.dim_value if d.HasField("dim_value") else -1 for d in o.type.tensor_type.shape.dim)
-              for o in inferred.graph.output}
-    for name in names:
-        if name not in shapes or any(d < 0 for d in shapes[name]):
-            raise UnsupportedOperationError(f"cuda_graphs needs a static shape for output {name!r}",
-                                            expected="outputs whose shapes follow from the input shapes",
-                                            received=f"{shapes.get(name)}", hint="set fixed_shapes, or cuda_graphs=False")
-    return shapes
+def _ort_type(value: Any) -> str:
+    """An OrtValue's element type as a numpy dtype name (``data_type()`` says ``tensor(float16)``)."""
+    kind = value.data_type()
+    if kind not in ORT_TYPES or ORT_TYPES[kind] in ("object", "bfloat16"):
+        raise UnsupportedOperationError(f"cuda_graphs cannot hold an output of type {kind}",
+                                        expected="numeric outputs numpy can hold", received=kind,
+                                        hint="set cuda_graphs=False")
+    return ORT_TYPES[kind]
 
 
 # -- deliberate CPU placement beside CUDA (onnxruntime/core/framework/fallback_cpu_capability.cc) -----------------

@@ -329,7 +329,7 @@ class OnnxRuntimeEngine(Engine):
 
         with self._run_lock:
             if getattr(self, "_graph", None) is None:
-                self._graph = tr.GraphBinding(_ort(), self.session, self.model.proto, self.device.index or 0)
+                self._graph = tr.GraphBinding(_ort(), self.session, self.device.index or 0)
             return self._graph.run(feeds, names, lambda b: self._guarded(
                 lambda ro: self.session.run_with_iobinding(b, ro)))
 

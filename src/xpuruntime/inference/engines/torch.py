@@ -8,7 +8,9 @@ Runtime's fp16 copy keeps them). The ops torch's autocast keeps in float32 that 
 ``GroupNorm``, ``RMSNorm``) keep float32 weights and run in float32 (their input upcast, their output cast back);
 ``BatchNorm`` runs in the input dtype, as under autocast; the softmax inside ``scaled_dot_product_attention``
 accumulates in float32 in torch's fused kernels. The receipt's ``requested["weights_cast"]`` says what was cast.
-``engine_options={"precision_mode": "autocast"}`` keeps fp32 weights under ``torch.autocast`` instead.
+``engine_options={"precision_mode": "autocast"}`` keeps fp32 weights under ``torch.autocast`` instead;
+``"cast-all"`` casts every weight, norms included, with no hooks (what ``module.half()`` does by hand: fastest,
+and the bare baseline of :mod:`xpuruntime.inference._bare`; the receipt's ``kept_float32`` is then empty).
 ``execution.compile`` (``default``, ``reduce-overhead``, ``max-autotune``) compiles the module with
 ``torch.compile`` in that mode; ``reduce-overhead`` and ``max-autotune`` bring torch's own CUDA graphs, so
 ``cuda_graphs`` then adds no second capture. Receipts: ``session.report`` lists the model's
@@ -22,7 +24,8 @@ ran from ``torch.profiler``.
 - ``compile``: ``True``, a ``torch.compile`` mode string or a dict of its keyword arguments: the raw escape
   hatch over ``execution.compile`` (which it overrides). Off by default: compilation costs seconds to
   minutes at the first run, so it is asked for, never implied by ``optimize_level``;
-- ``precision_mode``: ``"cast"`` (default: fp16/bf16 weights cast once) or ``"autocast"``;
+- ``precision_mode``: ``"cast"`` (default: fp16/bf16 weights cast once, norms kept float32), ``"cast-all"``
+  (every weight cast, norms included) or ``"autocast"``;
 - ``copy``: ``True`` (default) serves a deep copy of an ``nn.Module``, so the training model keeps its device
   and train mode; ``False`` moves and evaluates the module itself (no second copy of the weights);
 - ``input_names`` / ``output_names``: names to use instead of the derived ones.
@@ -42,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import os
 import threading
@@ -147,10 +151,11 @@ class TorchEngine(Engine):
         violations = [*native.violations, *target_violations]
         notes = list(native.notes)
         mode = options.get("precision_mode", "cast")
-        if mode not in ("cast", "autocast"):
+        if mode not in ("cast", "cast-all", "autocast"):
             raise PolicyError("unknown precision_mode", field="engine_options.precision_mode",
-                              expected="'cast' (weights cast once) or 'autocast'", received=repr(mode))
-        self.cast_dtype = policy.execution.precision if native.autocast and mode == "cast" else None
+                              expected="'cast' (weights cast once, norms float32), 'cast-all' or 'autocast'", received=repr(mode))
+        self.cast_dtype = policy.execution.precision if native.autocast and mode != "autocast" else None
+        self.norms_fp32 = mode == "cast"
         if self.cast_dtype:
             native = dataclasses.replace(native, autocast=None)
         compile_option = _compile_option(policy, options)
@@ -176,7 +181,8 @@ class TorchEngine(Engine):
     def load_impl(self) -> None:
         self.violations: list[Violation] = []  # found while running (a graph capture that fell back)
         self.module = self._prepare(self.model)
-        self.weights_cast = _cast_weights(self.module, self.cast_dtype) if self.cast_dtype else None
+        self.weights_cast = _cast_weights(self.module, self.cast_dtype, norms_fp32=self.norms_fp32) \
+            if self.cast_dtype else None
         self._graph: Any = None
         self._compiled: Callable[..., Any] | None = None
         self.examples = self._examples()
@@ -312,6 +318,11 @@ class TorchEngine(Engine):
     def _use_graph(self) -> bool:
         return self.policy.execution.cuda_graphs and self.device_kind == "cuda" and not self._graphs_by_compile()
 
+    @functools.cached_property
+    def _modes(self) -> tuple[bool, bool]:
+        """(xpuruntime captures a CUDA graph, torch.compile captures them): fixed at load, read on every run."""
+        return bool(self._use_graph()), bool(self._graphs_by_compile())
+
     def _graph_forward(self, inputs: Sequence[Any]) -> Any:
         from xpuruntime.pytorch import capture_graph
 
@@ -338,21 +349,22 @@ class TorchEngine(Engine):
         as_tensors = any(isinstance(v, (torch.Tensor, DeviceArray)) for v in feeds.values())
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
         inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
-        with _RUN_LOCK, _torch_errors(), self._scope():
-            if self._graphs_by_compile():
+        graph, by_compile = self._modes
+        with _RUN_LOCK, _torch_errors(), self._scope(receipt=False):
+            if by_compile:
                 torch.compiler.cudagraph_mark_step_begin()
-            result = self._graph_forward(inputs) if self._use_graph() else self._forward(inputs)
+            result = self._graph_forward(inputs) if graph else self._forward(inputs)
             flat = dict(_flatten(result))
             picked = [flat[self._output_keys[self._output_list.index(n)]] for n in output_names]
-            if self._use_graph() or self._graphs_by_compile():  # the graph's output buffers are reused
-                picked = [t.clone() for t in picked]
+            if (graph or by_compile) and (as_tensors or outputs):  # the graph's output buffers are reused; a copy
+                picked = [t.clone() for t in picked]                 # to the host is a new tensor already
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
 
-    def _scope(self) -> Any:
+    def _scope(self, receipt: bool = True) -> Any:
         from xpuruntime.pytorch import applied_policy
 
-        return applied_policy(self.policy, self.plan.native, device_type=self.device_kind)
+        return applied_policy(self.policy, self.plan.native, device_type=self.device_kind, receipt=receipt)
 
     # -- receipts ------------------------------------------------------------------------
     def report_impl(self, report: ExecutionReport) -> None:
@@ -432,15 +444,16 @@ def _fusion_violations(policy: Policy) -> list[Violation]:
                       "execution.compile (Inductor) instead")]
 
 
-def _cast_weights(module: Any, precision: str) -> dict[str, Any]:
-    """Cast ``module``'s floating parameters and buffers to fp16/bf16 once; norms of autocast's fp32 list stay
-    float32 and run in float32 (input upcast, output cast back). Returns what was done, for the receipt."""
+def _cast_weights(module: Any, precision: str, *, norms_fp32: bool = True) -> dict[str, Any]:
+    """Cast ``module``'s floating parameters and buffers to fp16/bf16 once; with ``norms_fp32``, norms of
+    autocast's fp32 list stay float32 and run in float32 (input upcast, output cast back: two casts and two
+    Python hooks per norm on every call). Returns what was done, for the receipt."""
     torch = _torch()
     dtype = getattr(torch, _TORCH_DTYPES[precision])
     before = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
     module.to(dtype)
     kept: list[str] = []
-    for name, sub in module.named_modules():
+    for name, sub in module.named_modules() if norms_fp32 else ():
         if type(sub).__name__ in _FP32_MODULES:
             sub.float()
             sub.register_forward_pre_hook(_upcast_inputs)
@@ -451,7 +464,8 @@ def _cast_weights(module: Any, precision: str) -> dict[str, Any]:
     after = sum(t.numel() * t.element_size() for t in tensors)
     cast = sum(1 for t in tensors if t.dtype == dtype)
     return {"dtype": _TORCH_DTYPES[precision], "tensors_cast": cast, "bytes_before": before, "bytes_after": after,
-            "kept_float32": kept, "how": "cast once at load; inputs cast in, floating outputs cast back to float32"}
+            "kept_float32": kept, "norms": "float32" if norms_fp32 else "cast",
+            "how": "cast once at load; inputs cast in, floating outputs cast back to float32"}
 
 
 def _upcast_inputs(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
