@@ -124,3 +124,63 @@ def test_onnxruntime_integer_and_boolean_ops_are_never_judged_as_float_compute(c
     ops = {n.name: n.op_type for n in report.nodes}
     judged = {ops.get(v.subject) for v in report.violations if v.kind == "precision"}
     assert not judged & INTEGER_OPS, sorted(judged & INTEGER_OPS)
+
+
+#: the 34 nodes ONNX Runtime 1.31.1 placed on the CPU beside CUDA for the dynamic BERT, fp32, on an H100
+#: (benchmarks/results/conformance_gpu_h100.log, "CPU nodes:"); the rule once missed the six Equal/Where ones,
+#: whose other inputs ONNX Runtime's level-1 constant folding turns into small initializers before partitioning
+H100_CPU_NODES = [f"/model/embeddings/{n}" for n in (
+    "Gather", "Gather_1", "Unsqueeze", "Gather_2", "Unsqueeze_1", "Concat", "Reshape", "Equal", "Where",
+    "Unsqueeze_2", "Concat_1", "Reshape_1", "Equal_1", "Where_1")] + [f"/model/{n}" for n in (
+    "Gather", "Gather_1", "Gather_2", "Gather_3", "Concat", "Unsqueeze_11", "Concat_1", "Reshape_2", "Equal",
+    "Where")] + [f"/model/encoder/layer.0/attention/self/{n}" for n in (
+    "Concat_1", "Unsqueeze_6", "Unsqueeze_7", "Concat_3")] + [f"/model/encoder/layer.1/attention/self/{n}" for n in (
+    "Gather", "Gather_1", "Concat_1", "Unsqueeze_6", "Unsqueeze_7", "Concat_3")]
+
+
+def test_onnxruntime_rule_recognises_every_cpu_node_onnxruntime_chose_on_h100(corpus_cache: Path) -> None:
+    """Every node of the logged H100 assignment is recognised (none is a false provider_fallback), and no float
+    MatMul/Add/Softmax of the model is ever claimed as deliberate."""
+    import onnx
+
+    from xpuruntime.inference.engines import _onnxruntime as tr
+
+    assert len(set(H100_CPU_NODES)) == 34
+    proto = onnx.load(_build("bert", True, corpus_cache))
+    preferred = tr.cpu_preferred_nodes(proto)
+    assert not set(H100_CPU_NODES) - preferred, sorted(set(H100_CPU_NODES) - preferred)
+    types = tr._value_types(proto)
+    float_compute = {n.name for n in proto.graph.node if n.op_type in {"MatMul", "Add", "Softmax", "Mul"}
+                     and any(types.get(i) == onnx.TensorProto.FLOAT for i in n.input)}
+    assert float_compute and not float_compute & preferred, sorted(float_compute & preferred)
+    nodes = _assignment(proto, set(H100_CPU_NODES))  # as on the H100: Shape ran on CUDA, these 34 on the CPU
+    found, notes = tr.judge_placement(nodes, tr.CUDA, proto, lambda n: "no kernel", beside_cuda=True)
+    assert found == [] and notes and notes[0].startswith("34 node(s)"), (found, notes)
+
+
+def test_onnxruntime_rule_folds_constants_but_never_claims_float_compute() -> None:
+    """On a small graph: Equal/Where fed a Shape-derived tensor and a tensor ONNX Runtime constant-folds
+    (ConstantOfShape of a constant, times a constant) go to the CPU; a MatMul fed only CPU tensors and a small
+    float initializer does not (float compute on the CPU beside CUDA stays a fallback)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from xpuruntime.inference.engines import _onnxruntime as tr
+
+    two = helper.make_tensor("two", TensorProto.INT64, [1], [2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("ConstantOfShape", ["two"], ["ones"], name="cos",
+                              value=helper.make_tensor("v", TensorProto.INT64, [1], [1])),
+             helper.make_node("Mul", ["ones", "two"], ["twos"], name="mul_const"),
+             helper.make_node("Equal", ["s", "twos"], ["eq"], name="equal"),
+             helper.make_node("Where", ["eq", "twos", "s"], ["shape_out"], name="where"),
+             helper.make_node("Cast", ["shape_out"], ["sf"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["sf", "zero"], ["row"], name="unsqueeze"),
+             helper.make_node("MatMul", ["row", "w"], ["y"], name="matmul")]
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [two, w, zero])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    assert tr.cpu_preferred_nodes(proto) == {"equal", "where", "cast", "unsqueeze"}

@@ -834,6 +834,15 @@ _CUDA_CPU_INPUTS = {"Reshape": {1}, "Expand": {1}, "ConstantOfShape": {0}, "Rang
                     "ReduceMax": {1}, "ReduceMin": {1}, "ReduceProd": {1}, "If": {0}, "Loop": {0, 1}}
 _SMALL_INITIALIZER = 100  # elements (kSmallInitializerThreshold)
 _HALF_TYPES = frozenset({10, 16})  # TensorProto.FLOAT16, BFLOAT16: never moved to the CPU
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+#: float compute never claimed as deliberate, whatever feeds it: on the CPU beside CUDA it is a fallback
+_FLOAT_COMPUTE_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "MultiHeadAttention",
+                                "LayerNormalization", "SkipLayerNormalization", "Softmax", "Einsum", "FusedMatMul",
+                                "MatMulNBits", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+                                "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Tanh", "Relu", "Gelu", "Sigmoid"})
+#: never constant-folded by ONNX Runtime (non-deterministic or kept for quantisation)
+_NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                         "Bernoulli", "Dropout", "QuantizeLinear", "DequantizeLinear"})
 
 
 def cpu_preferred_nodes(proto: Any) -> set[str]:
@@ -842,15 +851,20 @@ def cpu_preferred_nodes(proto: Any) -> set[str]:
     every input is a CPU tensor (not one the CUDA kernel takes in CPU memory anyway), a small initializer
     (<= 100 elements) or a graph input, and none is float16/bfloat16; its outputs are then CPU tensors.
 
-    Approximate where ONNX Runtime works on its optimised graph, and it assumes the CUDA provider has a kernel for
-    each node. ``proto`` is an ``onnx.ModelProto``.
+    ONNX Runtime partitions after its level-1 constant folding, so a tensor computed from constants only
+    (``ConstantOfShape`` of a constant shape, ``Mul`` of it by a constant...) counts as the initializer it becomes
+    (:func:`_folded_constants`). Float compute (:data:`_FLOAT_COMPUTE_OPS` on a float tensor) is never claimed: a
+    MatMul on the CPU stays a fallback. Approximate where other level-1 rewrites change the graph, and it assumes
+    the CUDA provider has a kernel for each node. ``proto`` is an ``onnx.ModelProto``.
 
     >>> cpu_preferred_nodes(onnx.load("bert_dynamic.onnx"))   # doctest: +SKIP
     {'/model/Gather', '/model/Unsqueeze', ...}
     """
     graph = proto.graph
-    small, types = _small_constants(graph), _value_types(proto)
+    types, shapes = _value_info(proto)
     inputs = {v.name for v in graph.input} - {t.name for t in graph.initializer}
+    folded = _folded_constants(graph, shapes)
+    small = _small_constants(graph) | {n for n in folded if 0 <= _elements(shapes.get(n)) <= _SMALL_INITIALIZER}
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(graph.node):
         for name in node.input:
@@ -866,11 +880,13 @@ def cpu_preferred_nodes(proto: Any) -> set[str]:
         placed.add(index)
         cpu_args.update(o for o in node.output if o)
         todo = sorted(set(todo) | {i for o in node.output for i in consumers.get(o, ())})
-    return {graph.node[i].name for i in placed}
+    return {graph.node[i].name for i in placed if not set(graph.node[i].output) <= folded}  # folded: gone
 
 
 def _to_cpu(node: Any, cpu_args: set[str], small: set[str], inputs: set[str], types: dict[str, int]) -> bool:
     held = _CUDA_CPU_INPUTS.get(node.op_type, set())
+    if node.op_type in _FLOAT_COMPUTE_OPS and any(types.get(n) in _FLOAT_TYPES for n in node.input if n):
+        return False
     for i, name in enumerate(node.input):
         if not name:
             continue
@@ -881,6 +897,36 @@ def _to_cpu(node: Any, cpu_args: set[str], small: set[str], inputs: set[str], ty
         if name not in cpu_args or i in held:
             return False
     return True
+
+
+def _folded_constants(graph: Any, shapes: dict[str, list[int]]) -> set[str]:
+    """Outputs of the nodes ONNX Runtime's constant folding (level 1, before partitioning) turns into initializers:
+    every input an initializer that is no graph input, a Constant or another folded tensor (deterministic, no
+    subgraph, no (De)QuantizeLinear), and Shape/Size of a tensor whose shape is static. Graph order is
+    topological in a valid ONNX model."""
+    overridable = {v.name for v in graph.input}
+    constant = {t.name for t in graph.initializer} - overridable
+    folded: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "Constant":
+            constant.update(node.output)
+            continue
+        if (node.op_type in _NOT_FOLDED or node.domain not in ("", "ai.onnx") or not any(node.input)
+                or any(a.type in (5, 10) for a in node.attribute)):  # GRAPH, GRAPHS: control flow
+            continue
+        static = node.op_type in _CPU_OUTPUT_OPS and _elements(shapes.get(node.input[0])) >= 0
+        if static or all(not name or name in constant for name in node.input):
+            outputs = [o for o in node.output if o]
+            constant.update(outputs)
+            folded.update(outputs)
+    return folded
+
+
+def _elements(shape: list[int] | None) -> int:
+    """Element count of a static shape; -1 when unknown or symbolic."""
+    if shape is None or any(d < 0 for d in shape):
+        return -1
+    return int(np.prod(shape or [1]))
 
 
 def _small_constants(graph: Any) -> set[str]:
@@ -896,17 +942,27 @@ def _small_constants(graph: Any) -> set[str]:
 
 def _value_types(proto: Any) -> dict[str, int]:
     """Element type of every tensor ONNX shape inference can tell (empty where it cannot, e.g. > 2 GiB)."""
+    return _value_info(proto)[0]
+
+
+def _value_info(proto: Any) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Element type and shape (-1 for a symbolic or unknown dimension) of every tensor ONNX shape inference, with
+    data propagation (shapes computed from constants), can tell; graph inputs only where it cannot."""
     try:
         import onnx
 
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # a model onnx cannot infer: the half-precision check then sees graph inputs only
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # a model onnx cannot infer (e.g. > 2 GiB): types and shapes of the graph's own value infos
         inferred = proto
     graph = inferred.graph
     types = {t.name: t.data_type for t in graph.initializer}
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
     for v in [*graph.input, *graph.value_info, *graph.output]:
         types.setdefault(v.name, v.type.tensor_type.elem_type)
-    return types
+        if v.type.tensor_type.HasField("shape"):
+            shapes.setdefault(v.name, [d.dim_value if d.HasField("dim_value") else -1
+                                       for d in v.type.tensor_type.shape.dim])
+    return types, shapes
 
 
 def judge_placement(nodes: Sequence[Any], target: str, proto: Any, reason: Any,
