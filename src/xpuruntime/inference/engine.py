@@ -123,12 +123,7 @@ class Engine(ABC):
             tuning = lock.engine_tuning
         engine = cls(cls.load_model(model), spec, policy, options or {}, fingerprint().hash, tuning)
         engine.lock_record = _lock_record(lock)
-        try:
-            engine.load()
-        except BaseException:
-            engine.close()
-            raise
-        return engine
+        return _load_or_close(engine)
 
     def load(self) -> ExecutionReport:
         """Translate the policy into a :class:`Plan`, build the engine session, and judge the receipt."""
@@ -296,13 +291,7 @@ class Engine(ABC):
         _check_device(cls, self.device)
         model = self.source_model if same else cls.load_model(self.source_model)
         options = {k: v for k, v in self.options.items() if k != "compile"} if same else {}
-        engine = cls(model, self.device, policy, options, self.fingerprint_hash)
-        try:
-            engine.load()
-        except BaseException:
-            engine.close()
-            raise
-        return engine
+        return _load_or_close(cls(model, self.device, policy, options, self.fingerprint_hash))
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""
@@ -488,6 +477,16 @@ def _check_device(engine_cls: type[Engine], device: Any) -> None:
         raise DeviceError(f"engine {engine_cls.name!r} cannot target {device}",
                           expected=f"a device of kind {', '.join(engine_cls.devices)} (or 'auto')",
                           received=str(device), hint="pick another device, or engine='onnxruntime' for the CPU")
+
+
+def _load_or_close(engine: Engine) -> Engine:
+    """``engine`` loaded, or closed (what it built released) and the error raised."""
+    try:
+        engine.load()
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def _lock_record(lock: Any) -> dict[str, Any] | None:
