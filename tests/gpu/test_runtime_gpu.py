@@ -197,7 +197,6 @@ def test_profile_context_over_a_cuda_session_and_torch():
     assert any(e.get("cat") == "kernel" for e in events), "torch profiler GPU kernels in the trace"
 
 
-# last: a refused capture leaves torch's CUDA state as torch leaves it
 def test_capture_graph_context_form_refuses_a_host_sync_by_name():
     torch = pytest.importorskip("torch")
     import xpuruntime.pytorch as xrt_torch
@@ -207,3 +206,47 @@ def test_capture_graph_context_form_refuses_a_host_sync_by_name():
     with pytest.raises(xrt.PolicyViolationError, match="capture_graph"):
         with xrt_torch.capture_graph():
             x.sum().item()  # a host sync is not capturable
+    _assert_usable(torch)
+
+
+def test_after_failed_captures_random_ops_and_triton_kernels_still_run():
+    """Issue: a failed capture left torch's default CUDA generator in capture mode, and every later random op in
+    the process raised 'Offset increment outside graph capture encountered unexpectedly'."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    import xpuruntime.pytorch as xrt_torch
+    from xpuruntime.kernels import triton_layernorm as tln
+    from xpuruntime.receipts import PolicyViolationWarning
+
+    x = torch.ones(4, device="cuda")
+    x.sum().item()
+    with pytest.raises(xrt.PolicyViolationError, match="could not capture the block"):
+        with xrt_torch.capture_graph(fallback="allow"):
+            torch.randn(4, device="cuda").sum().item()  # random numbers, then a host sync, inside the capture
+    _assert_usable(torch)
+    with pytest.warns(PolicyViolationWarning, match="could not capture it"):
+        step = xrt_torch.capture_graph(lambda t: t.sum().item(), x, fallback="warn")  # the function form
+    assert not step.captured and step(x) == 4.0
+    _assert_usable(torch)
+    torch.manual_seed(0)
+    a = torch.randn(8, 256, device="cuda")
+    torch.manual_seed(0)
+    assert torch.equal(a, torch.randn(8, 256, device="cuda"))  # seeding and the eager stream work as before
+    y, mean, _ = tln.layer_norm_forward(a, torch.ones(256, device="cuda"), torch.zeros(256, device="cuda"), 1e-5)
+    torch.testing.assert_close(mean, a.mean(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(a, (256,)), rtol=1e-4, atol=1e-4)
+    g = torch.cuda.CUDAGraph()  # and a later capture with random numbers in it captures and replays
+    static = torch.zeros(4, device="cuda")
+    with torch.cuda.graph(g):
+        static.copy_(torch.rand(4, device="cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    assert bool(((static >= 0) & (static < 1)).all())
+
+
+def _assert_usable(torch):
+    """The default stream is current again and the default generator draws eagerly."""
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert not torch.cuda.is_current_stream_capturing()
+    assert torch.randn(16, device="cuda").isfinite().all()
+    torch.cuda.synchronize()

@@ -163,3 +163,21 @@ def test_a_model_trained_under_a_policy_serves_like_its_onnx_export():
     x = np.random.default_rng(0).standard_normal((2, 8, 16)).astype(np.float32)
     np.testing.assert_allclose(served.run({"x": x})["output"], exported.run({"x": x})["output"], rtol=1e-4,
                                atol=1e-5)
+
+
+def test_a_cast_model_is_observed_in_its_parameters_when_the_profiler_sees_no_ops(monkeypatch: pytest.MonkeyPatch):
+    """Under cuda_graphs the profiled run is one graph replay: no per-op dtypes. The weights this engine cast, read
+    back from the module, and the model's outputs before the cast back are the evidence then (here the profiler is
+    made to see nothing, as it does for a replay); autocast has no such evidence and stays unverified."""
+    from xpuruntime.errors import PolicyViolationError
+
+    monkeypatch.setattr(xrt_torch, "profile_run", lambda report, run, *args: run())
+    module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4))
+    options = {"example_inputs": (torch.randn(2, 8),)}
+    policy = {"precision": "bf16", "fallback": "error"}
+    report = xrt.InferenceSession(module, engine="torch", engine_options=options, exec_policy=policy).report
+    assert report.honored and report.evidence_of["precision"] == "observed"
+    assert any("floating tensors bfloat16" in e and "(bfloat16)" in e for e in report.evidence)
+    with pytest.raises(PolicyViolationError, match=r"\[unverified\] precision: requested bf16"):
+        xrt.InferenceSession(module, engine="torch", engine_options={**options, "precision_mode": "autocast"},
+                             exec_policy=policy)

@@ -84,3 +84,49 @@ def test_torch_tensors_are_checked_too(mm: Any):
     with pytest.raises(InputError, match="does not fit"):
         check_output_buffer("y", torch.zeros(2, 4, dtype=torch.float64), info)
     check_output_buffer("y", torch.zeros(2, 4), info)
+
+
+class _CudaArray:
+    """A CUDA array as cupy presents one (``__cuda_array_interface__`` and ``device.id``); never dereferenced."""
+
+    def __init__(self, shape: tuple[int, ...], device_id: int = 0, readonly: bool = False) -> None:
+        self.shape, self.device = shape, type("Dev", (), {"id": device_id})()
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (1 << 20, readonly),
+                                         "version": 3, "strides": None}
+
+
+def test_cuda_buffers_must_sit_on_the_sessions_device():
+    from xpuruntime.inference.feeds import TensorInfo, check_output_buffer
+    from xpuruntime.runtime.devices import DeviceSpec
+
+    info, accepts = TensorInfo("y", (2, 4), "float32"), ("numpy", "cuda")
+    check_output_buffer("y", _CudaArray((2, 4)), info, accepts, device=DeviceSpec("cuda", 0))
+    check_output_buffer("y", _CudaArray((2, 4), 1), info, accepts, device=DeviceSpec("cuda", 1))
+    for device, buffer in ((DeviceSpec("cuda", 0), _CudaArray((2, 4), 1)), (DeviceSpec("cpu"), _CudaArray((2, 4)))):
+        with pytest.raises(InputError, match="on another device than the session"):
+            check_output_buffer("y", buffer, info, accepts, device=device)
+    with pytest.raises(InputError, match="read-only"):
+        check_output_buffer("y", _CudaArray((2, 4), readonly=True), info, accepts, device=DeviceSpec("cuda", 0))
+    check_output_buffer("y", np.empty((2, 4), np.float32), info, accepts, device=DeviceSpec("cuda", 0))
+
+
+def test_a_torch_cuda_tensor_counts_as_a_cuda_array_where_the_engine_binds_cuda_memory():
+    """Without a GPU: a CPU tensor posing as a CUDA one (``is_cuda``) is accepted as a CUDA array; a real CPU tensor
+    is refused on an engine that binds CUDA memory and accepted on one that copies into torch tensors."""
+    torch = pytest.importorskip("torch")
+    from xpuruntime.inference.feeds import TensorInfo, check_output_buffer
+    from xpuruntime.runtime.devices import DeviceSpec
+
+    class _OnCuda(torch.Tensor):
+        is_cuda = True  # type: ignore[assignment]
+
+    info, cuda0 = TensorInfo("y", (2, 4), "float32"), DeviceSpec("cuda", 0)
+    posing = torch.zeros(2, 4).as_subclass(_OnCuda)
+    check_output_buffer("y", posing, info, ("numpy", "cuda"), device=cuda0)
+    with pytest.raises(InputError, match="not a buffer this engine can write") as refused:
+        check_output_buffer("y", torch.zeros(2, 4), info, ("numpy", "cuda"), device=cuda0)
+    assert "a torch tensor" in str(refused.value) and "np.from_dlpack" in str(refused.value)
+    check_output_buffer("y", torch.zeros(2, 4), info, ("numpy", "torch"), device=cuda0)
+    with pytest.raises(InputError, match="requires grad"):
+        check_output_buffer("y", torch.zeros(2, 4, requires_grad=True).as_subclass(_OnCuda), info,
+                            ("numpy", "cuda"), device=cuda0)

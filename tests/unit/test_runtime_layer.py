@@ -127,3 +127,14 @@ def test_profile_without_sessions_is_empty():
         pass
     assert prof.reports == [] and prof.spans == []
     assert prof.to_trace()["traceEvents"] == []
+
+
+def test_a_cuda_core_stream_query_reads_cu_stream_query() -> None:
+    """cuda.core's Stream has no query(): the answer is cuStreamQuery's CUresult (data here; the GPU tests run it)."""
+    from xpuruntime.errors import DeviceError
+    from xpuruntime.runtime.stream import _stream_done
+
+    assert _stream_done((0,), "cuda:0") is True
+    assert _stream_done((600,), "cuda:0") is False  # CUDA_ERROR_NOT_READY
+    with pytest.raises(DeviceError, match="cuStreamQuery failed on cuda:0"):
+        _stream_done((700,), "cuda:0")

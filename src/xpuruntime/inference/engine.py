@@ -468,7 +468,7 @@ class Engine(ABC):
             if name not in names:
                 raise InputError(f"preallocated output {name!r} is not among the requested outputs",
                                  expected=", ".join(names), received=repr(name), hint=did_you_mean(name, names))
-            check_output_buffer(name, buffer, infos[name], self.output_buffers)
+            check_output_buffer(name, buffer, infos[name], self.output_buffers, device=self.device)
             check_output_dims(name, tuple(buffer.shape), infos[name], self._inputs, feeds)
 
 

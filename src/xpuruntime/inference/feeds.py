@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -537,9 +538,14 @@ OUTPUT_BUFFER_KINDS = ("numpy", "torch", "cuda")
 
 
 def check_output_buffer(name: str, buffer: Any, info: TensorInfo,
-                        accepts: Sequence[str] = OUTPUT_BUFFER_KINDS) -> None:
+                        accepts: Sequence[str] = OUTPUT_BUFFER_KINDS, device: Any = None) -> None:
     """A caller-owned output, checked before any engine writes into it: a kind the engine ``accepts``
     (:data:`OUTPUT_BUFFER_KINDS`), writable, C-contiguous, with the output's dtype, rank and static dims.
+
+    An engine that accepts ``"cuda"`` takes a torch tensor on a CUDA device as a CUDA array (it binds the tensor's
+    memory through ``__cuda_array_interface__``); a torch tensor on the CPU is then refused (pass a numpy array,
+    ``t.numpy()`` shares its memory). Such a device buffer must sit on the engine's ``device`` (a runtime
+    ``Device``; ``None`` skips that check): another CUDA index, or any CUDA buffer beside a CPU session, is refused.
 
     A read-only buffer (``np.load(f, mmap_mode="r")``, ``np.frombuffer(bytes(16))``, a read-only CUDA array) is an
     :class:`InputError`: an engine would write into it regardless (ONNX Runtime crashed the process on the first).
@@ -550,7 +556,8 @@ def check_output_buffer(name: str, buffer: Any, info: TensorInfo,
     ...
     """
     kind = _buffer_kind(buffer)
-    if kind is None or kind not in accepts:
+    as_cuda = kind == "cuda" or kind == "torch" and "torch" not in accepts and bool(getattr(buffer, "is_cuda", False))
+    if kind is None or kind not in accepts and not (as_cuda and "cuda" in accepts):
         raise InputError(f"preallocated output {short_repr(name)} is not a buffer this engine can write",
                          expected=f"{' or '.join(_KIND_WORDS[k] for k in accepts)}, {info.describe()}",
                          received=_KIND_WORDS.get(kind or "", type(buffer).__name__),
@@ -567,6 +574,20 @@ def check_output_buffer(name: str, buffer: Any, info: TensorInfo,
     if not fits:
         raise InputError(f"preallocated output {short_repr(name)} does not fit the output", expected=info.describe(),
                          received=f"{dtype}{list(shape)}", hint="allocate it with the output's dtype and shape")
+    if as_cuda and device is not None:
+        _check_buffer_device(name, buffer, device)
+
+
+def _check_buffer_device(name: str, buffer: Any, device: Any) -> None:
+    """A CUDA buffer an engine binds as it is must live on the engine's own device."""
+    index = _device_id(buffer)
+    kind = getattr(device, "kind", None)
+    want = int(getattr(device, "index", None) or getattr(device, "id", None) or 0)  # a DeviceSpec or a Device
+    if kind == "cpu" or kind == "cuda" and index != want:
+        raise InputError(f"preallocated output {short_repr(name)} is on another device than the session",
+                         expected=f"a buffer on {device}" if kind == "cuda" else "a numpy array (the session runs "
+                                  "on the CPU)", received=f"a buffer on cuda:{index}",
+                         hint=f"allocate it on {device}" if kind == "cuda" else "pass np.empty(shape, dtype)")
 
 
 def check_output_dims(name: str, shape: tuple[int, ...], info: TensorInfo, inputs: Sequence[TensorInfo],
@@ -584,13 +605,14 @@ def check_output_dims(name: str, shape: tuple[int, ...], info: TensorInfo, input
                              received=str(list(shape)), hint="allocate it for this run's input shapes")
 
 
-_KIND_WORDS = {"numpy": "a numpy array", "torch": "a torch tensor", "cuda": "a CUDA array (cupy, ...)"}
+_KIND_WORDS = {"numpy": "a numpy array", "torch": "a torch tensor", "cuda": "a CUDA array (torch, cupy, ...)"}
 
 
 def _buffer_kind(buffer: Any) -> str | None:
     if isinstance(buffer, np.ndarray) and not isinstance(buffer, np.ma.MaskedArray):
         return "numpy"
-    if type(buffer).__module__.split(".")[0] == "torch" and hasattr(buffer, "is_contiguous"):
+    torch = sys.modules.get("torch")  # a torch tensor exists only once torch is imported
+    if torch is not None and isinstance(buffer, torch.Tensor):
         return "torch"
     if getattr(buffer, "__cuda_array_interface__", None) is not None:
         return "cuda"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +221,7 @@ def capture_graph(fn: Callable[..., Any] | None = None, *static_args: Any, warmu
         _warm_up(fn, static_args, warmup)
         _zero_grads(state)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
+        with _capturing(graph, pool):
             outputs = fn(*static_args)
     except RuntimeError as exc:
         torch.cuda.synchronize()
@@ -240,6 +240,59 @@ def _warm_up(fn: Callable[..., Any], static_args: tuple[Any, ...], warmup: int) 
         for _ in range(max(1, warmup)):
             fn(*static_args)
     torch.cuda.current_stream().wait_stream(side)
+
+
+@contextlib.contextmanager
+def _capturing(graph: Any, pool: Any) -> Iterator[None]:
+    """``torch.cuda.graph(graph, pool=pool)`` that leaves the process usable when the block or the capture fails.
+
+    torch's own ``__exit__`` ends the capture with ``capture_end()``; when the capture was invalidated (a host sync
+    such as ``.item()`` inside it), ``cudaStreamEndCapture`` fails and ``capture_end`` raises before two things:
+    leaving the capture stream (``__exit__`` never reaches ``stream_ctx.__exit__``), and ending the default CUDA
+    generator's capture (``capture_epilogue``: torch < 2.12 keeps one ``capturing_`` flag per generator, set by
+    ``capture_begin``). With the flag left set every later random op in the process (``torch.randn(...,
+    device="cuda")``, dropout) raised "Offset increment outside graph capture encountered unexpectedly". Here the
+    stream is always left, and after a failed ``capture_end`` the generator is released by :func:`_release_rng`.
+    """
+    ctx = torch.cuda.graph(graph, pool=pool)
+    ctx.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        _end_capture(ctx, exc)
+        raise
+    failure = _end_capture(ctx, None)
+    if failure is not None:
+        raise failure
+
+
+def _end_capture(ctx: Any, exc: BaseException | None) -> BaseException | None:
+    """End the capture of ``ctx`` whatever happened in the block; capture_end's error, or None."""
+    try:
+        ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+        return None
+    except Exception as err:  # capture_end of a broken capture: it raised before leaving the capture stream
+        with contextlib.suppress(Exception):
+            ctx.stream_ctx.__exit__(None, None, None)
+        _release_rng()
+        return err
+
+
+def _release_rng() -> None:
+    """Take the current device's default CUDA generator out of the capture a failed ``capture_end`` left it in.
+
+    A capture that ends cleanly runs the generator's capture epilogue; a throwaway one (one kernel, never replayed,
+    freed at once) does that for the generator the failed capture registered, without drawing any random numbers,
+    so the eager random stream goes on where it was. On torch versions that keep capture state per capture this is
+    a harmless extra capture.
+    """
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scratch = torch.zeros(1, device="cuda")
+        throwaway = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(throwaway):
+            scratch.add_(1)
+        del throwaway
 
 
 # -- the context form (the original design's spelling) ------------------------------------------------------
@@ -305,19 +358,14 @@ class GraphCapture:
         if self._ctx is None:
             return False
         ctx, self._ctx = self._ctx, None
-        try:
-            ctx.__exit__(kind, exc, tb)
-        except RuntimeError as err:  # capture_end of a broken capture: leave the capture stream all the same
-            exc = exc or err
-            with contextlib.suppress(Exception):
-                ctx.stream_ctx.__exit__(kind, exc, tb)
-        if exc is not None:
-            self.graph = None
-            if isinstance(exc, RuntimeError):
-                self._failed(exc)
+        failure = _end_capture(ctx, exc)  # the capture stream left and the generator released, whatever happened
+        if exc is None and failure is None:
+            self.graph.replay()
             return False
-        self.graph.replay()
-        return False
+        self.graph = None
+        if exc is None or isinstance(exc, RuntimeError):
+            self._failed(exc or failure)  # type: ignore[arg-type]
+        return False  # the block's own error (not torch's) goes on as it is
 
     def _failed(self, exc: BaseException) -> None:
         reason = f"torch could not capture the block: {str(exc).strip().splitlines()[0] if str(exc) else exc}"

@@ -91,6 +91,23 @@ def _core_device(index: int) -> Any:
     return core, dev
 
 
+_CUDA_ERROR_NOT_READY = 600  # CUresult: work still queued
+
+
+def _stream_done(result: Any, where: str) -> bool:
+    """``cuStreamQuery``'s answer (``(CUresult,)`` from cuda.bindings): done, not yet, or a DeviceError.
+
+    A new event recorded on the stream and asked at once (the former way) can still be pending right after a
+    ``synchronize()``: the record itself is work the device has not reached yet.
+    """
+    err = result[0] if isinstance(result, tuple) else result
+    code = int(err)
+    if code in (0, _CUDA_ERROR_NOT_READY):
+        return code == 0
+    raise DeviceError(f"cuStreamQuery failed on {where}", expected="CUDA_SUCCESS or CUDA_ERROR_NOT_READY",
+                      received=str(err))
+
+
 def _torch() -> Any:
     return importlib.import_module("torch")
 
@@ -206,8 +223,13 @@ class Stream:
         self.native.synchronize() if self.backend == "torch" else self.native.sync()
 
     def query(self) -> bool:
-        """True when this stream's work is done (cuda.core: records an event and asks it)."""
-        return bool(self.native.query()) if self.backend == "torch" else self.record().query()
+        """True when this stream's work is done (cuda.core, whose Stream has no query: ``cuStreamQuery``)."""
+        if self.backend == "torch":
+            return bool(self.native.query())
+        from cuda.bindings import driver  # a cuda.core dependency
+
+        _core_device(self.device.id)
+        return _stream_done(driver.cuStreamQuery(self.native.handle), self.device.spec)
 
     def __repr__(self) -> str:
         return f"Stream({self.device.spec}, backend={self.backend!r}, handle={self.handle:#x})"

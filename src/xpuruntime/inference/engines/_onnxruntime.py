@@ -738,12 +738,15 @@ class GraphBinding:
     """The binding of one CUDA-graph session, built on its first run.
 
     Every output's shape and dtype come from ONNX Runtime itself, never from ONNX shape inference (which knows
-    neither ORT's fused contrib ops nor the free-dimension overrides of ``fixed_shapes``): the first call runs
-    once with each output bound to the device for ORT to allocate (a regular run: the CUDA provider captures on
-    the third run of a session, ``min_num_runs_before_cuda_graph_capture_ = 2``), then binds buffers of those
-    shapes that never move, so the captured graph writes to the same addresses on every replay. Every output of
-    the session is bound, whatever a call asks for. Host feeds are copied into device buffers the binding owns
-    (``update_inplace``); device feeds must stay at the address they were captured at.
+    neither ORT's fused contrib ops nor the free-dimension overrides of ``fixed_shapes``): the first call binds
+    each output to the device for ORT to allocate, and keeps the buffers ORT allocated. ONNX Runtime's first
+    ``Run()`` of a CUDA-graph session runs itself again until the graph is captured (the warm-up runs, then the
+    capture and a replay, all inside that one call: ``InferenceSession::Run`` recurses while the provider has not
+    captured), so the captured graph writes to the buffers of that first call, and every later call is a bare
+    ``ReplayGraph()`` that writes there again and never looks at the binding. Those buffers therefore stay bound
+    and alive for the session's life; rebinding an output after the first call would leave it unwritten. Every
+    output of the session is bound, whatever a call asks for. Host feeds are copied into device buffers the
+    binding owns (``update_inplace``); device feeds must stay at the address they were captured at.
 
     ``device`` is the OrtValue device (``"cuda"``; ``"cpu"`` lets the CPU tests exercise the same binding).
     """
@@ -758,13 +761,20 @@ class GraphBinding:
     def run(self, feeds: dict[str, Any], names: Sequence[str], run: Any) -> list[Any]:
         """Copy ``feeds`` in, ``run(binding)`` (the session's run_with_iobinding), return ``names`` as numpy."""
         if self.binding is None:
-            self._build(feeds, run)
+            binding = self._build(feeds)
+            run(binding)  # warm-up, capture and replay on CUDA: ORT allocates every output, at its own shapes
+            self.outputs = dict(zip(self.outputs, binding.get_outputs()))  # the captured addresses, kept alive
+            self.binding = binding
+            for value in self.outputs.values():
+                _ort_type(value)  # an output numpy cannot hold is refused (the graph is captured: no rebuild)
         else:
             self._update(feeds)
-        run(self.binding)
-        return [self.outputs[n].numpy() for n in names]
+            run(self.binding)
+        if self.device == "cpu":  # a CPU OrtValue's numpy() is a view of the buffer the next run overwrites
+            return [self.outputs[n].numpy().copy() for n in names]
+        return [self.outputs[n].numpy() for n in names]  # a copy from the device
 
-    def _build(self, feeds: dict[str, Any], run: Any) -> None:
+    def _build(self, feeds: dict[str, Any]) -> Any:
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, DeviceArray):
@@ -775,19 +785,10 @@ class GraphBinding:
                 ov = self.ort.OrtValue.ortvalue_from_numpy(owned, self.device, self.device_id)
                 self.inputs[name] = ov
                 binding.bind_ortvalue_input(name, ov)
-        names = [o.name for o in self.session.get_outputs()]
-        for name in names:
+        self.outputs = {o.name: None for o in self.session.get_outputs()}
+        for name in self.outputs:
             binding.bind_output(name, self.device, self.device_id)
-        run(binding)  # ORT allocates every output: their shapes are ORT's own
-        probed = dict(zip(names, binding.get_outputs()))
-        binding.clear_binding_outputs()
-        for name in names:
-            value = probed[name]
-            ov = self.ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape()), np.dtype(_ort_type(value)),
-                                                                self.device, self.device_id)
-            self.outputs[name] = ov
-            binding.bind_ortvalue_output(name, ov)
-        self.binding = binding
+        return binding
 
     def _update(self, feeds: dict[str, Any]) -> None:
         for name, value in feeds.items():

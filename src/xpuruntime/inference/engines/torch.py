@@ -185,6 +185,7 @@ class TorchEngine(Engine):
             if self.cast_dtype else None
         self._graph: Any = None
         self._compiled: Callable[..., Any] | None = None
+        self._raw_dtypes: tuple[str, ...] | None = None  # the cast model's floating outputs, before the cast back
         self.examples = self._examples()
         self._inputs = self._input_infos()
         self._outputs = self._output_infos()  # one example run, eager
@@ -309,6 +310,9 @@ class TorchEngine(Engine):
                 return fn(*inputs)
             dtype = getattr(torch, _TORCH_DTYPES[self.cast_dtype])
             result = fn(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+            if self._raw_dtypes is None:  # once (the first run is at load): evidence for the receipt
+                self._raw_dtypes = tuple(sorted({_dtype_name(t.dtype) for _, t in _flatten(result)
+                                                 if t.is_floating_point()}))
             return _float_outputs(result, dtype)
 
     def _graphs_by_compile(self) -> bool:
@@ -407,6 +411,22 @@ class TorchEngine(Engine):
         with _RUN_LOCK, self._scope():
             run = (lambda: self._graph_forward(inputs)) if self._use_graph() else (lambda: self._forward(inputs))
             profile_run(report, run, self.policy, precision, self.target)
+        if not any(n.precision and n.evidence == "observed" for n in report.nodes):
+            self._cast_evidence(report)  # a CUDA-graph replay shows the profiler no per-op dtypes
+
+    def _cast_evidence(self, report: ExecutionReport) -> None:
+        """Precision observed from the cast this engine made: the module's floating parameters, read back now,
+        hold the requested dtype, and the model's own outputs had it before the cast back to float32."""
+        if not self.cast_dtype or self.module is None:
+            return
+        want = _TORCH_DTYPES[self.cast_dtype]
+        params = [_dtype_name(p.dtype) for p in self.module.parameters() if p.is_floating_point()]
+        cast = params.count(want)
+        if not cast or want not in (self._raw_dtypes or ()):
+            return
+        report.evidence_of["precision"] = "observed"
+        report.evidence.append(f"the module's parameters ({cast} of {len(params)} floating tensors {want}) and its "
+                               f"outputs before the cast back to float32 ({', '.join(self._raw_dtypes or ())})")
 
     def close_impl(self) -> None:
         self.module = None
