@@ -285,6 +285,8 @@ class OpenVinoEngine(Engine):
         with self._pool_lock:
             self._draining.append((request, feeds))
         _in_flight.add(self)
+        _abandoned[:] = [item for item in _abandoned if _still_running([item[0]])]  # finished ones let go
+        _abandoned.append((request, feeds))  # held here too: the session may be gone by exit, the run is not
         _exit_guard()
 
     def run_many_impl(self, feeds_list: Sequence[dict[str, Any]], output_names: Sequence[str]) -> list[list[Any]]:
@@ -433,6 +435,9 @@ def _timeout_error(timeout: int, received: str) -> ExecutionTimeoutError:
 
 # -- exit: runs abandoned by a timeout --------------------------------------------------------------------------
 _in_flight: weakref.WeakSet[OpenVinoEngine] = weakref.WeakSet()  # engines with abandoned runs
+#: every run abandoned by a timeout, with its inputs, for the exit guard (strong references: a closed or collected
+#: session's run still holds OpenVINO's teardown)
+_abandoned: list[tuple[Any, Any]] = []
 _exit_status: list[int] = []  # what the CLI is exiting with (note_exit_status), for the exit below
 _EXIT_WAIT_S = 1.0
 
@@ -474,15 +479,14 @@ def _exit_guard() -> None:
 
 
 def _exit_now_if_stuck() -> None:
-    engines = list(_in_flight)
-    for engine in engines:
-        for request, _ in list(engine._draining):
-            with contextlib.suppress(Exception):
-                request.cancel()
+    requests = [request for request, _ in list(_abandoned)]
+    for request in requests:
+        with contextlib.suppress(Exception):
+            request.cancel()
     deadline = time.monotonic() + _EXIT_WAIT_S
-    while runs_in_flight() and time.monotonic() < deadline:
+    while _still_running(requests) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if runs_in_flight():
+    if _still_running(requests):
         import sys
 
         sys.stderr.write("xpuruntime: an OpenVINO run past its execution_timeout_ms could not be stopped; exiting "
@@ -491,6 +495,19 @@ def _exit_now_if_stuck() -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(_exit_status[0] if _exit_status else 0)
+
+
+def _still_running(requests: list[Any]) -> bool:
+    """True unless every request says its run has ended. A cancelled request may raise instead of answering
+    while its run goes on (a ``Loop`` ignores ``cancel()``): that counts as still running, since OpenVINO's
+    teardown would wait for it forever."""
+    for request in requests:
+        try:
+            if not request.wait_for(0):
+                return True
+        except Exception:  # noqa: BLE001 - cancelled or failed: OpenVINO cannot say the run stopped
+            return True
+    return False
 
 
 class _RunGate:
