@@ -92,7 +92,6 @@ class Engine(ABC):
         #: tuning results to replay, by engine name (from a lock file); an engine that can replay its own
         #: tuning reads its entry in load_impl
         self.tuning: dict[str, Any] = dict(tuning or {})
-        self.lock = threading.Lock()
         self.load_notes: list[str] = []  # what happened while loading: conversions, replayed tuning
         self._spans = SpanLog(f"xpuruntime {self.name}@{device}")  # xpuruntime's own steps, for traces
         self._load_spans: list[dict[str, Any]] = []
