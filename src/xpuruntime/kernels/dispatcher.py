@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from xpuruntime.errors import PolicyError, PolicyViolationError, UnsupportedOperationError
+from xpuruntime.errors import PolicyError, PolicyViolationError, PolicyViolationWarning, UnsupportedOperationError
 from xpuruntime.kernels.active import active_policy, as_policy
 from xpuruntime.kernels.registry import DispatchContext, KernelImpl, KernelRegistry, get_registry
 from xpuruntime.policies import KernelPolicy, Policy
@@ -170,7 +170,7 @@ class Dispatcher:
                                             expected=f"a kernel of {op} that supports this call")
         why = f"fallback={rule}: nothing in {source} applies; using the op's default kernel ({default.name})"
         if rule == "warn":
-            warnings.warn(f"{why} for {ctx.describe()} ({details})", _warning_class(), stacklevel=4)
+            warnings.warn(f"{why} for {ctx.describe()} ({details})", PolicyViolationWarning, stacklevel=4)
         return Selection(default.name, why, tuple(skipped), requested, fallback=True, impl=default)
 
 
@@ -223,12 +223,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def _warning_class() -> type[Warning]:
-    from xpuruntime.errors import PolicyViolationWarning
-
-    return PolicyViolationWarning
 
 
 _DISPATCHER = Dispatcher()

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from xpuruntime._io import atomic_write_text, read_bounded
-from xpuruntime.errors import LockDriftError, PolicyError, PolicyViolationError, short_repr
+from xpuruntime.errors import LockDriftError, PolicyError, PolicyViolationError, PolicyViolationWarning, short_repr
 from xpuruntime.policies._common import content_hash
 from xpuruntime.policies.policy import Policy, as_policy
 from xpuruntime.policies.records import TuningRecord, records_from_data, records_hash, records_to_data
@@ -240,7 +240,8 @@ class Lock:
         if rule == "warn":
             self.status, self.policy, self.engine_tuning = "drift-untuned", self.base_policy, {}
             warnings.warn(f"lock{where} was tuned on another environment ({drift.describe()}); using the untuned "
-                          "policy (tune again here to get tuned kernels back)", _warning(), stacklevel=stacklevel + 1)
+                          "policy (tune again here to get tuned kernels back)", PolicyViolationWarning,
+                          stacklevel=stacklevel + 1)
         else:
             self.status, self.policy, self.engine_tuning = "drift-allowed", self.tuned_policy, \
                 dict(self.locked_engine_tuning)
@@ -492,12 +493,6 @@ def _xpuruntime_version() -> str:
     from xpuruntime._version import __version__
 
     return __version__
-
-
-def _warning() -> type[Warning]:
-    from xpuruntime.errors import PolicyViolationWarning
-
-    return PolicyViolationWarning
 
 
 # -- helpers for loaders -------------------------------------------------------------------------------------------
