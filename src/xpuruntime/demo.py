@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from xpuruntime.policies import Policy
+from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
 from xpuruntime.receipts import ExecutionReport
 
 __all__ = ["DemoCase", "DemoResult", "demo_cases", "run_demo"]
@@ -61,7 +62,7 @@ def demo_model() -> Any:
     return tiny_transformer(d_model=64, heads=4, ffn=256)
 
 
-def run_demo(engine: str = "onnxruntime", seed: int = 0) -> list[DemoResult]:
+def run_demo(engine: str = DEFAULT_ENGINE, seed: int = 0) -> list[DemoResult]:
     """Run the demo model under each policy and return the receipts (explain runs, with times)."""
     from xpuruntime.inference.session import InferenceSession
 

@@ -27,6 +27,7 @@ from xpuruntime.cli._outputs import check_output_folder, write_output_folder
 from xpuruntime.cli.report import HtmlOpt, TraceOpt, write_outputs
 from xpuruntime.errors import InputError, safe_text
 from xpuruntime.inference.feeds import TensorInfo, load_array_file, random_feeds
+from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
 
 __all__ = ["ORDER", "register", "random_feeds", "parse_input_args", "parse_sizes", "parse_shapes",
            "parse_int_ranges", "RandomInputs", "model_feeds", "DimsOpt", "ShapesOpt", "IntRangeOpt", "AllOpt"]
@@ -253,7 +254,7 @@ def register(app: typer.Typer) -> None:
     """Add the inference commands to the root app."""
 
     @app.command("run")
-    def run_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime", device: _Device = "cpu",
+    def run_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = DEFAULT_ENGINE, device: _Device = "cpu",
                 input: _Inputs = None, random_inputs: _Random = False,
                 explain: Annotated[bool, typer.Option("--explain", help="Profile the run (per-node times).")] = False,
                 as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
              RandomInputs(dim, shape, int_range), show_all, validate)
 
     @app.command("explain")
-    def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = "onnxruntime",
+    def explain_cmd(model: _Model, policy: _PolicyOpt = None, engine: _Engine = DEFAULT_ENGINE,
                     device: _Device = "cpu", input: _Inputs = None, random_inputs: _Random = True,
                     as_json: _Json = False, output: _Output = None, overwrite: _Overwrite = False,
                     trace: TraceOpt = None, html: HtmlOpt = None, dim: DimsOpt = None, shape: ShapesOpt = None,
@@ -274,7 +275,7 @@ def register(app: typer.Typer) -> None:
              RandomInputs(dim, shape, int_range), show_all, validate)
 
     @app.command("demo")
-    def demo_cmd(engine: _Engine = "onnxruntime", as_json: _Json = False) -> None:
+    def demo_cmd(engine: _Engine = DEFAULT_ENGINE, as_json: _Json = False) -> None:
         """Run the embedded model under two contrasting policies and print both receipts."""
         _demo(engine, as_json)
 
