@@ -194,8 +194,13 @@ class Engine(ABC):
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names, checked)
-        with self._spans.span("run", replay=lambda: self._profile(checked, names)), self._wrapped(self.run_error):
-            results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+        with self._spans.span("run", replay=lambda: self._profile(checked, names)):
+            try:
+                results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+            except XpuRuntimeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the engine library's own exception types (as _wrapped does)
+                raise self.run_error(exc) from None
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:

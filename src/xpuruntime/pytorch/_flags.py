@@ -19,13 +19,13 @@ import contextlib
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
 __all__ = ["snapshot", "restore", "write", "raw_keys", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority",
-           "fp32_state", "snapshot_sdpa"]
+           "fp32_state", "snapshot_sdpa", "fp32_keys"]
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
@@ -49,6 +49,36 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+class _Silenced:
+    """Silences torch's warnings for a batch of reads or writes and remembers the batches that gave none, so
+    that the same reads or writes (an engine's every run) skip the warnings machinery afterwards."""
+
+    __slots__ = ("tokens", "block", "caught")
+
+    def __init__(self, tokens: frozenset[Any]) -> None:
+        self.tokens = tokens
+
+    def __enter__(self) -> None:
+        self.block = warnings.catch_warnings(record=True)
+        self.caught = self.block.__enter__()
+        warnings.simplefilter("always")  # recorded, never shown
+
+    def __exit__(self, *exc: Any) -> None:
+        self.block.__exit__(*exc)
+        if not self.caught and exc[0] is None:
+            _QUIET.update(self.tokens)
+
+
+_QUIET: set[Any] = set()  # (read, name) and (write, name, repr(value)) seen to give no warning
+_NULL = contextlib.nullcontext()
+
+
+def _quiet_for(kind: str, items: Iterable[Any]) -> Any:
+    """:func:`_quiet` unless every read or write of ``items`` (names, or (name, value) pairs) was seen quiet."""
+    tokens = frozenset((kind, name) if kind == "read" else (kind, name[0], repr(name[1])) for name in items)
+    return _NULL if tokens <= _QUIET else _Silenced(tokens)
 
 
 def _try(read: Callable[[], Any]) -> tuple[bool, Any]:
@@ -85,11 +115,14 @@ def _readers() -> dict[str, Callable[[], Any]]:
     return readers
 
 
-def snapshot() -> dict[str, Any]:
-    """Every switch that can be read now, by name (a legacy flag torch refuses to read is left out)."""
+def snapshot(keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Every switch that can be read now, by name (a legacy flag torch refuses to read is left out); only
+    ``keys`` when given (an engine's every run reads the few its plan touches)."""
     snap = {}
-    with _quiet():  # one warnings block for all reads: this runs on every engine call
-        for name, read in _cached_readers().items():
+    readers = _cached_readers()
+    pairs = list(readers.items()) if keys is None else [(k, readers[k]) for k in keys if k in readers]
+    with _quiet_for("read", (k for k, _ in pairs)):  # one warnings block for all reads, none once seen quiet
+        for name, read in pairs:
             try:
                 value = read()
             except (RuntimeError, AttributeError):  # a legacy read after mixed API use, or an older torch
@@ -208,12 +241,19 @@ def raw_keys(setting: str) -> tuple[str, ...]:
     return (setting,)
 
 
-def restore(snap: dict[str, Any], keys: set[str] | None = None) -> None:
+def restore(snap: dict[str, Any], keys: set[str] | None = None, *, changed_only: bool = False) -> None:
     """Put back the switches of ``snap`` (only ``keys`` when given): plain flags, then the legacy fp32
-    flags, then the new ones."""
+    flags, then the new ones. ``changed_only`` first reads those switches and writes only the ones that differ
+    (the fp32 flags of both APIs as one group, since a legacy write moves the new ones too)."""
     if keys is not None:
-        snap = {k: v for k, v in snap.items() if k in keys}
-    with _quiet():
+        snap = {k: v for k, v in snap.items() if k in keys} if keys else {}
+    if not snap:
+        return
+    if changed_only:
+        snap = _differing(snap)
+        if not snap:
+            return
+    with _quiet_for("write", snap.items()):
         for name, value in snap.items():
             if name in SETTINGS and not name.startswith("fp32."):
                 SETTINGS[name](value)
@@ -225,3 +265,29 @@ def restore(snap: dict[str, Any], keys: set[str] | None = None) -> None:
             if name.startswith("fp32.") and name.count(".") == 2:
                 _, backend, op = name.split(".")
                 torch._C._set_fp32_precision_setter(backend, op, value)
+
+
+def _differing(snap: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``snap`` that differ from the switches now. A legacy fp32 write moves the new-API flags,
+    so when a legacy flag differs, the new ones are read again after it is written and included if they differ."""
+    now = snapshot(snap)
+    differ = {k: v for k, v in snap.items() if now.get(k, _ABSENT) != v}
+    legacy = {k: v for k, v in differ.items() if k.startswith("legacy.")}
+    if legacy:
+        restore(legacy)
+        now = snapshot(k for k in snap if k.startswith("fp32."))
+        differ = {k: v for k, v in snap.items() if k.startswith("fp32.") and now.get(k, _ABSENT) != v} | \
+            {k: v for k, v in differ.items() if not _is_fp32(k)}
+    return differ
+
+
+_ABSENT = object()
+
+
+def _is_fp32(key: str) -> bool:
+    return key.startswith(("fp32.", "legacy."))
+
+
+def fp32_keys() -> tuple[str, ...]:
+    """Every raw fp32 switch (both APIs): a write of one may move the others."""
+    return tuple(k for k in _cached_readers() if _is_fp32(k))

@@ -70,6 +70,18 @@ def shared_policy(policy: Any, *, persistent: bool = False) -> Iterator[None]:
         yield
 
 
+def shared_policy_maker(policy: Any) -> Callable[[], Any]:
+    """A maker of :func:`shared_policy` blocks for one policy, with the kernels module looked up once (an
+    engine's every run enters one)."""
+    mod = _module()
+    if mod is None:
+        return contextlib.nullcontext
+    from xpuruntime.kernels.active import as_policy
+
+    coerced = as_policy(policy)
+    return lambda: mod.use_policy(coerced)
+
+
 def set_shared_default(policy: Any) -> Any:
     """The process default of xpuruntime.kernels (``set_kernel_policy``); returns the previous one."""
     mod = _module()

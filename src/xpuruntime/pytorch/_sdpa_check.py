@@ -31,7 +31,7 @@ from xpuruntime.pytorch import _flags
 from xpuruntime.pytorch._translate import ATTENTION, CPU_SDPA, TorchPlan, sdpa_order
 from xpuruntime.receipts import PolicyViolationWarning
 
-__all__ = ["checking", "dispatcher_choice"]
+__all__ = ["checking", "dispatcher_choice", "nothing_to_narrow"]
 
 _NAMES = {int(getattr(torch.nn.attention.SDPBackend, v)): k for k, v in ATTENTION.items()}
 _SDPA = torch.nn.functional.scaled_dot_product_attention
@@ -145,7 +145,7 @@ class _Check(torch.overrides.TorchFunctionMode):
             return func(*args, **kwargs)
 
 
-def _nothing_to_narrow(plan: TorchPlan) -> bool:
+def nothing_to_narrow(plan: TorchPlan) -> bool:
     """No warning to give and no call whose device needs other switches than the plan's.
 
     A CPU plan under ``error`` runs on CUDA what a CUDA plan would (the listed backends, math never passed
@@ -159,7 +159,7 @@ def _nothing_to_narrow(plan: TorchPlan) -> bool:
 @contextlib.contextmanager
 def checking(plan: TorchPlan) -> Iterator[None]:
     """Check each SDPA call of the block against ``plan`` (nothing is entered when it names no SDPA backend)."""
-    if not plan.attention or _nothing_to_narrow(plan):
+    if not plan.attention or nothing_to_narrow(plan):
         yield
         return
     with _Check(plan):

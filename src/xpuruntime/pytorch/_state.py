@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -57,7 +58,11 @@ _ACTIVE: contextvars.ContextVar[Active | None] = contextvars.ContextVar("xpurunt
 
 @dataclass(eq=False)
 class _Frame:
-    """One application: its plan, torch's switches just before it, what torch refused the first time."""
+    """One application: its plan, torch's switches just before it, what torch refused the first time.
+
+    ``before`` holds at least the switches the plan touches (every switch the first time a plan is written;
+    afterwards those its first write touched or moved).
+    """
 
     plan: TorchPlan
     persistent: bool = False
@@ -66,35 +71,60 @@ class _Frame:
 
     @property
     def touched(self) -> set[str]:
-        return {key for name in self.plan.settings for key in _flags.raw_keys(name)}
+        return _touched(self.plan)
 
     def write(self) -> None:
-        self.before = _flags.snapshot()
+        if not self.plan.settings:  # nothing to set (an fp16/bf16 plan on CUDA, say): nothing to read either
+            if self.failures is None:
+                self.failures = []
+            return
         replay = _replays.get(id(self.plan))
-        if replay is not None and replay[0] is self.plan and replay[1] == self.before:
-            _flags.restore(replay[2])  # the same plan from the same switches: the raw values it left, in one go
-            failures: list[Violation] = []
-        else:
-            failures = _write(self.plan)
-            if not failures and self.plan.settings:
-                after = _flags.snapshot()
-                changed = {k: v for k, v in after.items() if k in self.touched or self.before.get(k) != v}
-                _remember(self.plan, self.before, changed)
+        if replay is not None and replay[0] is self.plan:
+            self.before = _flags.snapshot(replay[1])
+            if self.before == replay[1]:  # the same plan over the same switches: write only what it changes
+                if replay[3]:
+                    _flags.restore(replay[2], replay[3])
+                if self.failures is None:
+                    self.failures = []
+                return
+        self.before = _flags.snapshot()
+        failures = _write(self.plan)
+        if not failures and self.plan.settings:
+            after = _flags.snapshot()
+            keys = {k for k, v in after.items() if k in self.touched or self.before.get(k, _MISSING) != v}
+            if keys & set(_flags.fp32_keys()):
+                keys |= set(_flags.fp32_keys())  # a legacy fp32 write moves the new flags: keep them as one
+            _remember(self.plan, {k: self.before[k] for k in keys if k in self.before},
+                      {k: after[k] for k in keys if k in after})
         if self.failures is None:
             self.failures = failures
 
 
-# Plans written before, by id: (plan, every switch before, the raw values the writes left where they changed or
-# were touched). Writing a plan is a fixed function of the switches, so the same plan written over the same
-# switches (an engine's every run) is replayed with one restore of those raw values instead of each setter.
-_replays: dict[int, tuple[TorchPlan, dict[str, Any], dict[str, Any]]] = {}
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=256)
+def _touched_names(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(key for name in names for key in _flags.raw_keys(name))
+
+
+def _touched(plan: TorchPlan) -> frozenset[str]:
+    return _touched_names(tuple(plan.settings))
+
+
+# Plans written before, by id: (plan, the switches before it (those it touched or moved), the raw values its
+# write left there, the switches whose value the write changed). Writing a plan is a fixed function of the
+# switches it reads, so the same plan over the same switches (an engine's every run) is replayed by writing
+# only the switches that differ, instead of calling each setter.
+_replays: dict[int, tuple[TorchPlan, dict[str, Any], dict[str, Any], frozenset[str]]] = {}
 _REPLAYS = 64
 
 
 def _remember(plan: TorchPlan, start: dict[str, Any], after: dict[str, Any]) -> None:
     if len(_replays) >= _REPLAYS:
         _replays.pop(next(iter(_replays)))
-    _replays[id(plan)] = (plan, start, after)
+    changed = frozenset(k for k, v in after.items() if start.get(k, _MISSING) != v)
+    _replays[id(plan)] = (plan, start, after, changed)
 
 
 _lock = threading.RLock()
@@ -138,7 +168,7 @@ def _insert(frame: _Frame, index: int) -> None:
     """Put ``frame`` at ``index``: unwind the frames above it, write it, write them again (lock held)."""
     above = _stack[index:]
     if above:
-        _flags.restore(above[0].before, set().union(*(f.touched for f in above)))
+        _flags.restore(_before_all(above), set().union(*(f.touched for f in above)), changed_only=True)
     for f in [frame, *above]:
         f.write()
     _stack.insert(index, frame)
@@ -153,10 +183,20 @@ def _remove(frame: _Frame) -> None:
         return
     index = _stack.index(frame)
     above = _stack[index + 1:]
-    _flags.restore(frame.before, set().union(frame.touched, *(f.touched for f in above)))
+    _flags.restore(_before_all([frame, *above]), set().union(frame.touched, *(f.touched for f in above)),
+                   changed_only=True)
     _stack.remove(frame)
     for f in above:
         f.write()
+
+
+def _before_all(frames: list[_Frame]) -> dict[str, Any]:
+    """The switches before the first of ``frames``: each from the lowest frame that read it (a frame reads at
+    least what it touches or moves, so a switch missing from a lower frame was not moved by it)."""
+    merged: dict[str, Any] = {}
+    for f in reversed(frames):
+        merged.update(f.before)
+    return merged
 
 
 def _push(plan: TorchPlan) -> _Frame:
@@ -231,18 +271,108 @@ def policy(policy: Any = None, *, kernel_policy: KernelPolicy | Mapping[str, Any
         yield report
 
 
-@contextlib.contextmanager
 def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
-            device_type: str | None = None, receipt: bool = True) -> Iterator[ExecutionReport | None]:
+            device_type: str | None = None, receipt: bool = True) -> Any:
     """Apply a translated plan for the block (no fallback rule: callers enforce it); yields its receipt, or None
-    with ``receipt=False`` (an engine's hot path: the same switches and context, no receipt built)."""
+    with ``receipt=False`` (an engine's hot path: the same switches and context, no receipt built, in a
+    context manager class that does only what the plan needs)."""
+    if receipt:
+        return _applied(effective, plan, outer=outer, device_type=device_type)
+    return _Applied(effective, plan, outer, device_type)
+
+
+class _Applied:
+    """``applied(receipt=False)``: :func:`_applied`'s switches and context, per engine run, with less Python."""
+
+    __slots__ = ("effective", "plan", "outer", "device_type", "frame", "token", "state", "entered")
+
+    def __init__(self, effective: Policy, plan: TorchPlan, outer: Active | None, device_type: str | None) -> None:
+        self.effective, self.plan, self.outer, self.device_type = effective, plan, outer, device_type
+
+    def __enter__(self) -> None:
+        self.frame = _push(self.plan)
+        self.entered: list[Any] = []
+        try:
+            self.state = _hot_state(self.effective, self.plan, self.outer, tuple(self.frame.failures or ()))
+            self.token = _ACTIVE.set(self.state)
+            for make in _hot_contexts(self.effective, self.plan, self.device_type):
+                cm = make()
+                cm.__enter__()
+                self.entered.append(cm)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        try:
+            for cm in reversed(self.entered):
+                if cm.__exit__(kind, exc, tb):
+                    kind = exc = tb = None  # a context swallowed it (none of these do)
+        finally:
+            if hasattr(self, "token"):
+                _ACTIVE.reset(self.token)
+            _pop(self.frame)
+        if isinstance(exc, RuntimeError):
+            violation = no_kernel_error(exc, self.state)
+            if violation is not None:
+                raise violation from exc
+        return False
+
+
+_HOT: dict[tuple[int, int, int | None, str | None, tuple[Violation, ...]], tuple[Any, ...]] = {}
+
+
+def _hot_state(effective: Policy, plan: TorchPlan, outer: Active | None,
+               failures: tuple[Violation, ...]) -> Active:
+    """The Active state of a hot-path application, built once per (policy, plan, outer, failures)."""
+    key = (id(effective), id(plan), id(outer) if outer else None, "state", failures)
+    hit = _HOT.get(key)
+    if hit is not None and hit[0] is effective and hit[1] is plan and hit[2] is outer:
+        return hit[3]
+    state = Active(effective, plan.autocast or (outer.autocast if outer else None),
+                   (*(outer.violations if outer else ()), *_unique([*plan.violations, *failures])),
+                   (*(outer.notes if outer else ()), *plan.notes))
+    _cache_hot(key, (effective, plan, outer, state))
+    return state
+
+
+def _hot_contexts(effective: Policy, plan: TorchPlan, device_type: str | None) -> tuple[Any, ...]:
+    """Makers of the contexts an application needs (each only when it does something), built once per plan."""
+    key = (id(effective), id(plan), None, device_type, ())
+    hit = _HOT.get(key)
+    if hit is not None and hit[0] is effective and hit[1] is plan:
+        return hit[2]
+    makers: list[Any] = []
+    if nvtx_available():
+        name = _nvtx_name(effective)
+        makers.append(lambda: nvtx_range(name))
+    if plan.autocast is not None:
+        makers.append(lambda: _autocast_for(plan, device_type))
+    makers.append(_kernels.shared_policy_maker(effective))
+    if plan.custom:
+        makers.append(lambda: _kernels.routing(plan.custom))
+    if plan.attention and not _sdpa_check.nothing_to_narrow(plan):
+        makers.append(lambda: _sdpa_check.checking(plan))
+    _cache_hot(key, (effective, plan, tuple(makers)))
+    return tuple(makers)
+
+
+def _cache_hot(key: Any, value: tuple[Any, ...]) -> None:
+    if len(_HOT) >= 256:
+        _HOT.pop(next(iter(_HOT)))
+    _HOT[key] = value
+
+
+@contextlib.contextmanager
+def _applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
+             device_type: str | None = None) -> Iterator[ExecutionReport]:
     frame = _push(plan)
     try:
-        report = apply_report(effective, plan, frame.failures or []) if receipt else None
-        found = report.violations if report is not None else _unique([*plan.violations, *(frame.failures or [])])
+        report = apply_report(effective, plan, frame.failures or [])
         state = Active(effective, plan.autocast or (outer.autocast if outer else None),
-                       (*(outer.violations if outer else ()), *found),
-                       (*(outer.notes if outer else ()), *(report.notes if report is not None else plan.notes)))
+                       (*(outer.violations if outer else ()), *report.violations),
+                       (*(outer.notes if outer else ()), *report.notes))
         token = _ACTIVE.set(state)
     except BaseException:
         _pop(frame)

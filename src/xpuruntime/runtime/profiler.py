@@ -33,7 +33,7 @@ try:  # decided once: without nvtx a range is a shared no-op context
     import nvtx as _nvtx
 except ImportError:  # pragma: no cover - depends on the environment
     _nvtx = None
-except Exception:  # noqa: BLE001 - a broken nvtx build must not break xpuruntime
+except Exception:
     _nvtx = None
 
 _DOMAIN = "xpuruntime"
@@ -60,6 +60,26 @@ def nvtx_range(name: str, color: str | None = None) -> Any:
     return _nvtx.annotate(message=name, domain=_DOMAIN, color=color)
 
 
+class _Span:
+    """One span of a :class:`SpanLog` (a class, not a generator: sessions open one per run)."""
+
+    __slots__ = ("log", "name", "replay", "args", "start", "range")
+
+    def __init__(self, log: SpanLog, name: str, replay: Callable[[], Any] | None, args: dict[str, Any]) -> None:
+        self.log, self.name, self.replay, self.args = log, name, replay, args
+
+    def __enter__(self) -> None:
+        self.range = nvtx_range(f"{self.log.label} {self.name}") if _nvtx is not None else _NULL
+        self.range.__enter__()
+        self.start = time.time_ns()
+
+    def __exit__(self, *exc: Any) -> None:
+        end = time.time_ns()
+        self.range.__exit__(*exc)
+        self.log._add({"name": self.name, "start_us": self.start / 1e3, "dur_us": (end - self.start) / 1e3,
+                       "args": self.args}, self.replay)
+
+
 class SpanLog:
     """xpuruntime's own spans of one object (a session): name, start (us since the epoch), duration, args.
 
@@ -81,21 +101,17 @@ class SpanLog:
         target.extend(self._items)
         self._items = target
 
-    @contextlib.contextmanager
-    def span(self, name: str, replay: Callable[[], Any] | None = None, **args: Any) -> Iterator[None]:
+    def span(self, name: str, replay: Callable[[], Any] | None = None, **args: Any) -> _Span:
         """Time the block as span ``name`` (and an NVTX range); ``replay`` gives :func:`profile` a profiled run."""
-        start = time.time_ns()
-        try:
-            with nvtx_range(f"{self.label} {name}"):
-                yield
-        finally:
-            item = {"name": name, "start_us": start / 1e3, "dur_us": (time.time_ns() - start) / 1e3, "args": args}
-            self._items.append(item)
-            if len(self._items) > 2 * self.limit:
-                del self._items[: len(self._items) - self.limit]
-            current = _ACTIVE.get()
-            if current is not None:
-                current._record(self, item, replay)
+        return _Span(self, name, replay, args)
+
+    def _add(self, item: dict[str, Any], replay: Callable[[], Any] | None) -> None:
+        self._items.append(item)
+        if len(self._items) > 2 * self.limit:
+            del self._items[: len(self._items) - self.limit]
+        current = _ACTIVE.get()
+        if current is not None:
+            current._record(self, item, replay)
 
     def items(self, *names: str) -> list[dict[str, Any]]:
         """The spans kept, oldest first (only those called ``names`` when given)."""

@@ -42,14 +42,13 @@ once.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
 import inspect
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +92,13 @@ def _torch() -> Any:
     import torch
 
     return torch
+
+
+@functools.cache
+def _applied_policy() -> Callable[..., Any]:
+    from xpuruntime.pytorch import applied_policy
+
+    return applied_policy
 
 
 @dataclass
@@ -354,21 +360,33 @@ class TorchEngine(Engine):
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
         inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
         graph, by_compile = self._modes
-        with _RUN_LOCK, _torch_errors(), self._scope(receipt=False):
-            if by_compile:
-                torch.compiler.cudagraph_mark_step_begin()
-            result = self._graph_forward(inputs) if graph else self._forward(inputs)
+        with _RUN_LOCK, _torch_errors():
+            if graph and self._graph is not None and self._graph.captured:
+                # a replay launches the kernels chosen at capture, under the policy: torch's switches are not read
+                result = self._graph(*inputs)
+            else:
+                with self._scope(receipt=False):
+                    if by_compile:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    result = self._graph_forward(inputs) if graph else self._forward(inputs)
             flat = dict(_flatten(result))
-            picked = [flat[self._output_keys[self._output_list.index(n)]] for n in output_names]
+            picked = [flat[key] for key in self._keys_of(output_names)]
             if (graph or by_compile) and (as_tensors or outputs):  # the graph's output buffers are reused; a copy
                 picked = [t.clone() for t in picked]                 # to the host is a new tensor already
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
 
-    def _scope(self, receipt: bool = True) -> Any:
-        from xpuruntime.pytorch import applied_policy
+    def _keys_of(self, output_names: Sequence[str]) -> list[Any]:
+        """The model's output keys of ``output_names`` (built once per list of names)."""
+        cache = self.__dict__.setdefault("_keys_cache", {})
+        names = tuple(output_names)
+        keys = cache.get(names)
+        if keys is None:
+            keys = cache[names] = [self._output_keys[self._output_list.index(n)] for n in names]
+        return keys
 
-        return applied_policy(self.policy, self.plan.native, device_type=self.device_kind, receipt=receipt)
+    def _scope(self, receipt: bool = True) -> Any:
+        return _applied_policy()(self.policy, self.plan.native, device_type=self.device_kind, receipt=receipt)
 
     # -- receipts ------------------------------------------------------------------------
     def report_impl(self, report: ExecutionReport) -> None:
@@ -512,16 +530,22 @@ def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
     return kwargs
 
 
-@contextlib.contextmanager
-def _torch_errors() -> Iterator[None]:
-    """torch's own failures during a run, as xpuruntime errors (PolicyViolationError passes through)."""
-    torch = _torch()
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError as exc:
-        raise OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
-                               hint="use smaller inputs, precision='bf16', or free other sessions") from exc
-    except RuntimeError as exc:
+class _torch_errors:
+    """torch's own failures during a run, as xpuruntime errors (PolicyViolationError passes through); a class,
+    not a generator: it wraps every run."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, RuntimeError):
+            return False
+        torch = _torch()
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
+                                   hint="use smaller inputs, precision='bf16', or free other sessions") from exc
+        if isinstance(exc, XpuRuntimeError):
+            return False
         raise XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
                               hint="the session stays usable; check the inputs") from exc
 

@@ -1,0 +1,110 @@
+"""The per-run application of a policy (an engine's hot path): cheap, and still exact about torch's switches."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.torch
+
+import xpuruntime as xrt
+import xpuruntime.pytorch as xrt_torch
+from xpuruntime.pytorch import _flags, _state, applied_policy, translate
+
+
+def _plan(**execution):
+    policy = xrt.Policy(kernels={"attention": ["flash", "math"]}, execution=xrt.ExecutionPolicy(**execution))
+    return policy, translate(policy, execution=True)
+
+
+def test_runs_inside_blocks_and_blocks_inside_runs_restore_every_switch(switches):
+    before = switches()
+    outer, outer_plan = _plan(precision="tf32", deterministic=True)
+    inner, inner_plan = _plan(precision="fp32", num_threads=1)
+    with xrt_torch.policy(outer):
+        in_block = switches()
+        for _ in range(3):
+            with applied_policy(inner, inner_plan, receipt=False):
+                with xrt_torch.policy(exec_policy={"precision": "tf32"}):
+                    pass
+            assert switches() == in_block
+    assert switches() == before
+    for _ in range(2):
+        with applied_policy(outer, outer_plan, receipt=False):
+            with xrt_torch.policy(inner):
+                pass
+            assert _flags.fp32_state()["matmul"] == "tf32"
+        assert switches() == before
+
+
+def test_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(switches):
+    before = switches()
+    plans = [_plan(precision="tf32"), _plan(precision="fp32", deterministic=True)]
+    entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            with applied_policy(*plans[i], receipt=False):
+                entered[i].set()
+                release[i].wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    threads[0].start()
+    entered[0].wait(10)
+    threads[1].start()
+    entered[1].wait(10)
+    release[0].set()  # the first one in leaves first: the second keeps its switches
+    threads[0].join(10)
+    assert torch.are_deterministic_algorithms_enabled()
+    release[1].set()
+    threads[1].join(10)
+    assert not errors and switches() == before
+
+
+def test_an_error_inside_a_run_restores_the_switches_and_propagates(switches):
+    before = switches()
+    policy, plan = _plan(precision="fp32", deterministic=True)
+    with pytest.raises(ValueError, match="boom"):
+        with applied_policy(policy, plan, receipt=False):
+            raise ValueError("boom")
+    assert switches() == before and not _state._stack
+
+
+def test_a_plan_with_nothing_to_set_reads_no_switches(monkeypatch):
+    policy = xrt.Policy(execution=xrt.ExecutionPolicy(precision="bf16"))
+    plan = translate(policy, execution=True, device="cuda")
+    assert plan.settings == {}
+    monkeypatch.setattr(_flags, "snapshot", lambda *a, **k: pytest.fail("a switch was read"))
+    with applied_policy(policy, plan, device_type="cpu", receipt=False):
+        assert _state.active().policy is policy and torch.is_autocast_enabled("cpu")
+
+
+def test_restoring_only_what_changed_keeps_the_fp32_flags_of_both_apis_exact(switches):
+    before = switches()
+    snap = _flags.snapshot()
+    torch.set_float32_matmul_precision("medium")  # a legacy write moves the new-API flags too
+    torch.backends.cudnn.allow_tf32 = not torch.backends.cudnn.allow_tf32
+    _flags.restore(snap, changed_only=True)
+    assert switches() == before and _flags.snapshot() == snap
+
+
+def test_a_write_that_warns_stays_silenced_every_time(monkeypatch):
+    calls = []
+
+    def noisy(value):
+        calls.append(value)
+        warnings.warn("experimental switch", UserWarning)
+
+    monkeypatch.setitem(_flags.SETTINGS, "cudnn.benchmark", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            _flags.restore({"cudnn.benchmark": True})
+    assert calls == [True, True, True]
+    assert ("write", "cudnn.benchmark", "True") not in _flags._QUIET
