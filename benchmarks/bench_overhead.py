@@ -1,0 +1,132 @@
+"""What control costs: xpuruntime against the same engine configured the same way by hand, per call.
+
+For each model and batch, the fastest configurations of the benchmark set (``bench_models.py``) run through
+``xrt.bench(..., baseline=True)``: every xpuruntime candidate and its bare twin (``xpuruntime.inference._bare``)
+timed interleaved, round robin, in one process. Printed per row: p50 of each, the ratio (1.00 = free) and the
+difference in microseconds per call (the Python xpuruntime adds on the host; the GPU work is the same).
+
+    python benchmarks/bench_overhead.py --device cpu --models minilm --engines torch,onnxruntime
+    PYTHONPATH=/tmp/ortsite:src python benchmarks/bench_overhead.py --device cuda --models minilm,bert --batches 1
+
+JSON goes to $OUT/bench_overhead_<device>.json when $OUT is set, else benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from _common import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import bench_models as bm  # noqa: E402
+
+import xpuruntime as xrt  # noqa: E402
+
+
+def torch_configs(cuda: bool) -> list[tuple[str, dict[str, Any]]]:
+    if not cuda:
+        return [("fp32", {}), ("bf16", {"execution": {"precision": "bf16"}})]
+    static = {"precision": "fp16", "static_shape": True}
+    return [("fp16-graphs", {"execution": {**static, "cuda_graphs": True}}),
+            ("fp16-reduce-overhead", {"execution": {**static, "compile": "reduce-overhead"}}),
+            ("fp16", {"execution": {"precision": "fp16"}})]
+
+
+def ort_configs(name: str, sample: dict[str, Any], cuda: bool) -> list[tuple[str, dict[str, Any]]]:
+    if not cuda:
+        return [("default", {})]
+    fixed = {k: list(v.shape) for k, v in sample.items()}
+    fusions = bm.FUSIONS[name]
+    return [("fp16-graphs", {"execution": {"precision": "fp16", "fusions": fusions, "cuda_graphs": True,
+                                           "fixed_shapes": fixed}}),
+            ("fp16", {"execution": {"precision": "fp16", "fusions": fusions}})]
+
+
+def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int) -> list[dict[str, Any]]:
+    import torch
+
+    cuda = device.startswith("cuda")
+    module, names = bm.build(name)
+    sample = bm.feeds(name, batch)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if "onnxruntime" in engines:
+            path = bm.export(module, names, sample, Path(tmp))
+            results.append(xrt.bench(path, policies=ort_configs(name, sample, cuda), engines=["onnxruntime"],
+                                     device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True))
+        if "torch" in engines:
+            example = tuple(torch.from_numpy(sample[n]) for n in names)
+            options = {"example_inputs": example, "precision_mode": "cast-all"}  # like the bare module.half()
+            results.append(xrt.bench(module, policies=torch_configs(cuda), engines=["torch"], device=device,
+                                     feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
+                                     engine_options={"torch": options}))
+    rows = []
+    for result in results:
+        by_label = {r.label: r for r in result.rows}
+        for r in result.rows:
+            if r.kind != "xpuruntime":
+                continue
+            bare = by_label.get(f"bare {r.label}")
+            ok = r.p50_ms and bare is not None and bare.p50_ms
+            rows.append({"model": name, "batch": batch, "config": r.label, "xpuruntime_p50_ms": r.p50_ms,
+                         "bare_p50_ms": bare.p50_ms if bare else None,
+                         "ratio": r.p50_ms / bare.p50_ms if ok else None,
+                         "delta_us": (r.p50_ms - bare.p50_ms) * 1e3 if ok else None,
+                         "error": r.error or (bare.error if bare else "no bare twin")})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="minilm")
+    parser.add_argument("--batches", default="1")
+    parser.add_argument("--engines", default="torch,onnxruntime")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    rows = []
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="xpuruntime over the bare engine, same settings (p50 ms; ratio 1.00 = no cost)")
+    for col in ("model", "batch", "config", "xpuruntime", "bare", "ratio", "extra us/call", "error"):
+        table.add_column(col)
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    for r in rows:
+        table.add_row(r["model"], str(r["batch"]), r["config"], fmt(r["xpuruntime_p50_ms"], ".3f"),
+                      fmt(r["bare_p50_ms"], ".3f"), fmt(r["ratio"], ".3f"), fmt(r["delta_us"], ".0f"),
+                      (r["error"] or "")[:60])
+    Console(width=200).print(table)
+    out = Path(os.environ.get("OUT") or Path(__file__).parent / "results")
+    write_json(out / f"bench_overhead_{'cpu' if not args.device.startswith('cuda') else 'cuda'}.json", {
+        "date": datetime.date.today().isoformat(), "device": bm._device(args.device),
+        "python": platform.python_version(), "versions": _versions(),
+        "settings": {"warmup": args.warmup, "repeat": args.repeat, "order": "interleaved round robin"},
+        "rows": rows})
+
+
+def _versions() -> dict[str, str]:
+    out = {"xpuruntime": xrt.__version__}
+    for mod in ("torch", "onnxruntime"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+if __name__ == "__main__":
+    main()
