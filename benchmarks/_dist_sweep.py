@@ -12,6 +12,14 @@ NCCL settings (``min_ctas``, ``max_ctas``, ``cta_policy``) cannot change within 
 same values (``ProcessGroupNCCL.Options().config``; NCCL documents the variables and the config fields as the same
 setting). In a policy file they are the ``communication.nccl`` variables ``NCCL_MIN_CTAS`` ... set before init.
 
+Variants beyond the communication section (``POLICY_CHANGES``): ``compile`` is the policy with ``execution.compile:
+default`` (``xdist.wrap`` compiles the DDP module; dynamo's DDPOptimizer splits the graph at bucket boundaries so the
+allreduce still overlaps backward) and LayerNorm left to inductor, as the 1-GPU ``policy+compile`` row of
+``bench_torch_train_gpu.py``; the step around it is captured whole as for every variant. When torch cannot capture
+the compiled step, ``capture_graph`` runs it eagerly under the policy (fallback ``warn``): the row says ``captured
+false`` and why (``graph_violations``), and is then a compile-without-capture measurement. A combination
+(``a+b``) takes the policy changes of each part.
+
 Robustness: each variant is built in ``try``; the ranks then agree (all-reduce MIN of an ok flag) before anything
 else is timed, so a variant that failed on any rank is dropped on all of them with its error recorded. Results are
 written to the JSON after every group, so a launch that dies later still leaves what it measured. After the single
@@ -41,8 +49,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "max-ctas-8": ("nccl", {"nccl": {"max_ctas": 8}}, {}),
     "max-ctas-16": ("nccl", {"nccl": {"max_ctas": 16}}, {}),
     "nccl-high-priority": ("nccl", {}, {"high_priority": True}),  # TORCH_NCCL_HIGH_PRIORITY=1: not a policy field
-    "bf16-reduce": ("reduce", {"reduce_precision": "bf16"}, {}),  # last: a comm hook under graph capture
+    "bf16-reduce": ("reduce", {"reduce_precision": "bf16"}, {}),  # late: a comm hook under graph capture
+    # bf16 on the last bucket only (the tied embedding's gradient, ready last, overlapped by nothing)
+    "bf16-last": ("reduce", {"reduce_precision": "bf16", "reduce_precision_buckets": "last"}, {}),
+    "bf16-last-bucket50": ("reduce", {"reduce_precision": "bf16", "reduce_precision_buckets": "last",
+                                      "ddp": {"bucket_cap_mb": 50}}, {}),
+    "compile": ("compile", {}, {}),  # last: a cold inductor compile (about a minute), see POLICY_CHANGES
 }
+#: variants that change more than the communication section: execution fields, and kernel ops left to torch (None)
+POLICY_CHANGES: dict[str, dict[str, Any]] = {
+    "compile": {"execution": {"compile": "default"}, "kernels": {"layernorm": None}},  # inductor's own LayerNorm
+}
+#: --sweep accepts these names for the variants
+ALIASES = {"control": "default"}
 _CONFIG_FIELDS = {"min_ctas": "min_ctas", "max_ctas": "max_ctas", "cta_policy": "cta_policy"}
 
 
@@ -53,6 +72,24 @@ def merged_comm(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
         if key in base and key in change:
             out[key] = {**base[key], **change[key]}
     return out
+
+
+def policy_changes(name: str) -> dict[str, dict[str, Any]]:
+    """The execution and kernel changes of a variant; a combination ``a+b`` takes those of each part."""
+    out: dict[str, dict[str, Any]] = {"execution": {}, "kernels": {}}
+    for part in name.split("+"):
+        for key, change in POLICY_CHANGES.get(part, {}).items():
+            out[key].update(change)
+    return out
+
+
+def changed_policy(xrt: Any, base: Any, comm: dict[str, Any], name: str) -> Any:
+    """``base`` (a Policy) with the variant's communication overrides and policy changes."""
+    changes = policy_changes(name)
+    kernels = {op: k for op, k in {**base.kernels.to_dict(), **changes["kernels"]}.items() if k is not None}
+    return xrt.Policy(kernels=kernels,
+                      execution={**base.execution.to_dict(exclude_defaults=True), **changes["execution"]},
+                      communication=merged_comm(base.communication.to_dict(exclude_defaults=True), comm))
 
 
 def combination(rows: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
@@ -108,26 +145,32 @@ class Sweep:
         """Model, wrapper, capturable AdamW and the captured step of one variant (``none``: no wrapper)."""
         run = self.run
         strategy = "none" if name == "none" else "ddp"
-        base = run.policy(strategy)
-        policy = base.replace(communication=run.xrt.Policy(
-            communication=merged_comm(base.communication.to_dict(exclude_defaults=True), comm)).communication)
+        policy = changed_policy(run.xrt, run.policy(strategy), comm, name)
         # the variant's NCCL settings go to its own group's ncclConfig_t, not to the (already read) environment
         group = self.process_group(dict(comm.get("nccl", {})), pg) if strategy == "ddp" else None
         model = run.model()
         net = run.xdist.wrap(model, policy, "ddp", process_group=group) if strategy == "ddp" else model
         opt = run.optimizer(net, strategy, capturable=True)
-        step = run.step_fn(net, opt, bf16=False)
+        step = run.step_fn(net, opt, bf16=False)  # precision: the policy's autocast, entered below
+
+        def eager() -> Any:  # a step capture_graph refused runs under the policy all the same
+            with run.xrt_torch.policy(policy):
+                return step(*run.data)
+
         t0 = time.perf_counter()
         with run.xrt_torch.policy(policy):
             graphed = run.xrt_torch.capture_graph(step, *run.data, state=(net, opt), warmup=11)
-        replay = graphed.replay if graphed.captured else (lambda: step(*run.data))
+        replay = graphed.replay if graphed.captured else eager
         losses = [float(replay().detach()) for _ in range(3)]  # steps 1-3 from the same weights: numerics check
         row = {"strategy": strategy, "communication": comm, "process_group": pg or None,
+               "policy_changes": {k: v for k, v in policy_changes(name).items() if v} or None,
                "captured": bool(graphed.captured), "capture_s": round(time.perf_counter() - t0, 2),
+               "graph_violations": [str(v) for v in graphed.violations],
                "policy_hash": policy.short_hash, "first_losses": losses, "rates": []}
         if strategy == "ddp":
             row["requested"] = {k: v for k, v in run.xdist.report_of(net).requested.items()
-                                if k in ("DistributedDataParallel", "ddp_comm_hook")}
+                                if k in ("DistributedDataParallel", "ddp_comm_hook", "reduce_precision_buckets",
+                                         "torch.compile")}
         return {"row": row, "replay": replay, "keep": (model, net, opt, graphed, step)}
 
     def try_build(self, name: str, comm: dict[str, Any], pg: dict[str, Any]) -> None:
@@ -275,6 +318,7 @@ def table(runs: list[dict[str, Any]], goal: float) -> tuple[list[dict[str, Any]]
                          "eff_vs_1gpu_none": round(rate / (n * ref), 4) if rate and ref else None,
                          "eff_vs_1gpu_same": round(rate / (n * same), 4) if rate and same else None,
                          "captured": row.get("captured"), "error": row.get("error"),
+                         "graph_violation": (row.get("graph_violations") or [None])[0],
                          "spread": round((max(row["rates"]) - min(row["rates"])) / rate, 4)
                          if rate and row.get("rates") else None,
                          "loss_step3": (row.get("first_losses") or [None])[-1], "last_loss": row.get("last_loss")})
@@ -287,7 +331,8 @@ def table(runs: list[dict[str, Any]], goal: float) -> tuple[list[dict[str, Any]]
     for r in rows:
         rate = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-"
         loss = f"{r['loss_step3']:.5f}" if r["loss_step3"] else "-"
-        note = r["error"] or ("" if r["captured"] in (True, None) else "NOT captured (eager)")
+        note = r["error"] or ("" if r["captured"] in (True, None) else
+                              f"NOT captured (eager): {(r['graph_violation'] or '').split('(', 1)[-1].rstrip(')')}")
         vs = f"{r['vs_control']:.4f}" if r["vs_control"] else "control" if r["tokens_per_s"] else "-"
         lines.append(f"{r['gpus']:>4} {r['variant']:<34}{rate:>12}{vs:>9}{pct(r['eff_vs_1gpu_none']):>10}"
                      f"{pct(r['eff_vs_1gpu_same']):>10}{pct(r['spread']):>8}{loss:>10}  {note[:60]}")
@@ -302,5 +347,6 @@ def table(runs: list[dict[str, Any]], goal: float) -> tuple[list[dict[str, Any]]
                      f"{'met' if met else 'NOT met'}")
         spec = next((run["sweep"][best["variant"]] for run in runs if run["world_size"] == top), {})
         lines.append(f"recipe: communication += {spec.get('communication')} process-group options "
-                     f"{spec.get('process_group')}")
+                     f"{spec.get('process_group')}" + (f" policy changes {spec['policy_changes']}"
+                                                       if spec.get("policy_changes") else ""))
     return rows, "\n".join(lines)

@@ -22,8 +22,9 @@ communication settings, the kernels of one profiled step, and the overlap of NCC
 read from torch.profiler) are gathered into the JSON. NVLink multicast stays off (``NCCL_NVLS_ENABLE=0``).
 
 ``--sweep`` (``benchmarks/gpu_distributed_sweep.sh``) measures the policy DDP step under communication variants
-(bucket sizes, DDP flags, NCCL CTA settings, bf16 reduction, and the best combination), interleaved in one launch
-per GPU count: see ``_dist_sweep.py``. ``BEST_COMM`` below is the policy's communication section here.
+(bucket sizes, DDP flags, NCCL CTA settings, bf16 reduction of every bucket or of the last one only, the policy with
+``execution.compile``, and the best combination), interleaved in one launch per GPU count; ``--sweep NAMES`` (or
+``--variants``) picks a subset: see ``_dist_sweep.py``. ``BEST_COMM`` below is the policy's communication section here.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def main() -> int:
     parser.add_argument("--configs", default="eager,eager-bf16,policy")
     parser.add_argument("--model", choices=("bench", "hf"), default="bench")
     parser.add_argument("--iters", type=int, default=7, help="steps per timed window (3 windows)")
-    parser.add_argument("--sweep", nargs="?", const="all", help="policy DDP step under communication variants, "
-                        "interleaved (comma-separated names of _dist_sweep.VARIANTS, or all)")
+    parser.add_argument("--sweep", "--variants", nargs="?", const="all", help="policy DDP step under communication "
+                        "variants, interleaved (comma-separated names of _dist_sweep.VARIANTS, control = default; "
+                        "or all)")
     parser.add_argument("--rounds", type=int, default=4, help="--sweep: timed rounds (each --steps replays)")
     parser.add_argument("--steps", type=int, default=5, help="--sweep: graph replays per variant per round")
     parser.add_argument("--alive", type=int, default=3, help="--sweep: variants captured at once besides controls")
@@ -303,7 +305,8 @@ class _Run:
         """``--sweep``: communication variants of the policy DDP step, interleaved, in this one launch."""
         import _dist_sweep
 
-        names = list(_dist_sweep.VARIANTS) if self.args.sweep == "all" else self.args.sweep.split(",")
+        names = list(_dist_sweep.VARIANTS) if self.args.sweep == "all" else \
+            [_dist_sweep.ALIASES.get(n.strip(), n.strip()) for n in self.args.sweep.split(",") if n.strip()]
         unknown = [n for n in names if n not in _dist_sweep.VARIANTS]
         if unknown:
             print(f"unknown variants {unknown}; known: {', '.join(_dist_sweep.VARIANTS)}", file=sys.stderr)

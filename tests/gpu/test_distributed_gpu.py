@@ -77,3 +77,14 @@ def test_fsdp2_and_gathered_receipts_over_nccl(ranks):
         assert _ok(seen, "fsdp2")["requested"]["fully_shard"]["mp_policy"]["param_dtype"] == "bf16"
         assert _ok(seen, "gathered")["ranks"] == [r for r in range(len(ranks)) for _ in range(2)]
         assert _ok(seen, "gathered")["honored"] is True
+
+
+def test_bf16_on_the_last_bucket_only_over_nccl(ranks):
+    for seen in ranks:
+        got = _ok(seen, "ddp_last_bucket")
+        last, plain = got["last"], got["plain"]
+        assert last["requested"]["ddp_comm_hook"] == "bf16_compress_last_bucket_hook" and last["violations"] == []
+        assert last["exact"]["bf16"] == {"first": True, "last": False}  # only the last bucket went over in bf16
+        assert got["all"]["exact"]["bf16"] == {"first": True, "last": True}
+        assert last["losses"] == pytest.approx(plain["losses"], rel=1e-2)
+        assert len(set(last["weights"])) == 1

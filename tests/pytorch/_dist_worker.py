@@ -130,6 +130,66 @@ def ddp_refused_hook() -> dict:
     return {"violations": [str(v) for v in receipt.violations]}
 
 
+def _train_wide(comm: dict | None = None, hook=None, steps: int = 4) -> dict:
+    """A few SGD steps of a 1 MiB-per-layer MLP under DDP. From the second step on DDP has rebuilt its 1 MiB buckets
+    (the first step reduces everything in one bucket); that step's gradients of the first layer (the last bucket)
+    and of the last layer (the first bucket) say which buckets were compressed: a compressed bucket's gradient is
+    exactly representable in the reduced dtype."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(3)], torch.nn.Linear(512, 4))
+    net = net.cuda() if CUDA else net
+    if hook is None:
+        p = xrt.Policy(execution={"fallback": "allow"},
+                       communication={**COMM, "ddp": {"bucket_cap_mb": 1}, **(comm or {})})
+        model = xdist.wrap(net, p, strategy="ddp")
+    else:
+        model = torch.nn.parallel.DistributedDataParallel(net, bucket_cap_mb=1)
+        model.register_comm_hook(None, hook)
+    gen = torch.Generator().manual_seed(200 + RANK)
+    x, y = torch.randn(16, 512, generator=gen), torch.randn(16, 4, generator=gen)
+    x, y = (x.cuda(), y.cuda()) if CUDA else (x, y)
+    opt, losses, exact = torch.optim.SGD(model.parameters(), lr=0.05), [], {}
+    for i in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        if i == 1:
+            for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                exact[name] = {layer: torch.equal(g, g.to(dtype).float()) for layer, g in
+                               (("first", net[0].weight.grad), ("last", net[3].weight.grad))}
+        opt.step()
+        losses.append(loss.item())
+    weights = [None] * dist.get_world_size()
+    dist.all_gather_object(weights, net[0].weight.detach().double().sum().item())
+    out = {"losses": losses, "exact": exact, "weights": weights}
+    if hook is None:
+        receipt = xdist.report_of(model)
+        out.update(requested={k: receipt.requested.get(k) for k in ("ddp_comm_hook", "reduce_precision_buckets")},
+                   violations=[str(v) for v in receipt.violations], notes=receipt.notes)
+    return out
+
+
+@scenario
+def ddp_last_bucket() -> dict:
+    """reduce_precision_buckets: last -- the last bucket compressed, the others reduced in fp32, same training."""
+    precision = "bf16" if CUDA else "fp16"  # wrap refuses torch's bf16 hook off NCCL; the hook itself runs on gloo
+    return {"precision": precision, "plain": _train_wide(),
+            "last": _train_wide({"reduce_precision": precision, "reduce_precision_buckets": "last"}),
+            "all": _train_wide({"reduce_precision": precision}),
+            "bf16_hook": _train_wide(hook=xdist.compress_last_bucket_hook("bf16")),
+            "bf16_policy": _train_wide({"reduce_precision": "bf16", "reduce_precision_buckets": "last"}, steps=1)}
+
+
+@scenario
+def fsdp2_last_bucket() -> dict:
+    comm = {**COMM, "reduce_precision": "bf16", "reduce_precision_buckets": "last"}
+    try:
+        xdist.wrap(_model(), xrt.Policy(execution={"fallback": "error"}, communication=comm), strategy="fsdp2")
+    except PolicyViolationError as exc:
+        return {"raised": str(exc)}
+    return {"raised": None}
+
+
 @scenario
 def ddp_graph() -> dict:
     """The whole DDP step (forward, backward with its allreduce, optimizer) as one CUDA graph."""

@@ -82,6 +82,42 @@ def test_a_hook_torch_refuses_is_a_violation_by_name(ranks):
         assert "reduce_precision" in violation and "bf16_compress_hook" in violation
 
 
+def test_reducing_only_the_last_bucket_compresses_that_bucket_and_trains_as_without(ranks):
+    for seen in ranks:
+        got = seen["ddp_last_bucket"]
+        plain, last, every = got["plain"], got["last"], got["all"]
+        assert last["requested"] == {"ddp_comm_hook": "fp16_compress_last_bucket_hook",
+                                     "reduce_precision_buckets": "last"} and last["violations"] == []
+        assert any(n.startswith("configured: reduce_precision_buckets=last") for n in last["notes"])
+        # a compressed bucket's gradients are fp16 values: the first layer's (the last bucket) only
+        assert last["exact"]["fp16"] == {"first": True, "last": False}
+        assert every["exact"]["fp16"] == {"first": True, "last": True}
+        assert plain["exact"]["fp16"] == {"first": False, "last": False}
+        assert last["losses"] == pytest.approx(plain["losses"], rel=1e-3)
+        assert len(set(last["weights"])) == 1  # the ranks still hold one model
+
+
+def test_the_bf16_last_bucket_hook_runs_on_gloo_but_wrap_keeps_torchs_nccl_rule(ranks):
+    for seen in ranks:
+        got = seen["ddp_last_bucket"]
+        hook = got["bf16_hook"]  # registered directly on torch's DDP
+        assert hook["exact"]["bf16"] == {"first": True, "last": False}
+        assert hook["losses"] == pytest.approx(got["plain"]["losses"], rel=1e-3)
+        (violation,) = got["bf16_policy"]["violations"]
+        assert "reduce_precision" in violation and "needs the NCCL backend" in violation
+
+
+def test_fsdp2_refuses_a_last_bucket_reduction_by_name(ranks):
+    for seen in ranks:
+        assert "reduce_precision_buckets: requested last" in seen["fsdp2_last_bucket"]["raised"]
+
+
+def test_the_last_bucket_hook_takes_bf16_or_fp16():
+    assert xdist.compress_last_bucket_hook("bf16").__name__ == "bf16_compress_last_bucket_hook"
+    with pytest.raises(InputError, match="no compression hook"):
+        xdist.compress_last_bucket_hook("fp32")
+
+
 def test_fsdp2_shards_with_the_policys_mixed_precision_and_refuses_graphs(ranks):
     for seen in ranks:
         got = seen["fsdp2"]

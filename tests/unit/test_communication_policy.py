@@ -68,6 +68,26 @@ def test_bad_settings_name_the_field_and_the_fix(section, field, words):
     assert info.value.field == field and words in str(info.value)
 
 
+def test_last_bucket_reduction_is_hashed_and_saved_only_when_asked_for(tmp_path):
+    bf16 = xrt.Policy(communication={"reduce_precision": "bf16"})
+    assert xrt.Policy(communication={"reduce_precision": "bf16", "reduce_precision_buckets": "all"}).hash == bf16.hash
+    last = xrt.Policy(communication={"reduce_precision": "bf16", "reduce_precision_buckets": "Last"})
+    assert last.communication.reduce_precision_buckets == "last" and last.hash != bf16.hash
+    assert "reduce_precision_buckets" not in bf16.to_dict()["communication"]
+    assert xrt.Policy.load(last.save(tmp_path / "p.yaml")) == last
+
+
+@pytest.mark.parametrize(("section", "words"), [
+    ({"reduce_precision_buckets": "last"}, "received: reduce_precision: None"),
+    ({"reduce_precision": "fp32", "reduce_precision_buckets": "last"}, "received: reduce_precision: fp32"),
+    ({"reduce_precision": "bf16", "reduce_precision_buckets": "first"}, "'all' or 'last'"),
+])
+def test_last_bucket_reduction_needs_a_reduced_precision(section, words):
+    with pytest.raises(PolicyError) as info:
+        xrt.Policy.from_dict({"communication": section})
+    assert info.value.field == "communication.reduce_precision_buckets" and words in str(info.value)
+
+
 def test_the_json_schema_describes_the_section():
     jsonschema = pytest.importorskip("jsonschema")
     schema = xrt.Policy.json_schema()

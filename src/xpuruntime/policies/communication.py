@@ -6,8 +6,12 @@ group starts (NCCL reads its variables once, when a communicator is created), th
 the wrappers' arguments. NCCL settings use the names NCCL documents for users, without the ``NCCL_`` prefix
 (``algo`` is ``NCCL_ALGO``); ``NCCL_ALGO`` and ``ALGO`` are accepted spellings.
 
+``reduce_precision_buckets: last`` (DDP only) reduces only the step's last gradient bucket in ``reduce_precision``
+(the one ready last, which nothing overlaps: in a GPT with tied embeddings, the embedding's gradient) and the
+others in their own dtype: the bytes of the exposed allreduce halve without casting every bucket.
+
 >>> c = CommunicationPolicy(backend="nccl", nccl={"NCCL_ALGO": "ring", "nvls_enable": False},
-...                         ddp={"bucket_cap_mb": 100}, reduce_precision="bf16")
+...                         ddp={"bucket_cap_mb": 100}, reduce_precision="bf16", reduce_precision_buckets="last")
 >>> c.nccl
 {'algo': 'Ring', 'nvls_enable': False}
 >>> CommunicationPolicy().is_default
@@ -21,7 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from xpuruntime.errors import PolicyError, did_you_mean, short_repr
 from xpuruntime.policies._common import Change, check_plain_data, content_hash, diff_dicts
@@ -34,10 +47,12 @@ __all__ = [
     "FSDPSettings",
     "NcclSetting",
     "ReducePrecision",
+    "ReducePrecisionBuckets",
 ]
 
 Backend = Literal["auto", "nccl", "gloo"]
 ReducePrecision = Literal["fp32", "bf16", "fp16"]
+ReducePrecisionBuckets = Literal["all", "last"]
 _LEVELS = ("LOC", "NVL", "PIX", "PXB", "PHB", "SYS")
 _ALGOS = ("Ring", "Tree", "CollnetDirect", "CollnetChain", "NVLS", "NVLSTree", "PAT")
 _COLLECTIVES = ("allreduce", "allgather", "reducescatter", "broadcast", "reduce", "sendrecv")
@@ -191,6 +206,10 @@ class CommunicationPolicy(BaseModel):
     fsdp: FSDPSettings = Field(default_factory=FSDPSettings, description="FSDP2 fully_shard arguments")
     reduce_precision: ReducePrecision | None = Field(
         None, description="gradient reduction precision: DDP compression hook, FSDP2 reduce_dtype")
+    reduce_precision_buckets: ReducePrecisionBuckets = Field(
+        "all", description="DDP gradient buckets reduced in reduce_precision: all, or only the step's last bucket "
+                           "(GradBucket.is_last(); the others in their own dtype). Needs reduce_precision bf16 or "
+                           "fp16; FSDP2 refuses last")
 
     def __init__(self, **data: Any) -> None:
         check_plain_data(data, "communication")
@@ -201,7 +220,7 @@ class CommunicationPolicy(BaseModel):
         except ValidationError as exc:
             raise _error(exc) from None
 
-    @field_validator("backend", "reduce_precision", mode="before")
+    @field_validator("backend", "reduce_precision", "reduce_precision_buckets", mode="before")
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.strip().lower() if isinstance(v, str) else v
@@ -212,6 +231,16 @@ class CommunicationPolicy(BaseModel):
         if not isinstance(v, Mapping):
             return v
         return {name: _nccl_value(name, value) for name, value in sorted(v.items())}
+
+    @model_validator(mode="after")
+    def _buckets_need_a_precision(self) -> CommunicationPolicy:
+        if self.reduce_precision_buckets != "all" and self.reduce_precision not in ("bf16", "fp16"):
+            raise PolicyError(
+                f"reduce_precision_buckets={self.reduce_precision_buckets!r} needs a reduced precision",
+                field="reduce_precision_buckets", expected="reduce_precision: bf16 or fp16 beside it",
+                received=f"reduce_precision: {self.reduce_precision}",
+                hint="set reduce_precision: bf16 (or fp16), or drop reduce_precision_buckets")
+        return self
 
     # -- data ----------------------------------------------------------------------------
     @property

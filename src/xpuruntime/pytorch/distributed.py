@@ -56,6 +56,7 @@ __all__ = [
     "Overlap",
     "agree",
     "agreement",
+    "compress_last_bucket_hook",
     "configure",
     "ddp_kwargs",
     "fsdp_kwargs",
@@ -272,13 +273,15 @@ def wrap(model: torch.nn.Module, policy: Any = None, strategy: str = "ddp", *,
     """Wrap ``model`` for data parallelism under ``policy``: ``strategy`` ``"ddp"`` or ``"fsdp2"``.
 
     - DDP: the section's bucket size and flags; ``reduce_precision`` bf16/fp16 registers torch's
-      ``bf16_compress_hook``/``fp16_compress_hook``; with ``execution.cuda_graphs`` DDP is built on a side
+      ``bf16_compress_hook``/``fp16_compress_hook`` (with ``reduce_precision_buckets: last``,
+      :func:`compress_last_bucket_hook`: the last bucket only); with ``execution.cuda_graphs`` DDP is built on a side
       stream, as torch requires for capturing a whole step (``xpuruntime.pytorch.capture_graph``, 11 warm-up
       steps). The policy's precision is autocast, entered by ``xpuruntime.pytorch.policy()``.
     - FSDP2: ``fully_shard`` on each unit (default: every module held in an ``nn.ModuleList``, e.g. transformer
       blocks), then the root, with the precision as ``MixedPrecisionPolicy(param_dtype=...)``; ``fsdp.prefetch``
       sets explicit forward/backward prefetching. CUDA graphs are refused by name (a violation, judged by the
-      policy's fallback): torch documents whole-step capture for DDP only.
+      policy's fallback): torch documents whole-step capture for DDP only. ``reduce_precision_buckets: last`` is
+      refused the same way (FSDP2 reduces every unit in ``reduce_dtype``).
     - ``execution.compile`` (``default``, ``reduce-overhead``, ``max-autotune``) compiles the wrapped model.
 
     The receipt of what was configured is :func:`report_of` the returned module.
@@ -334,17 +337,53 @@ def _wrap_ddp(model: torch.nn.Module, policy: Policy, report: ExecutionReport, u
         torch.cuda.current_stream().wait_stream(side)
     _configured(report, "DistributedDataParallel", {**kwargs, "built_on_side_stream": bool(graphs)},
                 "DDP arguments as passed")
-    _register_hook(ddp, policy.communication.reduce_precision, report, group)
+    _register_hook(ddp, policy.communication, report, group)
     if policy.execution.precision in ("bf16", "fp16"):
         report.notes.append(f"precision {policy.execution.precision}: autocast inside xpuruntime.pytorch.policy(); "
                             "DDP keeps fp32 parameters and gradients")
     return ddp
 
 
-def _register_hook(ddp: Any, precision: str | None, report: ExecutionReport, group: Any) -> None:
+def compress_last_bucket_hook(precision: str) -> Callable[[Any, Any], Any]:
+    """A DDP communication hook: torch's ``bf16_compress_hook`` (``precision="bf16"``) or ``fp16_compress_hook`` on
+    the step's last gradient bucket (``GradBucket.is_last()``: the bucket ready last, holding the first layers, e.g.
+    a tied embedding), torch's ``allreduce_hook`` (the gradients' own dtype) on every other bucket.
+
+    The last bucket's allreduce is the one nothing overlaps; halving its bytes shortens the step without paying a
+    cast on every bucket. ``wrap`` registers it for ``communication.reduce_precision_buckets: last``. On DDP's first
+    step, before it rebuilds its buckets in the order gradients became ready, all gradients may share one bucket (then
+    the last one): that step is compressed whole.
+
+    >>> ddp.register_comm_hook(None, compress_last_bucket_hook("bf16"))      # doctest: +SKIP
+    """
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-    hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}.get(precision or "")
+    compress = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}.get(precision)
+    if compress is None:
+        raise InputError(f"no compression hook for {precision!r}", expected="'bf16' or 'fp16'",
+                         received=short_repr(precision))
+    allreduce = default_hooks.allreduce_hook
+
+    def hook(state, bucket):  # type: ignore[no-untyped-def]  # no annotations: DDP compares them with its own types
+        return (compress if bucket.is_last() else allreduce)(state, bucket)
+
+    hook.__name__ = hook.__qualname__ = f"{precision}_compress_last_bucket_hook"
+    return hook
+
+
+def _comm_hook(precision: str | None, buckets: str) -> Callable[[Any, Any], Any] | None:
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    if precision not in ("bf16", "fp16"):
+        return None
+    if buckets == "last":
+        return compress_last_bucket_hook(precision)
+    return default_hooks.bf16_compress_hook if precision == "bf16" else default_hooks.fp16_compress_hook
+
+
+def _register_hook(ddp: Any, comm: CommunicationPolicy, report: ExecutionReport, group: Any) -> None:
+    precision, buckets = comm.reduce_precision, comm.reduce_precision_buckets
+    hook = _comm_hook(precision, buckets)
     backend = str(dist.get_backend(group))
     if precision == "bf16" and "nccl" not in backend:  # torch checks its build, not the group that runs the hook
         report.add(Violation("option", "reduce_precision", precision, "the gradients' dtype",
@@ -360,6 +399,11 @@ def _register_hook(ddp: Any, precision: str | None, report: ExecutionReport, gro
             return
     name = hook.__name__ if hook is not None else "allreduce in the gradients' dtype (torch's default)"
     _configured(report, "ddp_comm_hook", name, f"gradient reduction precision {precision or 'unchanged'}")
+    if hook is not None:
+        _configured(report, "reduce_precision_buckets", buckets,
+                    f"{precision} on every gradient bucket" if buckets == "all" else
+                    f"{precision} on the step's last gradient bucket (GradBucket.is_last()), allreduce_hook in the "
+                    "gradients' dtype on the others")
 
 
 def _wrap_fsdp(model: torch.nn.Module, policy: Policy, report: ExecutionReport, units: Any,
@@ -388,6 +432,10 @@ def _wrap_fsdp(model: torch.nn.Module, policy: Policy, report: ExecutionReport, 
                                                       "reduce_dtype": _dtype_name(mp.reduce_dtype)},
                                         "prefetch": prefetch if prefetch else "torch default (implicit, one ahead)"},
                 "fully_shard arguments as passed")
+    if policy.communication.reduce_precision_buckets != "all":
+        report.add(Violation("option", "reduce_precision_buckets", policy.communication.reduce_precision_buckets,
+                             "every gradient (FSDP2's reduce_dtype)", "a last-bucket hook is DDP's (GradBucket); "
+                             "FSDP2 reduces every unit in MixedPrecisionPolicy.reduce_dtype"))
     if policy.execution.cuda_graphs:
         report.add(Violation("option", "cuda_graphs", "CUDA graph capture", "eager (FSDP2)",
                              "torch documents whole-step CUDA graph capture for DDP only; FSDP2 steps run eagerly"))
