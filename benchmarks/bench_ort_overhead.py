@@ -429,7 +429,19 @@ def lookup_miss_us(ort: Any, n: int = 2000) -> float:
             ro.get_run_config_entry("gpu_graph_id")
         except RuntimeError:
             pass
+        except AttributeError:  # an onnxruntime without the lookup
+            return float("nan")
     return (time.perf_counter_ns() - t0) / n / 1e3
+
+
+def looks_up_graph_id(ort: Any) -> bool | None:
+    """Whether this onnxruntime's Python ``run_with_iobinding`` reads ``gpu_graph_id`` (None: source unreadable)."""
+    import inspect
+
+    try:
+        return "_graph_annotation_id" in inspect.getsource(ort.InferenceSession.run_with_iobinding)
+    except (OSError, TypeError):
+        return None
 
 
 def print_graph_table(rows: list[dict[str, Any]]) -> None:
@@ -467,7 +479,6 @@ def graph_row(xrt: Any, name: str, device: str, iters: tuple[int, int, int], fol
 
 
 def main_graphs(args: argparse.Namespace) -> int:
-    import inspect
     import tempfile
 
     xrt = _import_xpuruntime()
@@ -484,7 +495,7 @@ def main_graphs(args: argparse.Namespace) -> int:
         return 2
     iters = GRAPH_ITERS["quick" if args.quick else "full"]
     miss = lookup_miss_us(ort)
-    looks_up = "_graph_annotation_id" in inspect.getsource(ort.InferenceSession.run_with_iobinding)
+    looks_up = looks_up_graph_id(ort)
     print(f"onnxruntime {ort.__version__} on {device}; its Python run_with_iobinding looks up gpu_graph_id per call: "
           f"{looks_up}; a lookup that misses costs {miss:.1f} us here", flush=True)
     rows = []
