@@ -757,10 +757,15 @@ class GraphBinding:
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
         self.pointers: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # host inputs' shapes at capture
 
     def run(self, feeds: dict[str, Any], names: Sequence[str], run: Any) -> list[Any]:
-        """Copy ``feeds`` in, ``run(binding)`` (the session's run_with_iobinding), return ``names`` as numpy."""
-        if self.binding is None:
+        """Copy ``feeds`` in, ``run(binding)`` (the session's run_with_iobinding), return ``names`` as numpy.
+
+        After the first call this is what a hand-written CUDA-graph loop does: ``update_inplace`` per host input,
+        one ``run_with_iobinding`` of the same binding, ``numpy()`` per output (a copy from the device)."""
+        binding = self.binding
+        if binding is None:
             binding = self._build(feeds)
             run(binding)  # warm-up, capture and replay on CUDA: ORT allocates every output, at its own shapes
             self.outputs = dict(zip(self.outputs, binding.get_outputs()))  # the captured addresses, kept alive
@@ -768,11 +773,18 @@ class GraphBinding:
             for value in self.outputs.values():
                 _ort_type(value)  # an output numpy cannot hold is refused (the graph is captured: no rebuild)
         else:
-            self._update(feeds)
-            run(self.binding)
+            inputs, shapes = self.inputs, self.shapes
+            for name, value in feeds.items():
+                staged = inputs.get(name)
+                if staged is not None and type(value) is np.ndarray and value.shape == shapes[name]:
+                    staged.update_inplace(value)
+                else:
+                    self._update(name, value)
+            run(binding)
+        outputs = self.outputs
         if self.device == "cpu":  # a CPU OrtValue's numpy() is a view of the buffer the next run overwrites
-            return [self.outputs[n].numpy().copy() for n in names]
-        return [self.outputs[n].numpy() for n in names]  # a copy from the device
+            return [outputs[n].numpy().copy() for n in names]
+        return [outputs[n].numpy() for n in names]  # a copy from the device
 
     def _build(self, feeds: dict[str, Any]) -> Any:
         binding = self.session.io_binding()
@@ -784,30 +796,31 @@ class GraphBinding:
                 owned = value.copy() if self.device == "cpu" else value  # a CPU OrtValue wraps the array itself
                 ov = self.ort.OrtValue.ortvalue_from_numpy(owned, self.device, self.device_id)
                 self.inputs[name] = ov
+                self.shapes[name] = tuple(ov.shape())
                 binding.bind_ortvalue_input(name, ov)
         self.outputs = {o.name: None for o in self.session.get_outputs()}
         for name in self.outputs:
             binding.bind_output(name, self.device, self.device_id)
         return binding
 
-    def _update(self, feeds: dict[str, Any]) -> None:
-        for name, value in feeds.items():
-            if isinstance(value, DeviceArray):
-                if value.ptr != self.pointers.get(name):
-                    raise InputError(f"input {name!r} moved to another device buffer between CUDA-graph runs",
-                                     expected="the same tensor every run (update it in place)",
-                                     received=f"a tensor at 0x{value.ptr:x}",
-                                     hint="copy new data into the first tensor: x.copy_(new_x)")
-            elif name not in self.inputs:
-                raise InputError(f"input {name!r} was a device tensor when the CUDA graph was captured",
-                                 expected="the same kind of feed every run", received="a host array",
-                                 hint="use one session per kind of feed")
-            elif tuple(value.shape) != tuple(self.inputs[name].shape()):
-                raise InputError(f"input {name!r} changed shape under cuda_graphs",
-                                 expected=f"shape {list(self.inputs[name].shape())} (captured)",
-                                 received=f"shape {list(value.shape)}", hint="use one session per shape")
-            else:
-                self.inputs[name].update_inplace(value)
+    def _update(self, name: str, value: Any) -> None:
+        """One feed off the fast path of :meth:`run`: a device tensor at its captured address, else refused."""
+        if isinstance(value, DeviceArray):
+            if value.ptr != self.pointers.get(name):
+                raise InputError(f"input {name!r} moved to another device buffer between CUDA-graph runs",
+                                 expected="the same tensor every run (update it in place)",
+                                 received=f"a tensor at 0x{value.ptr:x}",
+                                 hint="copy new data into the first tensor: x.copy_(new_x)")
+        elif name not in self.inputs:
+            raise InputError(f"input {name!r} was a device tensor when the CUDA graph was captured",
+                             expected="the same kind of feed every run", received="a host array",
+                             hint="use one session per kind of feed")
+        elif tuple(value.shape) != tuple(self.inputs[name].shape()):
+            raise InputError(f"input {name!r} changed shape under cuda_graphs",
+                             expected=f"shape {list(self.inputs[name].shape())} (captured)",
+                             received=f"shape {list(value.shape)}", hint="use one session per shape")
+        else:
+            self.inputs[name].update_inplace(value)
 
 
 def _ort_type(value: Any) -> str:

@@ -126,6 +126,10 @@ class OnnxRuntimeEngine(Engine):
                                    f"{', '.join(self.session.get_providers())}")
         self._replayed = self._replay_tuning(self.session)
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
+        # per-call constants of run_impl, decided once (the session's providers never change)
+        self._graphs = bool(self.policy.execution.cuda_graphs) and self._device_type() == "cuda"
+        self._timeout_ms = self.policy.execution.execution_timeout_ms
+        self._graph: tr.GraphBinding | None = None
 
     def _replay_tuning(self, session: Any, *, note: bool = True) -> int:
         """Apply stored TunableOp results (``engine_options["tuning_results"]``, else a lock's); returns how many
@@ -262,42 +266,61 @@ class OnnxRuntimeEngine(Engine):
 
     # -- run -----------------------------------------------------------------------------
     def run_impl(self, feeds: dict[str, Any], output_names: Sequence[str], outputs: dict[str, Any] | None) -> list[Any]:
-        if self.policy.execution.cuda_graphs and self._device_type() == "cuda" and not outputs:
+        if self._graphs and not outputs:
             return self._run_graph(feeds, output_names)
-        if outputs or any(isinstance(v, DeviceArray) for v in feeds.values()):
+        if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
-        if self.policy.execution.execution_timeout_ms is None:  # the hot path: no timer, shared RunOptions
+        if self._timeout_ms is None:  # the hot path: no timer, the session's shared RunOptions
+            ro = self._run_options
             try:
-                return self.session.run(output_names, feeds, self._quiet_run_options)
+                return self.session.run(output_names, feeds, ro)
             except Exception as exc:
-                raise _run_error(exc, self._quiet_run_options) from None
+                raise _run_error(exc, ro) from None
         return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
 
     @functools.cached_property
-    def _quiet_run_options(self) -> Any:
+    def _run_options(self) -> Any:
+        """The RunOptions of every run without a timer (read-only to ONNX Runtime, so shared across calls)."""
+        return self._new_run_options()
+
+    def _new_run_options(self) -> Any:
         ro = _ort().RunOptions()
         ro.log_severity_level = 4  # a failed run is raised as an error by us; ORT need not print it too
+        # Always name the graph: ONNX Runtime's Python run_with_iobinding reads "gpu_graph_id" on every call, and
+        # a missing entry is a C++ exception raised and caught (tens of microseconds). "0" is ONNX Runtime's
+        # default graph (kCudaGraphAnnotationDefault), the same as no entry; "-1" captures nothing.
+        ro.add_run_config_entry("gpu_graph_id", "0" if self.policy.execution.cuda_graphs else "-1")
         return ro
 
     def _guarded(self, call: Any) -> Any:
-        ort = _ort()
-        ro = ort.RunOptions()
-        ro.log_severity_level = 4  # a failed run is raised as an error below; ORT need not print it too
-        if not self.policy.execution.cuda_graphs:
-            ro.add_run_config_entry("gpu_graph_id", "-1")  # spares ORT a raise-and-catch lookup per run
+        """``call(run_options)`` with library errors wrapped; under ``execution_timeout_ms`` a fresh RunOptions
+        that a timer terminates."""
+        if self._timeout_ms is None:
+            ro = self._run_options
+            try:
+                return call(ro)
+            except XpuRuntimeError:
+                raise
+            except Exception as exc:
+                raise _run_error(exc, ro) from None
+        ro = self._new_run_options()
         try:
-            with _timeout(self.policy.execution.execution_timeout_ms, lambda _: setattr(ro, "terminate", True), "run"):
+            with _timeout(self._timeout_ms, lambda _: setattr(ro, "terminate", True), "run"):
                 return call(ro)
         except XpuRuntimeError:
             raise
         except Exception as exc:
             raise _run_error(exc, ro) from None
 
+    def _run_binding(self, binding: Any) -> None:
+        """``run_with_iobinding(binding)`` under :meth:`_guarded`."""
+        self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
+
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
         with self._run_lock:
             binding = self._binding(feeds, names, outputs)
-            self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
+            self._run_binding(binding)
             values = binding.get_outputs()
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
 
@@ -326,12 +349,11 @@ class OnnxRuntimeEngine(Engine):
 
     def _run_graph(self, feeds: dict[str, Any], names: Sequence[str]) -> list[Any]:
         """CUDA graphs: one persistent binding, buffers that never move (see _onnxruntime.GraphBinding)."""
-
         with self._run_lock:
-            if getattr(self, "_graph", None) is None:
-                self._graph = tr.GraphBinding(_ort(), self.session, self.device.index or 0)
-            return self._graph.run(feeds, names, lambda b: self._guarded(
-                lambda ro: self.session.run_with_iobinding(b, ro)))
+            graph = self._graph
+            if graph is None:
+                graph = self._graph = tr.GraphBinding(_ort(), self.session, self.device.index or 0)
+            return graph.run(feeds, names, self._run_binding)
 
     def _device_type(self) -> str:
         on_gpu = any(p in (tr.CUDA, tr.TRT) for p in self._providers())
@@ -804,6 +826,14 @@ def _trace_events(events: list[dict[str, Any]], limit: int = 50_000) -> list[dic
             out.append({"name": name, "ts": ev.get("ts", 0), "dur": ev.get("dur", 0), "cat": "Session",
                         "track": "onnxruntime session", "node": None, "args": {}})
     return out
+
+
+def _has_device_feeds(feeds: dict[str, Any]) -> bool:
+    """Any CUDA tensor among checked feeds (numpy arrays, the common case, are passed over by type alone)."""
+    for value in feeds.values():
+        if type(value) is not np.ndarray and isinstance(value, DeviceArray):
+            return True
+    return False
 
 
 def _host_feeds(feeds: dict[str, Any]) -> dict[str, Any]:
