@@ -189,18 +189,21 @@ class Engine(ABC):
     def run(self, feeds: Any, output_names: Sequence[str] | None = None, *,
             outputs: Mapping[str, Any] | None = None) -> Any:
         """Run once: a dict of feeds gives a dict of outputs, a list gives a list."""
-        self._check_open()
-        names = self._resolve_outputs(output_names)
+        if self._closed:
+            self._check_open()
+        names = self._output_list if output_names is None else self._resolve_outputs(output_names)
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names, checked)
-        with self._spans.span("run", replay=lambda: self._profile(checked, names)):
-            try:
-                results = self.run_impl(checked, names, dict(outputs) if outputs else None)
-            except XpuRuntimeError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the engine library's own exception types (as _wrapped does)
-                raise self.run_error(exc) from None
+        mark = self._spans.begin("run")  # the hot path: no context managers, one span recorded at the end
+        try:
+            results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the engine library's own exception types (as _wrapped does)
+            raise self.run_error(exc) from None
+        finally:
+            self._spans.end(mark, lambda: self._profile(checked, names))
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:

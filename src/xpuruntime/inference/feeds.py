@@ -525,8 +525,9 @@ class FeedChecker:
             shape = value.shape
             if spec[1] is not None and len(shape) != spec[1] or not value.flags.c_contiguous:
                 return False
-            if any(shape[axis] != dim for axis, dim in spec[2]):
-                return False
+            for axis, dim in spec[2]:
+                if shape[axis] != dim:
+                    return False
         for where in self.shared:  # usually none
             if len({feeds[name].shape[axis] for name, axis in where}) > 1:
                 return False

@@ -105,6 +105,22 @@ class SpanLog:
         """Time the block as span ``name`` (and an NVTX range); ``replay`` gives :func:`profile` a profiled run."""
         return _Span(self, name, replay, args)
 
+    def begin(self, name: str) -> tuple[str, int, Any]:
+        """Start span ``name`` without a ``with`` block (a session's every run); close it with :meth:`end`."""
+        rng = None
+        if _nvtx is not None:
+            rng = nvtx_range(f"{self.label} {name}")
+            rng.__enter__()
+        return name, time.time_ns(), rng
+
+    def end(self, mark: tuple[str, int, Any], replay: Callable[[], Any] | None = None) -> None:
+        """Close a span started by :meth:`begin`, recording it as :meth:`span` does."""
+        name, start, rng = mark
+        end = time.time_ns()
+        if rng is not None:
+            rng.__exit__(None, None, None)
+        self._add({"name": name, "start_us": start / 1e3, "dur_us": (end - start) / 1e3, "args": {}}, replay)
+
     def _add(self, item: dict[str, Any], replay: Callable[[], Any] | None) -> None:
         self._items.append(item)
         if len(self._items) > 2 * self.limit:
