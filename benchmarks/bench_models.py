@@ -170,11 +170,11 @@ def row(name: str, batch: int, device: str, warmup: int, repeat: int, engines: l
             results["torch"] = xrt.bench(module, policies=torch_policies(cuda), engines=["torch"], device=device,
                                          feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
                                          engine_options={"torch": {"example_inputs": example}})
-            if cuda:  # every weight cast, norms included: the same numerics as the bare module.half()
-                results["torch_cast_all"] = xrt.bench(
-                    module, policies=[(f"{label}-castall", p) for label, p in torch_policies(cuda)], engines=["torch"],
-                    device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
-                    engine_options={"torch": {"example_inputs": example, "precision_mode": "cast-all"}})
+            # every weight cast, norms included: the same numerics as the bare module.half() / .bfloat16()
+            results["torch_cast_all"] = xrt.bench(
+                module, policies=[(f"{label}-castall", p) for label, p in torch_policies(cuda) if label != "default"],
+                engines=["torch"], device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
+                engine_options={"torch": {"example_inputs": example, "precision_mode": "cast-all"}})
     return summarise(name, batch, results)
 
 
@@ -198,7 +198,8 @@ def summarise(name: str, batch: int, results: dict[str, Any]) -> dict[str, Any]:
     alternatives = {
         "bare ORT defaults": _p50(onnx, "bare onnxruntime:default"),
         "bare ORT IO binding": _p50(dio, "bare onnxruntime:default"),
-        "torch eager": _p50(tor, "bare torch:fp16") or _p50(tor, "bare torch:default"),
+        "torch eager": min((v for v in (_p50(tor, "bare torch:fp16"), _p50(tor, "bare torch:bf16"),
+                                        _p50(tor, "bare torch:default")) if v), default=None),
         "torch.compile reduce-overhead": _p50(tor, "bare torch:fp16-reduce-overhead"),
         "bare OpenVINO defaults": _p50(onnx, "bare openvino:default"),
     }
