@@ -108,3 +108,45 @@ def test_a_write_that_warns_stays_silenced_every_time(monkeypatch):
             _flags.restore({"cudnn.benchmark": True})
     assert calls == [True, True, True]
     assert ("write", "cudnn.benchmark", "True") not in _flags._QUIET
+
+
+class _CpuGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU (plumbing only): a replay recomputes into the static outputs."""
+
+    def __init__(self, fn, static_args, outputs):
+        self.fn, self.static_args, self.outputs = fn, static_args, outputs
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        with torch.inference_mode():
+            self.outputs.copy_(self.fn(*self.static_args))
+
+
+def test_a_captured_graph_fed_numpy_copies_into_its_static_inputs_and_returns_fresh_host_outputs():
+    import numpy as np
+
+    from xpuruntime.pytorch._graphs import CapturedGraph
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 8)
+    session = xrt.InferenceSession(model, engine="torch", device="cpu", engine_options={"example_inputs": (x,)})
+    eng = session.engine
+    static = (x.clone(),)
+    with torch.inference_mode():
+        out = model(*static).clone()
+    fake = _CpuGraph(model, static, out)
+    eng._graph = CapturedGraph(model, static, graph=fake, outputs=out)
+    eng._replay = eng._replayer()
+    name = session.input_info[0].name
+    a, b = np.random.default_rng(0).standard_normal((2, 2, 8)).astype(np.float32)
+    first = session.run({name: a})
+    second = session.run({name: b})
+    with torch.inference_mode():
+        want_a, want_b = model(torch.from_numpy(a)).numpy(), model(torch.from_numpy(b)).numpy()
+    assert fake.replays == 2
+    assert np.allclose(first["output"], want_a, atol=1e-6) and np.allclose(second["output"], want_b, atol=1e-6)
+    with pytest.raises(xrt.InputError, match="size 3 on axis 0"):
+        session.run({name: np.zeros((3, 8), np.float32)})  # another shape: refused, never replayed
+    assert fake.replays == 2

@@ -130,18 +130,20 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     ``onnxruntime``, or ``torch`` for an ``nn.Module``); ``dims`` sizes symbolic dims, ``shapes`` whole inputs;
     ``io="device"`` feeds CUDA tensors and writes outputs into preallocated CUDA tensors (needs torch and CUDA);
     ``engine_options`` maps an engine name to its options (``{"torch": {"example_inputs": (x,)}}``);
-    ``pairs`` (``[(engine, policy), ...]``, a policy may be ``(label, policy)``) replaces engines x policies.
+    ``pairs`` (``[(engine, policy), ...]``, a policy may be ``(label, policy)``) replaces engines x policies; a
+    third item, ``(engine, policy, options)``, gives that candidate its own engine options (two torch precision
+    modes, say, timed in one interleaved loop).
 
     >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
     """
     _check_counts(warmup, repeat, io)
     names = _engine_names(engines, model)
     pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
-    todo = [(e, _policy_label(p, i), p) for i, (e, p) in enumerate(pairs)] if pairs is not None else \
-        [(engine, label, policy) for engine in names for label, policy in pols]
-    names = list(dict.fromkeys(e for e, _, _ in todo)) if pairs is not None else names
-    cands = [_build(model, engine, label, policy, device, (engine_options or {}).get(engine, {}))
-             for engine, label, policy in todo]
+    options = engine_options or {}
+    todo = [_pair(pair, i, options) for i, pair in enumerate(pairs)] if pairs is not None else \
+        [(engine, label, policy, options.get(engine, {})) for engine in names for label, policy in pols]
+    names = list(dict.fromkeys(e for e, _, _, _ in todo)) if pairs is not None else names
+    cands = [_build(model, engine, label, policy, device, opts) for engine, label, policy, opts in todo]
     feed_set = _feeds(cands, feeds, dims, shapes, seed)
     if baseline:
         cands += [b for c in list(cands) if c.call is not None for b in [_bare(c, model, device)] if b is not None]
@@ -172,6 +174,15 @@ def _engine_names(engines: Sequence[str] | str | None, model: Any) -> list[str]:
         is_file = isinstance(model, (str, os.PathLike, bytes)) or hasattr(model, "graph")
         return ["onnxruntime" if is_file else "torch"]
     return [e.strip() for e in engines.split(",")] if isinstance(engines, str) else list(engines)
+
+
+def _pair(pair: Sequence[Any], index: int, options: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, Any, Any]:
+    if not isinstance(pair, (tuple, list)) or len(pair) not in (2, 3):
+        raise InputError("a pair is (engine, policy) or (engine, policy, engine_options)",
+                         expected="a 2- or 3-tuple", received=repr(pair)[:200])
+    engine, policy = pair[0], pair[1]
+    opts = pair[2] if len(pair) == 3 else options.get(engine, {})
+    return engine, _policy_label(policy, index), policy, opts
 
 
 def _policy_label(policy: PolicyLike, index: int) -> str:
