@@ -76,10 +76,25 @@ def shared_policy_maker(policy: Any) -> Callable[[], Any]:
     mod = _module()
     if mod is None:
         return contextlib.nullcontext
-    from xpuruntime.kernels.active import as_policy
+    from xpuruntime.kernels import active
 
-    coerced = as_policy(policy)
-    return lambda: mod.use_policy(coerced)
+    coerced = active.as_policy(policy)
+    return lambda: _Scoped(active._scoped, coerced)
+
+
+class _Scoped:
+    """``xpuruntime.kernels.use_policy`` for one block, as a class (an engine's every run enters one)."""
+
+    __slots__ = ("var", "value", "token")
+
+    def __init__(self, var: Any, value: Any) -> None:
+        self.var, self.value = var, value
+
+    def __enter__(self) -> None:
+        self.token = self.var.set(self.value)
+
+    def __exit__(self, *exc: object) -> None:
+        self.var.reset(self.token)
 
 
 def set_shared_default(policy: Any) -> Any:

@@ -290,10 +290,12 @@ class _Applied:
         self.effective, self.plan, self.outer, self.device_type = effective, plan, outer, device_type
 
     def __enter__(self) -> None:
-        self.frame = _push(self.plan)
+        # a plan with no switches to set has nothing to put back or to rewrite for other frames: no frame at all
+        self.frame = _push(self.plan) if self.plan.settings else None
         self.entered: list[Any] = []
         try:
-            self.state = _hot_state(self.effective, self.plan, self.outer, tuple(self.frame.failures or ()))
+            failures = tuple(self.frame.failures or ()) if self.frame is not None else ()
+            self.state = _hot_state(self.effective, self.plan, self.outer, failures)
             self.token = _ACTIVE.set(self.state)
             for make in _hot_contexts(self.effective, self.plan, self.device_type):
                 cm = make()
@@ -312,7 +314,8 @@ class _Applied:
         finally:
             if hasattr(self, "token"):
                 _ACTIVE.reset(self.token)
-            _pop(self.frame)
+            if self.frame is not None:
+                _pop(self.frame)
         if isinstance(exc, RuntimeError):
             violation = no_kernel_error(exc, self.state)
             if violation is not None:
