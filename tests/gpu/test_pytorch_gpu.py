@@ -211,3 +211,29 @@ def test_the_torch_engine_on_cuda_proves_flash_in_explain():
     print(f"\n--- torch engine, eager bf16\n{receipt.table()}")
     [attn] = _attention_nodes(receipt)
     assert (attn.kernel, attn.provider, attn.precision) == ("flash", "cuda", "bf16") and receipt.honored
+
+
+@pytest.mark.parametrize("execution", [{"cuda_graphs": True}, {"compile": "reduce-overhead"}],
+                         ids=["graphs", "reduce-overhead"])
+def test_the_torch_engine_hot_paths_follow_new_inputs_and_never_alias_earlier_results(execution):
+    """numpy feeds take the captured graph's direct path (or torch.compile's CUDA graphs without a step mark):
+    every call's outputs are its own, equal to the eager fp16 module's, and earlier results stay intact."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.LayerNorm(128),
+                                torch.nn.Linear(128, 16)).eval()
+    x = torch.randn(4, 64)
+    sess = xrt.InferenceSession(model, engine="torch", device="cuda",
+                                exec_policy={"precision": "fp16", "static_shape": True, **execution},
+                                engine_options={"example_inputs": (x,), "precision_mode": "cast-all"})
+    reference = model.cuda().half()
+    rng = np.random.default_rng(0)
+    feeds = [rng.standard_normal((4, 64)).astype(np.float32) for _ in range(5)]
+    results = [sess.run({"input": f})["output"] for f in feeds]
+    tensors = [sess.run([torch.from_numpy(f).cuda()])[0] for f in feeds[:2]]
+    for f, got in zip(feeds, results):
+        with torch.inference_mode():
+            want = reference(torch.from_numpy(f).cuda().half()).float().cpu().numpy()
+        assert np.allclose(got, want, atol=2e-2, rtol=2e-2)
+    assert not np.allclose(results[0], results[1])
+    assert not torch.allclose(tensors[0], tensors[1])  # the first tensor result survived the second call
+    sess.close()

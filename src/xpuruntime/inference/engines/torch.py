@@ -372,8 +372,8 @@ class TorchEngine(Engine):
                 result = self._graph(*inputs)
             else:
                 with self._scope(receipt=False):
-                    if by_compile:
-                        torch.compiler.cudagraph_mark_step_begin()
+                    if by_compile and (as_tensors or outputs):  # results outlive the call: a new generation first
+                        torch.compiler.cudagraph_mark_step_begin()  # (numpy results are copied out before the next)
                     result = self._graph_forward(inputs) if graph else self._forward(inputs)
             flat = dict(_flatten(result))
             picked = [flat[key] for key in self._keys_of(output_names)]
