@@ -106,20 +106,41 @@ def feeds(name: str, batch: int) -> dict[str, np.ndarray]:
 
 
 def export(module: Any, names: list[str], sample: dict[str, np.ndarray], folder: Path) -> Path:
+    """The module as ONNX (TorchScript exporter, opset 17). transformers models are exported with their eager
+    attention: ONNX Runtime's transformer fusions match the eager attention subgraph, not torch's
+    scaled_dot_product_attention as the exporter decomposes it (a Softmax guarded by IsNaN/Where), so an SDPA export
+    would get no fused Attention under ``execution.fusions``. The module's own setting is restored afterwards."""
     import onnx
     import torch
 
     path = folder / "model.onnx"
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     axes = {n: ({0: "batch", 1: "seq"} if n != "pixel_values" else {0: "batch"}) for n in names}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=names,
-                          output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}})
+    restore = _eager_attention(module)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=names,
+                              output_names=["output"], dynamic_axes={**axes, "output": {0: "batch"}})
+    finally:
+        for model, implementation in restore:
+            model.set_attn_implementation(implementation)
     proto = onnx.load(str(path))
     proto.ir_version = 10
     onnx.save(proto, str(path))
     return path
+
+
+def _eager_attention(module: Any) -> list[tuple[Any, str]]:
+    """Switch every transformers model inside ``module`` to eager attention; (model, previous setting) to restore."""
+    restore = []
+    for model in module.modules():
+        config = getattr(model, "config", None)
+        previous = getattr(config, "_attn_implementation", None)
+        if hasattr(model, "set_attn_implementation") and previous not in (None, "eager"):
+            model.set_attn_implementation("eager")
+            restore.append((model, previous))
+    return restore
 
 
 # -- policies ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from xpuruntime.receipts import Violation
 
 __all__ = ["OrtPlan", "translate", "provider_plan", "CPU", "CUDA", "TRT", "OPENVINO", "QNN", "TRT_RTX", "SDPA_BITS",
            "QNN_PERFORMANCE_MODE", "convert", "fuse", "fusion_model_type", "fused_op_counts", "FUSED_OPS",
+           "attention_shape", "fusion_summary", "record_fusions",
            "GraphBinding", "ORT_TYPES", "PluginPackage", "PluginProvider", "PLUGIN_PACKAGES", "installed_plugins",
            "cpu_preferred_nodes", "judge_placement", "CPU_PREFERRED_REASON"]
 
@@ -611,11 +612,13 @@ def fusion_model_type(proto: Any, fusions: str) -> str | None:
 
 def fuse(model: ModelSource, fusions: str, use_gpu: bool, cache_dir: str | None, key: str) -> ModelSource | None:
     """The model rewritten by ONNX Runtime's transformers optimizer (cached like the fp16 copy); None when
-    ``fusions='auto'`` finds no transformer in the graph."""
+    ``fusions='auto'`` finds no transformer in the graph. The optimizer's ``num_heads``/``hidden_size`` come from
+    the graph (:func:`attention_shape`) and are part of the cache entry's name."""
     model_type = fusion_model_type(model.proto, fusions)
     if model_type is None:
         return None
-    return convert(model, f"fused-{model_type}-{'gpu' if use_gpu else 'cpu'}", cache_dir, key)
+    heads, hidden = attention_shape(model.proto)
+    return convert(model, f"fused-{model_type}-{'gpu' if use_gpu else 'cpu'}-{heads}x{hidden}", cache_dir, key)
 
 
 def fused_op_counts(proto: Any) -> dict[str, int]:
@@ -627,27 +630,120 @@ def fused_op_counts(proto: Any) -> dict[str, int]:
     return counts
 
 
+def attention_shape(proto: Any) -> tuple[int, int]:
+    """(num_heads, hidden_size) read from a transformer graph, (0, 0) when it shows none.
+
+    Exports from transformers >= 4.48 reshape Q/K/V to ``(*input_shape, -1, head_size)``: the head count is not in
+    the graph, and ONNX Runtime's optimizer, asked to detect it (``num_heads=0``), fuses no attention. The hidden
+    size is the width of the LayerNormalization scales; the head size the last constant of the Concat that shapes
+    those Reshapes (a constant head count there is taken as is). Read only: the graph is not changed.
+
+    Example: ``attention_shape(onnx.load("bert-base.onnx"))`` -> ``(12, 768)``.
+    """
+    consts = _constants(proto)
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    shapes = [shape for node in proto.graph.node if (shape := _head_shape(node, consts, producers)) is not None]
+    if not shapes:
+        return 0, 0
+    heads, head_size = max(set(shapes), key=shapes.count)
+    if heads > 0:  # a constant head count: nothing to work out
+        return heads, heads * head_size
+    widths = [consts[n.input[1]].size for n in proto.graph.node
+              if n.op_type == "LayerNormalization" and len(n.input) > 1 and n.input[1] in consts]
+    hidden = _most_common(widths) if widths else 0
+    return (hidden // head_size, hidden) if hidden and hidden % head_size == 0 else (0, 0)
+
+
+def _head_shape(node: Any, consts: dict[str, np.ndarray], producers: dict[str, Any]) -> tuple[int, int] | None:
+    """(heads or -1, head_size) of a Reshape whose shape is Concat(batch, seq, heads, head_size)."""
+    if node.op_type != "Reshape" or len(node.input) < 2:
+        return None
+    concat = producers.get(node.input[1])
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 4:
+        return None
+    last = [consts.get(name) for name in concat.input[2:]]
+    if any(v is None or v.size != 1 for v in last) or int(last[1].item()) <= 0:
+        return None
+    return int(last[0].item()), int(last[1].item())
+
+
+def _most_common(values: list[int]) -> int:
+    return max(set(values), key=values.count)
+
+
+def _constants(proto: Any) -> dict[str, np.ndarray]:
+    """Initializers and Constant node values by name (small ones only: shapes and norm scales)."""
+    from onnx import numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if _small(t.dims)}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if _small(tensor.dims):
+                out[node.output[0]] = numpy_helper.to_array(tensor)
+    return out
+
+
+def _small(dims: Sequence[int]) -> bool:
+    return len(dims) <= 1 and (not dims or dims[0] <= 65536)
+
+
+def fusion_summary(proto: Any, model_type: str) -> str:
+    """What the optimizer made, and when the graph has attention (a Softmax) but no fused attention op, why."""
+    counts = fused_op_counts(proto)
+    made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "no fused ops (no pattern matched)"
+    if counts.keys() & {"Attention", "MultiHeadAttention"} or not any(n.op_type == "Softmax" for n in proto.graph.node):
+        return made
+    return f"{made}; no attention fused: {_attention_reason(proto, model_type)}"
+
+
+def _attention_reason(proto: Any, model_type: str) -> str:
+    softmax = {n.output[0] for n in proto.graph.node if n.op_type == "Softmax"}
+    after = {n.op_type for n in proto.graph.node if softmax & set(n.input)}
+    if "IsNaN" in after:  # torch's scaled_dot_product_attention, decomposed by the TorchScript exporter
+        return ("the graph holds torch's scaled_dot_product_attention as exported (a Softmax guarded by IsNaN/Where), "
+                "a pattern ONNX Runtime's optimizer does not match; export the transformers model with "
+                "attn_implementation='eager' (BERT-style encoders then fuse)")
+    return (f"ONNX Runtime's {model_type!r} attention patterns do not match this graph's attention subgraph "
+            "(transformers 5 GPT-2 and ViT exports, for example: scores scaled by Mul, a float32 Cast after Softmax)")
+
+
+def record_fusions(report: Any, fusions: str, proto: Callable[[], Any]) -> None:
+    """The fused ops (``com.microsoft`` op types of the session's model, ``proto()``) that ONNX Runtime's own node
+    assignment lists, as observed evidence of ``execution.fusions``."""
+    if fusions == "off":
+        return
+    fused = fused_op_counts(proto()).keys()
+    counts: dict[str, int] = {}
+    for node in report.nodes:
+        if node.op_type in fused and node.evidence == "observed":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "none"
+    report.notes.append(f"fusions {fusions!r}: fused ops in the session (ONNX Runtime's node assignment): {made}")
+    report.evidence_of["fusions"] = "observed"
+
+
 def _note(variant: str) -> str:
     if variant.startswith("fused-"):
-        _, model_type, target = variant.split("-")
+        _, model_type, target, shape = variant.split("-")
+        heads, hidden = shape.split("x")
         return (f"transformer fusions by onnxruntime.transformers.optimizer.optimize_model(model_type={model_type!r}, "
-                f"opt_level=0, use_gpu={target == 'gpu'})")
+                f"num_heads={heads}, hidden_size={hidden}, opt_level=0, use_gpu={target == 'gpu'})")
     return {"fp16": "float16 copy made with onnxruntime.transformers.float16 (inputs and outputs kept float32)",
             "int8": "int8 copy made with onnxruntime.quantization.quantize_dynamic (weights QInt8)"}[variant]
 
 
 def _build(model: ModelSource, variant: str) -> ModelSource:
     if variant.startswith("fused-"):
-        _, model_type, target = variant.split("-")
-        proto = _fused(model.proto, model_type, target == "gpu")
-        counts = fused_op_counts(proto)
-        made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "no fused ops (no pattern matched)"
-        return model.replaced(proto, f"{_note(variant)}: {made}")
+        _, model_type, target, shape = variant.split("-")
+        heads, hidden = (int(v) for v in shape.split("x"))
+        proto = _fused(model.proto, model_type, target == "gpu", heads, hidden)
+        return model.replaced(proto, f"{_note(variant)}: {fusion_summary(proto, model_type)}")
     proto = _fp16(model.proto) if variant == "fp16" else _int8(model.proto)
     return model.replaced(proto, _note(variant))
 
 
-def _fused(proto: Any, model_type: str, use_gpu: bool) -> Any:
+def _fused(proto: Any, model_type: str, use_gpu: bool, heads: int, hidden: int) -> Any:
     from onnxruntime.transformers.optimizer import optimize_model
 
     loggers = [logging.getLogger(n) for n in ("onnxruntime.transformers", "fusion_attention", "fusion_base",
@@ -657,8 +753,8 @@ def _fused(proto: Any, model_type: str, use_gpu: bool) -> Any:
         lg.setLevel(logging.CRITICAL)
     try:
         # opt_level=0: the optimizer's Python fusions only; ONNX Runtime's own graph optimisations run when the
-        # session is built (optimize_level), on the provider actually used. num_heads/hidden_size 0: detected.
-        return optimize_model(proto, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
+        # session is built (optimize_level), on the provider actually used. heads/hidden 0: the optimizer detects.
+        return optimize_model(proto, model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0,
                               use_gpu=use_gpu).model
     except Exception as exc:  # the optimizer raises plain exceptions on graphs it cannot walk
         raise UnsupportedOperationError(f"ONNX Runtime's transformers optimizer failed ({model_type}): {exc}",
@@ -727,7 +823,7 @@ def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> Mo
         return None
     extra = ""
     if variant.startswith("fused-"):
-        extra = ": " + ", ".join(f"{op} x{n}" for op, n in sorted(fused_op_counts(cached.proto).items()))
+        extra = ": " + fusion_summary(cached.proto, variant.split("-")[1])
     cached.notes = [*model.notes, _note(variant) + extra + f" (cached: {name})"]
     cached.description = model.description
     return cached

@@ -378,6 +378,7 @@ class OnnxRuntimeEngine(Engine):
         if self.plan.graph_level in ("ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"):
             report.notes.append("nodes as assigned to providers; fusions made after the assignment show in explain()")
         report.evidence_of["providers"] = "observed"  # the assignment info
+        tr.record_fusions(report, self.plan.fusions, lambda: self.model.proto)  # the assignment info's fused ops
         if self.plan.model_variant == "original" and self.policy.execution.precision not in ("fp32", "tf32"):
             report.evidence_of["precision"] = "configured"  # a provider flag (trt_fp16_enable ...) nothing reads back
         self._judge(report)
