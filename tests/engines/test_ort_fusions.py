@@ -88,6 +88,11 @@ def _assert_same_outputs(plain: xrt.InferenceSession, fused: xrt.InferenceSessio
 
 
 def test_bert_exported_like_the_benchmarks_gets_fused_attention(exported: dict[str, tuple[Path, Any]]) -> None:
+    import onnxruntime as ort
+    from packaging.version import Version
+
+    if Version(ort.__version__) < Version("1.31"):  # 1.30's optimizer did not match this export (seen on the GPU host)
+        pytest.skip(f"onnxruntime {ort.__version__}: its BERT attention fusion predates transformers 5's eager pattern")
     path, inner = exported["bert"]
     assert inner.config._attn_implementation == "sdpa"  # the export switched to eager and back
     plain, fused = _sessions(path, "bert")
@@ -103,13 +108,19 @@ def test_bert_exported_like_the_benchmarks_gets_fused_attention(exported: dict[s
 
 
 @pytest.mark.parametrize("name", ["gpt2", "vit"])
-def test_models_whose_attention_onnx_runtime_cannot_match_say_so(exported: dict[str, tuple[Path, Any]],
+def test_models_whose_attention_may_not_match_say_which_it_is(exported: dict[str, tuple[Path, Any]],
                                                                  name: str) -> None:
+    """Whether attention fuses depends on the optimizer's version (1.31.1 with transformers 5.17 fused ViT's): the
+    receipt says which, from the session's own nodes."""
     plain, fused = _sessions(exported[name][0], name)
     ops = {n.op_type for n in fused.report.nodes}
-    assert "SkipLayerNormalization" in ops and not ops & {"Attention", "MultiHeadAttention"}
-    assert any(f"no attention fused: ONNX Runtime's {name!r} attention patterns do not match" in n
-               for n in fused.report.notes)
+    assert "SkipLayerNormalization" in ops
+    attention = ops & {"Attention", "MultiHeadAttention"}
+    said_none = any(f"no attention fused: ONNX Runtime's {name!r} attention patterns do not match" in n
+                    for n in fused.report.notes)
+    assert said_none != bool(attention)
+    if attention:
+        assert any("fused ops in the session" in n and next(iter(attention)) in n for n in fused.report.notes)
     assert fused.report.evidence_of["fusions"] == "observed"
     _assert_same_outputs(plain, fused, name)
 
