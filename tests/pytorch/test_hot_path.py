@@ -150,3 +150,9 @@ def test_a_captured_graph_fed_numpy_copies_into_its_static_inputs_and_returns_fr
     with pytest.raises(xrt.InputError, match="size 3 on axis 0"):
         session.run({name: np.zeros((3, 8), np.float32)})  # another shape: refused, never replayed
     assert fake.replays == 2
+
+
+def test_ieee_fp32_on_cuda_says_what_it_costs_and_the_cpu_plan_does_not():
+    policy = xrt.Policy(execution=xrt.ExecutionPolicy(precision="fp32"))
+    assert any("precision: tf32" in n for n in translate(policy, execution=True, device="cuda").notes)
+    assert not any("precision: tf32" in n for n in translate(policy, execution=True, device="cpu").notes)

@@ -307,3 +307,10 @@ def test_npu_without_openvino_or_qnn_is_refused() -> None:
     plan = plan_for("npu")
     assert plan.provider_names() == [CPU]
     assert [(v.kind, v.subject) for v in plan.violations] == [("provider_unavailable", OPENVINO)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+def test_ieee_fp32_on_cuda_says_what_it_costs(precision: str) -> None:
+    plan = plan_for("cuda", available=[CUDA, CPU], precision=precision)
+    told = [n for n in plan.notes if "use_tf32=0" in n and "precision: tf32" in n]
+    assert bool(told) == (precision == "fp32")

