@@ -55,10 +55,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "bf16-last-bucket50": ("reduce", {"reduce_precision": "bf16", "reduce_precision_buckets": "last",
                                       "ddp": {"bucket_cap_mb": 50}}, {}),
     "compile": ("compile", {}, {}),  # last: a cold inductor compile (about a minute), see POLICY_CHANGES
+    # compile with larger buckets: DDP's graph splits at bucket boundaries under torch.compile, so fewer buckets
+    # leave inductor larger regions to fuse (and NCCL fewer launches)
+    "compile-bucket100": ("compile", {"ddp": {"bucket_cap_mb": 100}}, {}),
+    "compile-bucket200": ("compile", {"ddp": {"bucket_cap_mb": 200}}, {}),
 }
 #: variants that change more than the communication section: execution fields, and kernel ops left to torch (None)
 POLICY_CHANGES: dict[str, dict[str, Any]] = {
     "compile": {"execution": {"compile": "default"}, "kernels": {"layernorm": None}},  # inductor's own LayerNorm
+    "compile-bucket100": {"execution": {"compile": "default"}, "kernels": {"layernorm": None}},
+    "compile-bucket200": {"execution": {"compile": "default"}, "kernels": {"layernorm": None}},
 }
 #: --sweep accepts these names for the variants
 ALIASES = {"control": "default"}
