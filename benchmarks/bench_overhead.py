@@ -37,7 +37,11 @@ def torch_configs(cuda: bool) -> list[tuple[str, dict[str, Any]]]:
     static = {"precision": "fp16", "static_shape": True}
     return [("fp16-graphs", {"execution": {**static, "cuda_graphs": True}}),
             ("fp16-reduce-overhead", {"execution": {**static, "compile": "reduce-overhead"}}),
-            ("fp16", {"execution": {"precision": "fp16"}})]
+            ("fp16", {"execution": {"precision": "fp16"}}),
+            ("fp16-max-autotune", {"execution": {**static, "compile": "max-autotune"}})]
+
+
+DEFAULT_TORCH = "fp16-graphs,fp16-reduce-overhead,fp16,fp32,bf16"  # max-autotune on request: minutes of autotuning
 
 
 def ort_configs(name: str, sample: dict[str, Any], cuda: bool) -> list[tuple[str, dict[str, Any]]]:
@@ -50,7 +54,8 @@ def ort_configs(name: str, sample: dict[str, Any], cuda: bool) -> list[tuple[str
             ("fp16", {"execution": {"precision": "fp16", "fusions": fusions}})]
 
 
-def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int) -> list[dict[str, Any]]:
+def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int,
+            configs: str = DEFAULT_TORCH) -> list[dict[str, Any]]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -65,7 +70,8 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
         if "torch" in engines:
             example = tuple(torch.from_numpy(sample[n]) for n in names)
             options = {"example_inputs": example, "precision_mode": "cast-all"}  # like the bare module.half()
-            results.append(xrt.bench(module, policies=torch_configs(cuda), engines=["torch"], device=device,
+            chosen = [c for c in torch_configs(cuda) if c[0] in configs.split(",")]
+            results.append(xrt.bench(module, policies=chosen, engines=["torch"], device=device,
                                      feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
                                      engine_options={"torch": options}))
     rows = []
@@ -92,12 +98,14 @@ def main() -> None:
     parser.add_argument("--engines", default="torch,onnxruntime")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--torch-configs", default=DEFAULT_TORCH, help="torch policies to time (labels above)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat)
+            rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat,
+                            args.torch_configs)
     from rich.console import Console
     from rich.table import Table
 
