@@ -1,8 +1,10 @@
-"""Where the torch engine's per-call time goes, piece by piece, against the bare loop (GPU diagnosis).
+"""Where the torch engine's per-call time goes, piece by piece, against the bare loop (GPU diagnosis); with
+``--cprofile``, cProfile's top entries of the engine's run and of the bare loop.
 
     PYTHONPATH=src python benchmarks/profile_torch_pieces.py --execution '{"compile": "reduce-overhead"}'
+    PYTHONPATH=src python benchmarks/profile_torch_pieces.py --execution '{"cuda_graphs": true}' --cprofile
 """
-import argparse, json, sys, time, warnings
+import argparse, cProfile, json, pstats, sys, time, warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent)); sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch
@@ -11,7 +13,8 @@ import xpuruntime as xrt
 from xpuruntime.inference import _bare
 
 p = argparse.ArgumentParser(); p.add_argument("--device", default="cuda"); p.add_argument("--model", default="minilm")
-p.add_argument("--execution", default='{"compile": "reduce-overhead"}'); args = p.parse_args()
+p.add_argument("--execution", default='{"compile": "reduce-overhead"}'); p.add_argument("--cprofile", action="store_true")
+args = p.parse_args()
 warnings.simplefilter("ignore")
 m, names = bm.build(args.model); feeds = bm.feeds(args.model, 1)
 ex = tuple(torch.from_numpy(feeds[n]) for n in names)
@@ -46,3 +49,9 @@ for rnd in range(8):
         res[k].append((time.perf_counter() - t) / 100 * 1e6)
 for k, v in res.items():
     v.sort(); print(f"{k:20s} {v[len(v)//2]:8.1f} us")
+if args.cprofile:
+    for name, f in (("engine.run", pieces["engine.run"]), ("bare", bare)):
+        prof = cProfile.Profile(); prof.enable()
+        for _ in range(500): f()
+        prof.disable()
+        print("=====", name); pstats.Stats(prof).sort_stats("tottime").print_stats(16)

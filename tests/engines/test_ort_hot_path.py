@@ -57,19 +57,24 @@ def two() -> Any:
 
 
 # -- the host path -----------------------------------------------------------------------------------------------
-def test_host_runs_equal_the_bare_session_call_after_call(two: Any) -> None:
-    sess = InferenceSession(two)
+def _assert_equals_bare_call_after_call(sess: Any, calls: int) -> None:
+    """Each run equals the bare session's, and an earlier result is never overwritten by a later run."""
     bare = _bare(sess)
     kept = []
-    for seed in range(4):
+    for seed in range(calls):
         feeds = _feeds(seed)
         out = sess.run(feeds)
         y, z = bare.run(None, feeds)
         np.testing.assert_array_equal(out["y"], y)
         np.testing.assert_array_equal(out["z"], z)
-        kept.append((out["y"], y.copy()))
-    for ours, expected in kept:  # an earlier result is never overwritten by a later run
-        np.testing.assert_array_equal(ours, expected)
+        kept.append((out["y"], y.copy(), out["z"], z.copy()))
+    for ours_y, want_y, ours_z, want_z in kept:
+        np.testing.assert_array_equal(ours_y, want_y)
+        np.testing.assert_array_equal(ours_z, want_z)
+
+
+def test_host_runs_equal_the_bare_session_call_after_call(two: Any) -> None:
+    _assert_equals_bare_call_after_call(InferenceSession(two), 4)
 
 
 def test_host_run_forms_output_subsets_and_run_many(two: Any) -> None:
@@ -120,17 +125,7 @@ def test_every_run_names_its_graph_so_onnx_runtime_looks_nothing_up_in_vain(two:
 # -- the CUDA-graph path (its binding on CPU OrtValues) -------------------------------------------------------------
 def test_graph_path_follows_new_inputs_and_equals_the_bare_session(two: Any) -> None:
     sess = _graph_session(two, _feeds(0))
-    bare = _bare(sess)
-    results = []
-    for seed in range(5):
-        feeds = _feeds(seed)
-        out = sess.run(feeds)
-        y, z = bare.run(None, feeds)
-        np.testing.assert_array_equal(out["y"], y)
-        np.testing.assert_array_equal(out["z"], z)
-        results.append((out["z"], z.copy()))
-    for ours, expected in results:  # each call's outputs are its own, not views of the captured buffers
-        np.testing.assert_array_equal(ours, expected)
+    _assert_equals_bare_call_after_call(sess, 5)  # each call's outputs its own, not views of the captured buffers
     assert sess.engine._graph.binding is not None and set(sess.engine._graph.inputs) == {"a", "b"}
 
 
