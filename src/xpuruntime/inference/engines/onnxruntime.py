@@ -127,7 +127,8 @@ class OnnxRuntimeEngine(Engine):
         self._replayed = self._replay_tuning(self.session)
         self._run_lock = threading.Lock()  # IO binding + CUDA graphs replay must not interleave
         # per-call constants of run_impl, decided once (the session's providers never change)
-        self._graphs = bool(self.policy.execution.cuda_graphs) and self._device_type() == "cuda"
+        self._device = self._device_type()
+        self._graphs = bool(self.policy.execution.cuda_graphs) and self._device == "cuda"
         self._timeout_ms = self.policy.execution.execution_timeout_ms
         self._graph: tr.GraphBinding | None = None
 
@@ -321,6 +322,8 @@ class OnnxRuntimeEngine(Engine):
         with self._run_lock:
             binding = self._binding(feeds, names, outputs)
             self._run_binding(binding)
+            if all(n in outputs for n in names):  # every result lands in the caller's buffers: nothing to read back
+                return [outputs[n] for n in names]
             values = binding.get_outputs()
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
 
@@ -329,7 +332,7 @@ class OnnxRuntimeEngine(Engine):
 
         Device inputs and caller-owned outputs are bound by address (in the key); host inputs of a CUDA session
         live in device buffers the binding owns, refreshed in place (``update_inplace``) on reuse."""
-        device = self._device_type()
+        device = self._device
         key = (tuple((n, *_buffer_key(v, device)) for n, v in feeds.items()), tuple(names),
                tuple((n, *_buffer_key(outputs[n], device)) for n in names if n in outputs))
         cached = getattr(self, "_bound", None)
