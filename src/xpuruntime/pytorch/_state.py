@@ -362,9 +362,10 @@ def _hot_contexts(effective: Policy, plan: TorchPlan, device_type: str | None) -
 
 
 def _cache_hot(key: Any, value: tuple[Any, ...]) -> None:
-    if len(_HOT) >= 256:
-        _HOT.pop(next(iter(_HOT)))
-    _HOT[key] = value
+    with _lock:  # engines of several threads may fill it at once
+        if len(_HOT) >= 256:
+            _HOT.pop(next(iter(_HOT)), None)
+        _HOT[key] = value
 
 
 @contextlib.contextmanager
