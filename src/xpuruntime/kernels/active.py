@@ -18,9 +18,7 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -57,12 +55,18 @@ def set_active_policy(policy: Any) -> Policy | None:
     return previous
 
 
-@contextlib.contextmanager
-def use_policy(policy: Any) -> Iterator[Policy]:
-    """Scope ``policy`` to a ``with`` block (this thread or task only); yields the coerced Policy."""
-    coerced = as_policy(policy)
-    token = _scoped.set(coerced)
-    try:
-        yield coerced
-    finally:
-        _scoped.reset(token)
+class use_policy:  # noqa: N801 - a context manager, named like contextlib's
+    """Scope ``policy`` to a ``with`` block (this thread or task only); yields the coerced Policy. A class, not a
+    generator: the torch engine enters one on every run."""
+
+    __slots__ = ("policy", "_token")
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = as_policy(policy)
+
+    def __enter__(self) -> Policy:
+        self._token = _scoped.set(self.policy)
+        return self.policy
+
+    def __exit__(self, *exc: object) -> None:
+        _scoped.reset(self._token)

@@ -71,30 +71,13 @@ def shared_policy(policy: Any, *, persistent: bool = False) -> Iterator[None]:
 
 
 def shared_policy_maker(policy: Any) -> Callable[[], Any]:
-    """A maker of :func:`shared_policy` blocks for one policy, with the kernels module looked up once (an
-    engine's every run enters one)."""
+    """A maker of :func:`shared_policy` blocks for one policy, with the kernels module looked up and the policy
+    coerced once (an engine's every run enters one)."""
     mod = _module()
     if mod is None:
         return contextlib.nullcontext
-    from xpuruntime.kernels import active
-
-    coerced = active.as_policy(policy)
-    return lambda: _Scoped(active._scoped, coerced)
-
-
-class _Scoped:
-    """``xpuruntime.kernels.use_policy`` for one block, as a class (an engine's every run enters one)."""
-
-    __slots__ = ("var", "value", "token")
-
-    def __init__(self, var: Any, value: Any) -> None:
-        self.var, self.value = var, value
-
-    def __enter__(self) -> None:
-        self.token = self.var.set(self.value)
-
-    def __exit__(self, *exc: object) -> None:
-        self.var.reset(self.token)
+    coerced = mod.use_policy(policy).policy
+    return lambda: mod.use_policy(coerced)
 
 
 def set_shared_default(policy: Any) -> Any:

@@ -89,7 +89,7 @@ class _Frame:
                 return
         self.before = _flags.snapshot()
         failures = _write(self.plan)
-        if not failures and self.plan.settings:
+        if not failures:
             after = _flags.snapshot()
             keys = {k for k, v in after.items() if k in self.touched or self.before.get(k, _MISSING) != v}
             if keys & set(_flags.fp32_keys()):
@@ -295,9 +295,9 @@ class _Applied:
         self.entered: list[Any] = []
         try:
             failures = tuple(self.frame.failures or ()) if self.frame is not None else ()
-            self.state = _hot_state(self.effective, self.plan, self.outer, failures)
+            self.state, makers = _hot(self.effective, self.plan, self.outer, self.device_type, failures)
             self.token = _ACTIVE.set(self.state)
-            for make in _hot_contexts(self.effective, self.plan, self.device_type):
+            for make in makers:
                 cm = make()
                 cm.__enter__()
                 self.entered.append(cm)
@@ -326,26 +326,17 @@ class _Applied:
 _HOT: dict[tuple[int, int, int | None, str | None, tuple[Violation, ...]], tuple[Any, ...]] = {}
 
 
-def _hot_state(effective: Policy, plan: TorchPlan, outer: Active | None,
-               failures: tuple[Violation, ...]) -> Active:
-    """The Active state of a hot-path application, built once per (policy, plan, outer, failures)."""
-    key = (id(effective), id(plan), id(outer) if outer else None, "state", failures)
+def _hot(effective: Policy, plan: TorchPlan, outer: Active | None, device_type: str | None,
+         failures: tuple[Violation, ...]) -> tuple[Active, tuple[Any, ...]]:
+    """The Active state of a hot-path application and makers of the contexts it needs (each only when it does
+    something), built once per (policy, plan, outer, device, failures)."""
+    key = (id(effective), id(plan), id(outer) if outer else None, device_type, failures)
     hit = _HOT.get(key)
     if hit is not None and hit[0] is effective and hit[1] is plan and hit[2] is outer:
-        return hit[3]
+        return hit[3], hit[4]
     state = Active(effective, plan.autocast or (outer.autocast if outer else None),
                    (*(outer.violations if outer else ()), *_unique([*plan.violations, *failures])),
                    (*(outer.notes if outer else ()), *plan.notes))
-    _cache_hot(key, (effective, plan, outer, state))
-    return state
-
-
-def _hot_contexts(effective: Policy, plan: TorchPlan, device_type: str | None) -> tuple[Any, ...]:
-    """Makers of the contexts an application needs (each only when it does something), built once per plan."""
-    key = (id(effective), id(plan), None, device_type, ())
-    hit = _HOT.get(key)
-    if hit is not None and hit[0] is effective and hit[1] is plan:
-        return hit[2]
     makers: list[Any] = []
     if nvtx_available():
         name = _nvtx_name(effective)
@@ -357,8 +348,8 @@ def _hot_contexts(effective: Policy, plan: TorchPlan, device_type: str | None) -
         makers.append(lambda: _kernels.routing(plan.custom))
     if plan.attention and not _sdpa_check.nothing_to_narrow(plan):
         makers.append(lambda: _sdpa_check.checking(plan))
-    _cache_hot(key, (effective, plan, tuple(makers)))
-    return tuple(makers)
+    _cache_hot(key, (effective, plan, outer, state, tuple(makers)))
+    return state, tuple(makers)
 
 
 def _cache_hot(key: Any, value: tuple[Any, ...]) -> None:

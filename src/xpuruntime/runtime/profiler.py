@@ -33,7 +33,7 @@ try:  # decided once: without nvtx a range is a shared no-op context
     import nvtx as _nvtx
 except ImportError:  # pragma: no cover - depends on the environment
     _nvtx = None
-except Exception:
+except Exception:  # noqa: BLE001 - a broken nvtx build must not break xpuruntime
     _nvtx = None
 
 _DOMAIN = "xpuruntime"
@@ -61,23 +61,18 @@ def nvtx_range(name: str, color: str | None = None) -> Any:
 
 
 class _Span:
-    """One span of a :class:`SpanLog` (a class, not a generator: sessions open one per run)."""
+    """One span of a :class:`SpanLog` as a ``with`` block: :meth:`SpanLog.begin` and :meth:`SpanLog.end`."""
 
-    __slots__ = ("log", "name", "replay", "args", "start", "range")
+    __slots__ = ("log", "name", "replay", "args", "mark")
 
     def __init__(self, log: SpanLog, name: str, replay: Callable[[], Any] | None, args: dict[str, Any]) -> None:
         self.log, self.name, self.replay, self.args = log, name, replay, args
 
     def __enter__(self) -> None:
-        self.range = nvtx_range(f"{self.log.label} {self.name}") if _nvtx is not None else _NULL
-        self.range.__enter__()
-        self.start = time.time_ns()
+        self.mark = self.log.begin(self.name)
 
-    def __exit__(self, *exc: Any) -> None:
-        end = time.time_ns()
-        self.range.__exit__(*exc)
-        self.log._add({"name": self.name, "start_us": self.start / 1e3, "dur_us": (end - self.start) / 1e3,
-                       "args": self.args}, self.replay)
+    def __exit__(self, *exc: object) -> None:
+        self.log.end(self.mark, self.replay, self.args)
 
 
 class SpanLog:
@@ -113,15 +108,14 @@ class SpanLog:
             rng.__enter__()
         return name, time.time_ns(), rng
 
-    def end(self, mark: tuple[str, int, Any], replay: Callable[[], Any] | None = None) -> None:
-        """Close a span started by :meth:`begin`, recording it as :meth:`span` does."""
+    def end(self, mark: tuple[str, int, Any], replay: Callable[[], Any] | None = None,
+            args: dict[str, Any] | None = None) -> None:
+        """Close a span started by :meth:`begin` and keep it (``replay`` gives :func:`profile` a profiled run)."""
         name, start, rng = mark
         end = time.time_ns()
         if rng is not None:
             rng.__exit__(None, None, None)
-        self._add({"name": name, "start_us": start / 1e3, "dur_us": (end - start) / 1e3, "args": {}}, replay)
-
-    def _add(self, item: dict[str, Any], replay: Callable[[], Any] | None) -> None:
+        item = {"name": name, "start_us": start / 1e3, "dur_us": (end - start) / 1e3, "args": args or {}}
         self._items.append(item)
         if len(self._items) > 2 * self.limit:
             del self._items[: len(self._items) - self.limit]

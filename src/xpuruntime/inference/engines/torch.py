@@ -404,7 +404,7 @@ class TorchEngine(Engine):
                 for name, static in pairs:
                     static.copy_(torch.from_numpy(feeds[name]))
                 graph.replay()
-                return [_to_host(flat[key]) for key in self._keys_of(output_names)]
+                return [_to_host(flat[key], reused=True) for key in self._keys_of(output_names)]
         return replay
 
     def _keys_of(self, output_names: Sequence[str]) -> list[Any]:
@@ -562,7 +562,7 @@ def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
     return kwargs
 
 
-class _torch_errors:
+class _torch_errors:  # noqa: N801 - a context manager, named like contextlib's
     """torch's own failures during a run, as xpuruntime errors (PolicyViolationError passes through); a class,
     not a generator: it wraps every run."""
 
@@ -652,15 +652,15 @@ def _checked_tensor(info: TensorInfo, value: Any) -> Any:
 
 
 def _deliver(tensor: Any, home: Any, as_tensor: bool) -> Any:
-    torch = _torch()
-    if as_tensor:
-        return tensor.to(home)
+    return tensor.to(home) if as_tensor else _to_host(tensor)
+
+
+def _to_host(tensor: Any, *, reused: bool = False) -> Any:
+    """A numpy array of ``tensor`` (bf16 as float32); ``reused``: the tensor is a buffer the next run overwrites,
+    so a host tensor is copied too (a CUDA tensor's copy to the host is a new tensor already)."""
     host = tensor.detach().cpu()
-    return (host.float() if host.dtype == torch.bfloat16 else host).numpy()
-
-
-def _to_host(tensor: Any) -> Any:
-    host = tensor.cpu() if tensor.is_cuda else tensor.clone()  # a new host tensor: the graph's buffer is reused
+    if reused and not tensor.is_cuda:  # .cpu() of a host tensor is that tensor
+        host = host.clone()
     return (host.float() if host.dtype == _torch().bfloat16 else host).numpy()
 
 
