@@ -28,7 +28,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -649,7 +649,7 @@ def attention_shape(proto: Any) -> tuple[int, int]:
     shapes = [shape for node in proto.graph.node if (shape := _head_shape(node, consts, producers)) is not None]
     if not shapes:
         return 0, 0
-    heads, head_size = max(set(shapes), key=shapes.count)
+    heads, head_size = _most_common(shapes)
     if heads > 0:  # a constant head count: nothing to work out
         return heads, heads * head_size
     widths = [consts[n.input[1]].size for n in proto.graph.node
@@ -671,7 +671,7 @@ def _head_shape(node: Any, consts: dict[str, np.ndarray], producers: dict[str, A
     return int(last[0].item()), int(last[1].item())
 
 
-def _most_common(values: list[int]) -> int:
+def _most_common(values: list[Any]) -> Any:
     return max(set(values), key=values.count)
 
 
@@ -695,7 +695,7 @@ def _small(dims: Sequence[int]) -> bool:
 def fusion_summary(proto: Any, model_type: str) -> str:
     """What the optimizer made, and when the graph has attention (a Softmax) but no fused attention op, why."""
     counts = fused_op_counts(proto)
-    made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "no fused ops (no pattern matched)"
+    made = _counted(counts) or "no fused ops (no pattern matched)"
     if counts.keys() & {"Attention", "MultiHeadAttention"} or not any(n.op_type == "Softmax" for n in proto.graph.node):
         return made
     return f"{made}; no attention fused: {_attention_reason(proto, model_type)}"
@@ -712,17 +712,19 @@ def _attention_reason(proto: Any, model_type: str) -> str:
             "(transformers 5 GPT-2 and ViT exports, for example: scores scaled by Mul, a float32 Cast after Softmax)")
 
 
+def _counted(counts: Mapping[str, int]) -> str:
+    """``"Attention x2, SkipLayerNormalization x4"``: op counts for a note, by name."""
+    return ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
+
+
 def record_fusions(report: Any, fusions: str, proto: Callable[[], Any]) -> None:
     """The fused ops (``com.microsoft`` op types of the session's model, ``proto()``) that ONNX Runtime's own node
     assignment lists, as observed evidence of ``execution.fusions``."""
     if fusions == "off":
         return
     fused = fused_op_counts(proto()).keys()
-    counts: dict[str, int] = {}
-    for node in report.nodes:
-        if node.op_type in fused and node.evidence == "observed":
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    made = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "none"
+    made = _counted(Counter(n.op_type for n in report.nodes if n.op_type in fused and n.evidence == "observed"))
+    made = made or "none"
     report.notes.append(f"fusions {fusions!r}: fused ops in the session (ONNX Runtime's node assignment): {made}")
     report.evidence_of["fusions"] = "observed"
 
