@@ -271,12 +271,6 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
-        if self._timeout_ms is None:  # the hot path: no timer, the session's shared RunOptions
-            ro = self._run_options
-            try:
-                return self.session.run(output_names, feeds, ro)
-            except Exception as exc:
-                raise _run_error(exc, ro) from None
         return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
 
     @functools.cached_property
