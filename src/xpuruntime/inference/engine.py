@@ -23,7 +23,6 @@ that fails to import, is not an :class:`Engine`, or takes a built-in name is ski
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -31,7 +30,7 @@ import pkgutil
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,6 +62,24 @@ ENTRY_POINT_GROUP = "xpuruntime.engines"
 #: the size of a symbolic non-leading dim in seeded inputs (Engine.seeded_feeds)
 SEEDED_DIM = 64
 
+
+
+class _Wrapped:
+    """The engine library's own exceptions raised in the block, as ``wrap(exc)`` (xpuruntime's pass through); a
+    class, not a generator: every run enters one."""
+
+    __slots__ = ("wrap",)
+
+    def __init__(self, wrap: Callable[[Exception], XpuRuntimeError]) -> None:
+        self.wrap = wrap
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, Exception) and not isinstance(exc, XpuRuntimeError):
+            raise self.wrap(exc) from None
+        return False
 
 class Engine(ABC):
     """One session's worth of an engine: the public contract here, the engine's work in the hooks.
@@ -195,13 +212,10 @@ class Engine(ABC):
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
             self._check_outputs(outputs, names, checked)
-        mark = self._spans.begin("run")  # the hot path: no context managers, one span recorded at the end
+        mark = self._spans.begin("run")  # the hot path: a span begun and ended, not a with block around it
         try:
-            results = self.run_impl(checked, names, dict(outputs) if outputs else None)
-        except XpuRuntimeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the engine library's own exception types (as _wrapped does)
-            raise self.run_error(exc) from None
+            with self._wrapped(self.run_error):
+                results = self.run_impl(checked, names, dict(outputs) if outputs else None)
         finally:
             self._spans.end(mark, lambda: self._profile(checked, names))
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
@@ -429,14 +443,8 @@ class Engine(ABC):
         """Release the engine's resources."""
 
     # -- checks ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _wrapped(self, wrap: Callable[[Exception], XpuRuntimeError]) -> Iterator[None]:
-        try:
-            yield
-        except XpuRuntimeError:
-            raise
-        except Exception as exc:  # the engine library's own exception types
-            raise wrap(exc) from None
+    def _wrapped(self, wrap: Callable[[Exception], XpuRuntimeError]) -> _Wrapped:
+        return _Wrapped(wrap)
 
     def _check_option_keys(self) -> None:
         for name in self.options:
