@@ -32,26 +32,20 @@ import xpuruntime as xrt  # noqa: E402
 
 
 def torch_configs(cuda: bool) -> list[tuple[str, dict[str, Any]]]:
-    if not cuda:
-        return [("fp32", {}), ("bf16", {"execution": {"precision": "bf16"}})]
-    static = {"precision": "fp16", "static_shape": True}
-    return [("fp16-graphs", {"execution": {**static, "cuda_graphs": True}}),
-            ("fp16-reduce-overhead", {"execution": {**static, "compile": "reduce-overhead"}}),
-            ("fp16", {"execution": {"precision": "fp16"}}),
-            ("fp16-max-autotune", {"execution": {**static, "compile": "max-autotune"}})]
+    """The benchmark set's torch policies (``bench_models.torch_policies``), plus max-autotune on CUDA."""
+    extra = [("fp16-max-autotune", {"execution": {"precision": "fp16", "static_shape": True,
+                                                  "compile": "max-autotune"}})] if cuda else []
+    return [*bm.torch_policies(cuda), *extra]
 
 
-DEFAULT_TORCH = "fp16-graphs,fp16-reduce-overhead,fp16,fp32,bf16"  # max-autotune on request: minutes of autotuning
+DEFAULT_TORCH = "fp16-graphs,fp16-reduce-overhead,fp16,default,bf16"  # max-autotune on request: minutes of autotuning
 
 
 def ort_configs(name: str, sample: dict[str, Any], cuda: bool) -> list[tuple[str, dict[str, Any]]]:
-    if not cuda:
-        return [("default", {})]
-    fixed = {k: list(v.shape) for k, v in sample.items()}
-    fusions = bm.FUSIONS[name]
-    return [("fp16-graphs", {"execution": {"precision": "fp16", "fusions": fusions, "cuda_graphs": True,
-                                           "fixed_shapes": fixed}}),
-            ("fp16", {"execution": {"precision": "fp16", "fusions": fusions}})]
+    """The benchmark set's fastest ONNX Runtime policies (fp16, fused, with and without CUDA graphs); the CPU's
+    default."""
+    policies = bm.ort_policies(name, sample, cuda)
+    return [p for p in policies if p[0].startswith("fp16-")] if cuda else policies[:1]
 
 
 def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int,
