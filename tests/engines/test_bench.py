@@ -238,3 +238,21 @@ def test_cli_bench_prints_json_and_a_table(tiny: Path, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "p50" in table.stdout
     bad = runner.invoke(app, ["bench", str(tiny), "--dim", "seq"])
     assert bad.exit_code == 1 and "NAME=SIZE" in bad.output
+
+
+def test_bench_pairs_give_each_candidate_its_own_engine_options_and_bad_pairs_are_refused() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8)).eval()
+    example = (torch.randn(2, 8),)
+    bf16 = {"execution": {"precision": "bf16"}}
+    result = xrt.bench(model, pairs=[("torch", ("cast", bf16), {"example_inputs": example}),
+                                     ("torch", ("cast-all", bf16), {"example_inputs": example,
+                                                                    "precision_mode": "cast-all"}),
+                                     ("torch", ("bogus", bf16), {"example_inputs": example, "precision_mode": "x"})],
+                       warmup=1, repeat=2)
+    rows = {r.label: r for r in result.rows}
+    assert rows["torch:cast"].error is None and rows["torch:cast-all"].error is None
+    assert "precision_mode" in rows["torch:bogus"].error  # only that candidate got the bad option
+    with pytest.raises(xrt.InputError, match="a pair is"):
+        xrt.bench(model, pairs=[("torch",)], warmup=0, repeat=1)
