@@ -166,7 +166,8 @@ def torch_policies(cuda: bool) -> list[tuple[str, dict[str, Any]]]:
     static = {"precision": "fp16", "static_shape": True}
     return [("fp16", {"execution": {"precision": "fp16"}}),
             ("fp16-graphs", {"execution": {**static, "cuda_graphs": True}}),
-            ("fp16-reduce-overhead", {"execution": {**static, "compile": "reduce-overhead"}})]
+            ("fp16-reduce-overhead", {"execution": {**static, "compile": "reduce-overhead"}}),
+            ("fp16-compile-graphs", {"execution": {**static, "compile": "default", "cuda_graphs": True}})]
 
 
 # -- one row ------------------------------------------------------------------------------------------

@@ -213,8 +213,9 @@ def test_the_torch_engine_on_cuda_proves_flash_in_explain():
     assert (attn.kernel, attn.provider, attn.precision) == ("flash", "cuda", "bf16") and receipt.honored
 
 
-@pytest.mark.parametrize("execution", [{"cuda_graphs": True}, {"compile": "reduce-overhead"}],
-                         ids=["graphs", "reduce-overhead"])
+@pytest.mark.parametrize("execution", [{"cuda_graphs": True}, {"compile": "reduce-overhead"},
+                                       {"compile": "default", "cuda_graphs": True}],
+                         ids=["graphs", "reduce-overhead", "compile-graphs"])
 def test_the_torch_engine_hot_paths_follow_new_inputs_and_never_alias_earlier_results(execution):
     """numpy feeds take the captured graph's direct path (or torch.compile's CUDA graphs without a step mark):
     every call's outputs are its own, equal to the eager fp16 module's, and earlier results stay intact."""

@@ -364,8 +364,12 @@ class TorchEngine(Engine):
         torch = _torch()
         as_tensors = any(isinstance(v, (torch.Tensor, DeviceArray)) for v in feeds.values())
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
-        inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
         graph, by_compile = self._modes
+        if graph:  # a captured graph's static inputs are updated in place later: ordinary tensors
+            inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
+        else:  # inference tensors, as a hand-written inference loop makes them: torch.compile guards on the kind of
+            with torch.inference_mode():  # tensor, and its runtime takes a cheaper path for them (about 150 us per
+                inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]  # call of reduce-overhead, H100)
         with _RUN_LOCK, _torch_errors():
             if graph and self._graph is not None and self._graph.captured:
                 # a replay launches the kernels chosen at capture, under the policy: torch's switches are not read

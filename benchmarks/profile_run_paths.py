@@ -1,0 +1,121 @@
+"""Where xpuruntime's per-call time goes against the bare engine, for one model, batch and policy (diagnosis).
+
+Builds the candidates the way ``xrt.bench`` does (``_build``, ``_bare``, ``_caller``), adds a second bare twin
+(A/A: the noise floor and what interleaving two engines costs by itself), then times them two ways: each alone in
+blocks of calls, and interleaved call by call (``bench``'s order). With ``--cprofile`` prints cProfile's top entries
+of the xpuruntime call and of the bare call.
+
+    PYTHONPATH=/tmp/ortsite:src python benchmarks/profile_run_paths.py --engine onnxruntime --model minilm --io device
+    PYTHONPATH=src python benchmarks/profile_run_paths.py --engine torch --model gpt2-128 --batch 32 \
+        --execution '{"precision": "fp16", "static_shape": true, "compile": "reduce-overhead"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import bench_models as bm  # noqa: E402
+
+from xpuruntime.inference import bench as B  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    B._sync(device)
+
+
+def _time(fn: Any, n: int, device: str) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - start) * 1e6)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--engine", default="torch")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--io", default="host")
+    p.add_argument("--execution", default='{"precision": "fp16"}')
+    p.add_argument("--precision-mode", default="cast-all")
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--bare-first", action="store_true", help="warm and time the bare twins before xpuruntime")
+    p.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    import torch
+
+    module, names = bm.build(args.model)
+    feeds = bm.feeds(args.model, args.batch)
+    policy = {"execution": json.loads(args.execution)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.engine == "torch":
+            model: Any = module
+            opts = {"example_inputs": tuple(torch.from_numpy(feeds[n]) for n in names),
+                    "precision_mode": args.precision_mode}
+        else:
+            model, opts = bm.export(module, names, feeds, Path(tmp)), {}
+        xrt = B._build(model, args.engine, "xrt", policy, args.device, opts)
+        if xrt.row.error:
+            raise SystemExit(xrt.row.error)
+        bare = B._bare(xrt, model, args.device)
+        bare2 = B._bare(xrt, model, args.device)
+        cands = {"xpuruntime": xrt, "bare": bare, "bare (A/A)": bare2}
+        if args.bare_first:
+            cands = {"bare": bare, "bare (A/A)": bare2, "xpuruntime": xrt}
+        calls = {k: B._caller(c, feeds, args.io, args.device) for k, c in cands.items()}
+        for fn in calls.values():
+            for _ in range(20):
+                fn()
+        _sync(args.device)
+        rows: dict[str, dict[str, float]] = {k: {} for k in calls}
+        for k, fn in calls.items():  # alone, in blocks
+            rows[k]["block p50 us"] = float(np.median(_time(fn, args.rounds, args.device)))
+        inter: dict[str, list[float]] = {k: [] for k in calls}
+        for _ in range(args.rounds):  # interleaved, call by call
+            for k, fn in calls.items():
+                inter[k] += _time(fn, 1, args.device)
+        for k in calls:
+            rows[k]["interleaved p50 us"] = float(np.median(inter[k]))
+        print(f"{args.engine} {args.model} b{args.batch} io={args.io} {args.execution} ({args.device})")
+        print(f"{'':14s} {'block p50 us':>14s} {'interleaved p50 us':>20s}")
+        for k, r in rows.items():
+            print(f"{k:14s} {r['block p50 us']:14.1f} {r['interleaved p50 us']:20.1f}")
+        if args.cprofile:
+            for k in ("xpuruntime", "bare"):
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(200):
+                    calls[k]()
+                _sync(args.device)
+                prof.disable()
+                print(f"===== cProfile, 200 calls: {k}")
+                pstats.Stats(prof).sort_stats(args.sort).print_stats(14)
+        if args.engine == "torch":
+            from torch._dynamo.utils import counters
+
+            print("dynamo counters:", {k: dict(v) for k, v in counters.items() if k in ("stats", "recompiles")})
+        for c in cands.values():
+            c.close()
+
+
+if __name__ == "__main__":
+    main()
