@@ -114,3 +114,46 @@ def test_large_valid_seeds_work() -> None:
     a = random_feeds([TensorInfo("x", (3,), "float32")], seed=2**128 - 1)["x"]
     b = random_feeds([TensorInfo("x", (3,), "float32")], seed=np.uint64(2**63))["x"]
     assert a.shape == b.shape == (3,)
+
+
+class _TorchLikeCuda:
+    """A CUDA tensor as torch presents one to the feed check (``__cuda_array_interface__``, ``data_ptr()``, shape,
+    dtype, ``is_contiguous()``); never dereferenced."""
+
+    def __init__(self, shape: tuple[int, ...], ptr: int = 1 << 20) -> None:
+        self.shape, self.dtype, self.ptr, self.contiguous = shape, "float32", ptr, True
+        self.device = type("Dev", (), {"index": 0})()
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        strides = None if self.contiguous else (4, 4 * self.shape[0])
+        return {"shape": self.shape, "typestr": "<f4", "data": (self.ptr, False), "version": 2, "strides": strides}
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+    def is_contiguous(self) -> bool:
+        return self.contiguous
+
+
+def test_device_feeds_passed_again_skip_the_full_check_until_they_move_or_change(monkeypatch):
+    from xpuruntime.inference import feeds as feeds_module
+
+    full = []
+    real = feeds_module.normalize_feeds
+    monkeypatch.setattr(feeds_module, "normalize_feeds", lambda f, i: full.append(1) or real(f, i))
+    check = FeedChecker([TensorInfo("x", ("batch", 4), "float32")])
+    x = _TorchLikeCuda((2, 4))
+    first = check({"x": x})
+    again = check({"x": x})
+    assert len(full) == 1 and again == first and again is not first and again["x"].ptr == 1 << 20
+    x.ptr = 1 << 21  # re-pointed in place (set_, resize_): checked again, and the new address is what is bound
+    assert check({"x": x})["x"].ptr == 1 << 21 and len(full) == 2
+    x.contiguous = False
+    with pytest.raises(InputError):
+        check({"x": x})
+    x.contiguous, x.shape = True, (2, 5)
+    with pytest.raises(InputError, match="x"):  # the model's 4 columns
+        check({"x": x})
+    check({"x": _TorchLikeCuda((3, 4))})  # another tensor: a full check
+    assert len(full) == 5

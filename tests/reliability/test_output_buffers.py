@@ -130,3 +130,27 @@ def test_a_torch_cuda_tensor_counts_as_a_cuda_array_where_the_engine_binds_cuda_
     with pytest.raises(InputError, match="requires grad"):
         check_output_buffer("y", torch.zeros(2, 4, requires_grad=True).as_subclass(_OnCuda), info,
                             ("numpy", "cuda"), device=cuda0)
+
+
+def test_the_same_output_tensors_are_checked_once_and_any_other_buffer_in_full(monkeypatch):
+    """A serving loop writing into one set of torch output tensors pays the full check once; a new tensor, another
+    shape, or a numpy buffer is checked in full every time (and refused when wrong)."""
+    torch = pytest.importorskip("torch")
+    from xpuruntime.inference.engine import Engine
+
+    sess = xrt.InferenceSession(torch.nn.Linear(4, 3).eval(), engine="torch",
+                                engine_options={"example_inputs": (torch.randn(2, 4),)})
+    checks = []
+    real = Engine._check_outputs
+    monkeypatch.setattr(Engine, "_check_outputs", lambda self, *a: checks.append(1) or real(self, *a))
+    x, out = np.ones((2, 4), np.float32), torch.empty(2, 3)
+    for _ in range(3):
+        sess.run({"input": x}, outputs={"output": out})
+    assert len(checks) == 1 and torch.equal(out, torch.from_numpy(sess.run({"input": x})["output"]))
+    sess.run({"input": np.ones((2, 4), np.float32)}, outputs={"output": torch.empty(2, 3)})
+    with pytest.raises(InputError):
+        sess.run({"input": x}, outputs={"output": torch.empty(2, 5)})
+    host = np.empty((2, 3), np.float32)
+    sess.run({"input": x}, outputs={"output": host})
+    sess.run({"input": x}, outputs={"output": host})
+    assert len(checks) == 5

@@ -848,6 +848,8 @@ def _buffer_key(value: Any, device_type: str) -> tuple[Any, ...]:
     if isinstance(value, np.ndarray):
         where = None if device_type == "cuda" else value.__array_interface__["data"][0]  # copied, or by address
         return ("host", where, value.shape, value.dtype.str, value.flags.c_contiguous)
+    if getattr(value, "is_cuda", False) and hasattr(value, "data_ptr"):  # a torch CUDA tensor (checked already):
+        return ("device", value.data_ptr(), tuple(value.shape), str(value.dtype))  # no __cuda_array_interface__
     from xpuruntime.inference.feeds import as_device_array
 
     dev = as_device_array(value)
