@@ -174,6 +174,11 @@ class TorchEngine(Engine):
             violations.append(Violation("option", "cuda_graphs", "CUDA graph capture", "eager execution",
                                         f"CUDA graphs need a CUDA device; the model runs on {self.target}"))
         use_graph = policy.execution.cuda_graphs and self.target.type == "cuda"
+        if _compile_mode(compile_option) == "reduce-overhead" and policy.execution.static_shape \
+                and self.target.type == "cuda":
+            notes.append("compile: 'default' with cuda_graphs: true (Inductor's kernels captured in one CUDA graph by "
+                         "xpuruntime, no CUDA graph trees) ran 0.76-0.83x the time of 'reduce-overhead' at batch 32 "
+                         "on an H100/H200 (BENCHMARKS.md); it needs static shapes and a capturable model")
         if use_graph and _compile_mode(compile_option) in _GRAPHING_MODES:
             notes.append(f"cuda_graphs: captured by torch.compile mode {_compile_mode(compile_option)!r} "
                          "(CUDA graph trees), not a second time by xpuruntime")
