@@ -498,15 +498,18 @@ class Engine(ABC):
 
 
 def _outputs_key(outputs: Any, names: list[str], feeds: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """What makes a check of caller-owned torch outputs still valid, or None (other buffers: always checked)."""
+    """What makes a check of caller-owned torch outputs still valid (each buffer's ``tensor_key``, the names and
+    the feed shapes), or None (other buffers: always checked)."""
+    from xpuruntime.inference.feeds import tensor_key
+
     if type(outputs) is not dict:
         return None
     key: list[Any] = [tuple(names)]
     for name, buffer in outputs.items():
-        data_ptr = getattr(buffer, "data_ptr", None)
-        if data_ptr is None or not buffer.is_contiguous():
+        buffer_key = tensor_key(buffer)
+        if buffer_key is None:
             return None
-        key.append((name, id(buffer), data_ptr(), buffer.shape, buffer.dtype, buffer.device))
+        key.append((name, buffer_key))
     key.extend(getattr(v, "shape", None) for v in feeds.values())
     return tuple(key)
 

@@ -511,20 +511,20 @@ class FeedChecker:
                      for i in inputs}
         self.shared = list(shared_dims(inputs).values())
         self.fast = all(spec[0].kind != "O" for spec in self.spec.values())  # string inputs: every element checked
+        # the device feeds of the last full check, by tensor_key, and its result
+        self.last: tuple[tuple[tuple[str, tuple[Any, ...]], ...], dict[str, Any]] | None = None
 
     def __call__(self, feeds: Any) -> dict[str, Any]:
         if self.fast and type(feeds) is dict and len(feeds) == len(self.spec):
             if self._matches(feeds):
                 return feeds
             last = self.last
-            if last is not None and _same_tensors(feeds, last[0]):
+            if last is not None and all(tensor_key(feeds.get(name)) == key for name, key in last[0]):
                 return dict(last[1])
         checked = normalize_feeds(feeds, self.inputs)
         if type(feeds) is dict:
             self.last = _device_record(feeds, checked)
         return checked
-
-    last: tuple[tuple[tuple[str, Any, int, Any, Any], ...], dict[str, Any]] | None = None
 
     def _matches(self, feeds: dict[str, Any]) -> bool:
         for name, value in feeds.items():
@@ -543,27 +543,27 @@ class FeedChecker:
         return True
 
 
+def tensor_key(value: Any) -> tuple[Any, ...] | None:
+    """What a check of a torch tensor depends on: the object, its address, shape, dtype and device; None for anything
+    else, or a tensor that is not contiguous. Equal keys: the same tensor, not resized, re-pointed or re-strided in
+    place since (a serving loop refilling one set of tensors pays these attribute reads instead of a full check)."""
+    data_ptr = getattr(value, "data_ptr", None)
+    if data_ptr is None or not value.is_contiguous():
+        return None
+    return id(value), data_ptr(), value.shape, value.dtype, value.device
+
+
 def _device_record(feeds: dict[str, Any], checked: dict[str, Any]) -> Any:
-    """What :class:`FeedChecker` remembers of device feeds it checked: each torch CUDA tensor with its address,
-    shape and dtype at that check, and the result; None unless every feed is such a tensor, wrapped as it is."""
+    """What :class:`FeedChecker` remembers of device feeds it checked: each feed's :func:`tensor_key`, and the
+    result; None unless every feed is a torch CUDA tensor wrapped as it is (the wrapper keeps it alive, so its id
+    cannot be reused while remembered)."""
     record = []
     for name, value in feeds.items():
-        wrapped = checked.get(name)
-        if not isinstance(wrapped, DeviceArray) or wrapped.owner is not value or not hasattr(value, "data_ptr"):
+        wrapped, key = checked.get(name), tensor_key(value)
+        if not isinstance(wrapped, DeviceArray) or wrapped.owner is not value or key is None:
             return None
-        record.append((name, value, wrapped.ptr, value.shape, value.dtype))
+        record.append((name, key))
     return tuple(record), checked
-
-
-def _same_tensors(feeds: dict[str, Any], record: tuple[tuple[str, Any, int, Any, Any], ...]) -> bool:
-    """The device feeds of the last check again: the same tensor objects, at the same address, with the same shape
-    and dtype, still contiguous (a tensor resized, re-pointed or re-strided in place since is checked in full).
-    A serving loop that refills one set of input tensors pays a few attribute reads instead of a full check."""
-    for name, value, ptr, shape, dtype in record:
-        if feeds.get(name) is not value or value.data_ptr() != ptr or value.shape != shape or value.dtype != dtype \
-                or not value.is_contiguous():
-            return False
-    return True
 
 
 #: kinds of caller-owned output buffers: host numpy arrays, torch tensors (any device), CUDA arrays (cupy, ...)

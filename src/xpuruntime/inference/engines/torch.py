@@ -42,6 +42,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -177,8 +178,8 @@ class TorchEngine(Engine):
         if _compile_mode(compile_option) == "reduce-overhead" and policy.execution.static_shape \
                 and self.target.type == "cuda":
             notes.append("compile: 'default' with cuda_graphs: true (Inductor's kernels captured in one CUDA graph by "
-                         "xpuruntime, no CUDA graph trees) ran 0.76-0.83x the time of 'reduce-overhead' at batch 32 "
-                         "on an H100/H200 (BENCHMARKS.md); it needs static shapes and a capturable model")
+                         "xpuruntime, no CUDA graph trees) ran 0.79-0.97x the time of 'reduce-overhead' at batch 32 "
+                         "on an H100/H200 (BENCHMARKS.md, fifth run); it needs static shapes and a capturable model")
         if use_graph and _compile_mode(compile_option) in _GRAPHING_MODES:
             notes.append(f"cuda_graphs: captured by torch.compile mode {_compile_mode(compile_option)!r} "
                          "(CUDA graph trees), not a second time by xpuruntime")
@@ -370,11 +371,11 @@ class TorchEngine(Engine):
         as_tensors = any(isinstance(v, (torch.Tensor, DeviceArray)) for v in feeds.values())
         home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
         graph, by_compile = self._modes
-        if graph:  # a captured graph's static inputs are updated in place later: ordinary tensors
+        # inference tensors, as a hand-written inference loop makes them: torch.compile guards on the kind of tensor
+        # (a second, slower variant was compiled: ~150 us per reduce-overhead call, H100); a captured graph's static
+        # inputs, updated in place later, stay ordinary tensors
+        with contextlib.nullcontext() if graph else torch.inference_mode():
             inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
-        else:  # inference tensors, as a hand-written inference loop makes them: torch.compile guards on the kind of
-            with torch.inference_mode():  # tensor, and its runtime takes a cheaper path for them (about 150 us per
-                inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]  # call of reduce-overhead, H100)
         with _RUN_LOCK, _torch_errors():
             if graph and self._graph is not None and self._graph.captured:
                 # a replay launches the kernels chosen at capture, under the policy: torch's switches are not read
