@@ -67,6 +67,57 @@ def _bound_by_address(eng: Any, feeds: dict[str, Any], run_options: Any = None) 
     return lambda: (sess.run_with_iobinding(binding, run_options), keep)
 
 
+def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, Any]:
+    """xpuruntime's call taken apart, outermost layer first: what each layer of ``session.run`` adds is the
+    difference between two adjacent rows, and the innermost row runs xpuruntime's own engine object (its ORT
+    session and binding, or its compiled module) from a hand-written loop."""
+    eng = xrt.engine
+    names = list(eng._output_list)
+    calls: dict[str, Any] = {}
+    if eng.name == "onnxruntime" and io == "device":
+        dev, outputs = B._device_buffers(eng, feeds)
+        checked = eng.check_feeds(dev, eng._feeds)
+        eng.run(dev, outputs=outputs)
+        binding, ro = eng._bound[1], eng._run_options
+        calls["xrt run_impl"] = lambda: eng.run_impl(checked, names, outputs)
+        calls["xrt _run_bound"] = lambda: eng._run_bound(checked, names, outputs)
+        calls["xrt session+binding"] = lambda: eng.session.run_with_iobinding(binding, ro)
+        calls["xrt session, no ro"] = lambda: eng.session.run_with_iobinding(binding)
+    elif eng.name == "torch":
+        import torch
+
+        checked = eng.check_feeds(feeds, eng._feeds)
+        fn = eng._compiled if eng._compiled is not None else eng.module
+        dtype = getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+        order = [i.name for i in eng._inputs]
+
+        def prepare(value: Any) -> Any:
+            t = torch.from_numpy(np.ascontiguousarray(value)).to(eng.target)
+            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+        def forward_host() -> Any:
+            with torch.inference_mode():
+                inputs = [eng._as_tensor(feeds[n]) for n in order]
+            out = eng._forward(inputs)
+            return [t.cpu().numpy() for _, t in _flat(out)]
+
+        def module_host() -> Any:
+            with torch.inference_mode():
+                out = fn(*[prepare(feeds[n]) for n in order])
+            return [t.float().cpu().numpy() for _, t in _flat(out)]
+
+        calls["xrt run_impl"] = lambda: eng.run_impl(checked, names, None)
+        calls["xrt _forward"] = forward_host
+        calls["xrt module, bare loop"] = module_host
+    return calls
+
+
+def _flat(out: Any) -> list[Any]:
+    from xpuruntime.inference.engines.torch import _flatten
+
+    return _flatten(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engine", default="torch")
@@ -80,6 +131,9 @@ def main() -> None:
     p.add_argument("--cprofile", action="store_true")
     p.add_argument("--bare-first", action="store_true", help="warm and time the bare twins before xpuruntime")
     p.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
+    p.add_argument("--bisect", action="store_true",
+                   help="also time xpuruntime's call layer by layer (run_impl, the engine's own session or module "
+                        "from a bare loop) and a second xpuruntime twin (A/A)")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     import torch
@@ -102,7 +156,11 @@ def main() -> None:
         cands = {"xpuruntime": xrt, "bare": bare, "bare (A/A)": bare2}
         if args.bare_first:
             cands = {"bare": bare, "bare (A/A)": bare2, "xpuruntime": xrt}
+        if args.bisect:
+            cands["xpuruntime (A/A)"] = B._build(model, args.engine, "xrt2", policy, args.device, opts)
         calls = {k: B._caller(c, feeds, args.io, args.device) for k, c in cands.items()}
+        if args.bisect:
+            calls.update(_bisect(xrt, feeds, args.io, args.device))
         if args.engine == "onnxruntime" and args.io == "device":
             calls["bare, by address"] = _bound_by_address(xrt.engine, feeds)
             calls["  + xrt RunOptions"] = _bound_by_address(xrt.engine, feeds, xrt.engine._run_options)
@@ -120,9 +178,9 @@ def main() -> None:
         for k in calls:
             rows[k]["interleaved p50 us"] = float(np.median(inter[k]))
         print(f"{args.engine} {args.model} b{args.batch} io={args.io} {args.execution} ({args.device})")
-        print(f"{'':14s} {'block p50 us':>14s} {'interleaved p50 us':>20s}")
+        print(f"{'':24s} {'block p50 us':>14s} {'interleaved p50 us':>20s}")
         for k, r in rows.items():
-            print(f"{k:14s} {r['block p50 us']:14.1f} {r['interleaved p50 us']:20.1f}")
+            print(f"{k:24s} {r['block p50 us']:14.1f} {r['interleaved p50 us']:20.1f}")
         if args.cprofile:
             for k in ("xpuruntime", "bare"):
                 prof = cProfile.Profile()
