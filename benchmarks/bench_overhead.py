@@ -2,8 +2,10 @@
 
 For each model and batch, the fastest configurations of the benchmark set (``bench_models.py``) run through
 ``xrt.bench(..., baseline=True)``: every xpuruntime candidate and its bare twin (``xpuruntime.inference._bare``)
-timed interleaved, round robin, in one process. Printed per row: p50 of each, the ratio (1.00 = free) and the
-difference in microseconds per call (the Python xpuruntime adds on the host; the GPU work is the same).
+timed interleaved (every candidate once per round, the order shuffled each round) in one process. Printed per row:
+p50 of each, the overhead (the median over rounds of xpuruntime's time over its bare twin's in the same round; 1.00 =
+free) with its 95% bootstrap interval, and the difference of the p50s in microseconds per call. ``--io device``
+feeds CUDA tensors and writes into caller-owned CUDA tensors (ONNX Runtime through IO binding).
 
     python benchmarks/bench_overhead.py --device cpu --models minilm --engines torch,onnxruntime
     PYTHONPATH=/tmp/ortsite:src python benchmarks/bench_overhead.py --device cuda --models minilm,bert --batches 1
@@ -38,18 +40,22 @@ def torch_configs(cuda: bool) -> list[tuple[str, dict[str, Any]]]:
     return [*bm.torch_policies(cuda), *extra]
 
 
-DEFAULT_TORCH = "fp16-graphs,fp16-reduce-overhead,fp16,default,bf16"  # max-autotune on request: minutes of autotuning
+DEFAULT_TORCH = "fp16-graphs,fp16-compile-graphs,fp16-reduce-overhead,fp16,default,bf16"  # max-autotune on request: minutes of autotuning
 
 
-def ort_configs(name: str, sample: dict[str, Any], cuda: bool) -> list[tuple[str, dict[str, Any]]]:
-    """The benchmark set's fastest ONNX Runtime policies (fp16, fused, with and without CUDA graphs); the CPU's
-    default."""
+def ort_configs(name: str, sample: dict[str, Any], cuda: bool, chosen: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """The benchmark set's ONNX Runtime policies named in ``chosen`` (labels of ``bench_models.ort_policies``;
+    ``fusions`` stands for the model's fusion type); by default its fastest on CUDA (fp16, fused, with and without
+    CUDA graphs) and the CPU's default."""
     policies = bm.ort_policies(name, sample, cuda)
+    if chosen:
+        wanted = {w for c in chosen.split(",") for w in (c, c.replace("fusions", bm.FUSIONS[name]))}
+        return [p for p in policies if p[0] in wanted]
     return [p for p in policies if p[0].startswith("fp16-")] if cuda else policies[:1]
 
 
 def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int,
-            configs: str = DEFAULT_TORCH) -> list[dict[str, Any]]:
+            configs: str = DEFAULT_TORCH, io: str = "host", ort: str = "") -> list[dict[str, Any]]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -59,14 +65,14 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
     with tempfile.TemporaryDirectory() as tmp:
         if "onnxruntime" in engines:
             path = bm.export(module, names, sample, Path(tmp))
-            results.append(xrt.bench(path, policies=ort_configs(name, sample, cuda), engines=["onnxruntime"],
-                                     device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True))
+            results.append(xrt.bench(path, policies=ort_configs(name, sample, cuda, ort), engines=["onnxruntime"],
+                                     device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True, io=io))
         if "torch" in engines:
             example = tuple(torch.from_numpy(sample[n]) for n in names)
             options = {"example_inputs": example, "precision_mode": "cast-all"}  # like the bare module.half()
             chosen = [c for c in torch_configs(cuda) if c[0] in configs.split(",")]
             results.append(xrt.bench(module, policies=chosen, engines=["torch"], device=device,
-                                     feeds=sample, warmup=warmup, repeat=repeat, baseline=True,
+                                     feeds=sample, warmup=warmup, repeat=repeat, baseline=True, io=io,
                                      engine_options={"torch": options}))
     rows = []
     for result in results:
@@ -78,7 +84,8 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
             ok = r.p50_ms and bare is not None and bare.p50_ms
             rows.append({"model": name, "batch": batch, "config": r.label, "xpuruntime_p50_ms": r.p50_ms,
                          "bare_p50_ms": bare.p50_ms if bare else None,
-                         "ratio": r.p50_ms / bare.p50_ms if ok else None,
+                         "ratio": r.overhead if ok else None, "ratio_ci95": r.overhead_ci if ok else None,
+                         "ratio_of_p50s": r.p50_ms / bare.p50_ms if ok else None, "io": io,
                          "delta_us": (r.p50_ms - bare.p50_ms) * 1e3 if ok else None,
                          "error": r.error or (bare.error if bare else "no bare twin")})
     return rows
@@ -93,31 +100,43 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--torch-configs", default=DEFAULT_TORCH, help="torch policies to time (labels above)")
+    parser.add_argument("--ort-configs", default="", help="ONNX Runtime policies (e.g. default,fp16-fusions)")
+    parser.add_argument("--io", default="host", choices=["host", "device"])
+    parser.add_argument("--tag", default="", help="added to the JSON file's name")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat,
-                            args.torch_configs)
+                            args.torch_configs, args.io, args.ort_configs)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="xpuruntime over the bare engine, same settings (p50 ms; ratio 1.00 = no cost)")
-    for col in ("model", "batch", "config", "xpuruntime", "bare", "ratio", "extra us/call", "error"):
+    table = Table(title=f"xpuruntime over the bare engine, same settings, io={args.io} (p50 ms; overhead 1.00 = no cost)")
+    for col in ("model", "batch", "config", "xpuruntime", "bare", "overhead (95%)", "extra us/call", "error"):
         table.add_column(col)
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         table.add_row(r["model"], str(r["batch"]), r["config"], fmt(r["xpuruntime_p50_ms"], ".3f"),
-                      fmt(r["bare_p50_ms"], ".3f"), fmt(r["ratio"], ".3f"), fmt(r["delta_us"], ".0f"),
+                      fmt(r["bare_p50_ms"], ".3f"), _ratio(r), fmt(r["delta_us"], ".0f"),
                       (r["error"] or "")[:60])
     Console(width=200).print(table)
     out = Path(os.environ.get("OUT") or Path(__file__).parent / "results")
-    write_json(out / f"bench_overhead_{'cpu' if not args.device.startswith('cuda') else 'cuda'}.json", {
+    suffix = ("" if args.io == "host" else "_device_io") + (f"_{args.tag}" if args.tag else "")
+    write_json(out / f"bench_overhead_{'cpu' if not args.device.startswith('cuda') else 'cuda'}{suffix}.json", {
         "date": datetime.date.today().isoformat(), "device": bm._device(args.device),
         "python": platform.python_version(), "versions": _versions(),
-        "settings": {"warmup": args.warmup, "repeat": args.repeat, "order": "interleaved round robin"},
+        "settings": {"warmup": args.warmup, "repeat": args.repeat, "io": args.io,
+                     "order": "interleaved, shuffled each round; ratio = median of same-round ratios"},
         "rows": rows})
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    if r["ratio"] is None:
+        return ""
+    lo, hi = r["ratio_ci95"] or (None, None)
+    return f"{r['ratio']:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None else f"{r['ratio']:.3f}"
 
 
 def _versions() -> dict[str, str]:

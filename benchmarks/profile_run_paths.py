@@ -2,7 +2,8 @@
 
 Builds the candidates the way ``xrt.bench`` does (``_build``, ``_bare``, ``_caller``), adds a second bare twin
 (A/A: the noise floor and what interleaving two engines costs by itself), then times them two ways: each alone in
-blocks of calls, and interleaved call by call (``bench``'s order). With ``--cprofile`` prints cProfile's top entries
+blocks of calls, and interleaved call by call in an order shuffled every round (``bench``'s order), with each
+row's time over the bare twin's of the same round (median, 95% bootstrap interval). With ``--cprofile`` prints cProfile's top entries
 of the xpuruntime call and of the bare call.
 
     PYTHONPATH=/tmp/ortsite:src python benchmarks/profile_run_paths.py --engine onnxruntime --model minilm --io device
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
+import random
 import sys
 import tempfile
 import time
@@ -172,15 +175,21 @@ def main() -> None:
         for k, fn in calls.items():  # alone, in blocks
             rows[k]["block p50 us"] = float(np.median(_time(fn, args.rounds, args.device)))
         inter: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(args.rounds):  # interleaved, call by call
-            for k, fn in calls.items():
-                inter[k] += _time(fn, 1, args.device)
+        order, rng = list(calls), random.Random(0)
+        gc.collect()
+        for _ in range(args.rounds):  # interleaved, call by call, in an order shuffled every round
+            rng.shuffle(order)
+            for k in order:
+                inter[k] += _time(calls[k], 1, args.device)
+        rounds = list(range(args.rounds))
         for k in calls:
             rows[k]["interleaved p50 us"] = float(np.median(inter[k]))
+            ratio, (lo, hi) = B.paired_ratio(inter[k], rounds, inter["bare"], rounds)
+            rows[k]["paired"] = f"{ratio:.3f} ({lo:.3f}-{hi:.3f})"
         print(f"{args.engine} {args.model} b{args.batch} io={args.io} {args.execution} ({args.device})")
-        print(f"{'':24s} {'block p50 us':>14s} {'interleaved p50 us':>20s}")
+        print(f"{'':24s} {'block p50 us':>14s} {'interleaved p50 us':>20s} {'/ bare, same round (95%)':>26s}")
         for k, r in rows.items():
-            print(f"{k:24s} {r['block p50 us']:14.1f} {r['interleaved p50 us']:20.1f}")
+            print(f"{k:24s} {r['block p50 us']:14.1f} {r['interleaved p50 us']:20.1f} {r['paired']:>26s}")
         if args.cprofile:
             for k in ("xpuruntime", "bare"):
                 prof = cProfile.Profile()

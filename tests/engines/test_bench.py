@@ -196,10 +196,43 @@ def test_bench_times_policies_and_engines_interleaved_with_a_bare_baseline(tiny:
                       "bare onnxruntime:level1"]
     for row in result.rows:
         assert row.error is None and row.p50_ms > 0 and row.p99_ms >= row.p50_ms and row.first_run_ms > 0
-    assert all(r.overhead and r.overhead > 0 for r in result.rows if r.kind == "xpuruntime")
+    for r in result.rows:
+        if r.kind == "xpuruntime":
+            lo, hi = r.overhead_ci
+            assert r.overhead > 0 and lo <= r.overhead <= hi
     assert result.fastest().kind == "xpuruntime"
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["settings"]["order"] == "interleaved round robin" and data["fastest"] in labels
+    assert data["settings"]["order"] == "interleaved, shuffled each round (seed 0)" and data["fastest"] in labels
+
+
+def test_paired_overhead_is_the_median_of_same_round_ratios_with_a_bootstrap_interval() -> None:
+    """A slow drift that hits both candidates of a round alike cancels in the paired ratio; rounds one candidate
+    missed are left out."""
+    from xpuruntime.inference.bench import paired_ratio
+
+    drift = np.linspace(1.0, 3.0, 101)  # the host slows down threefold over the run
+    ratio, (lo, hi) = paired_ratio(list(1.02 * drift), list(range(101)), list(drift), list(range(101)))
+    assert ratio == pytest.approx(1.02) and lo == pytest.approx(1.02) and hi == pytest.approx(1.02)
+    noisy = np.random.default_rng(1).normal(1.0, 0.05, 400)
+    ratio, (lo, hi) = paired_ratio(list(noisy), list(range(400)), [1.0] * 400, list(range(400)))
+    assert lo < ratio < hi and hi - lo < 0.02 and lo < 1.0 < hi
+    assert paired_ratio([1.0], [3], [1.0], [4]) is None
+    assert paired_ratio([2.0, 9.0], [0, 1], [1.0], [0])[0] == 2.0
+
+
+def test_bench_shuffles_the_order_of_every_round() -> None:
+    from xpuruntime.inference.bench import BenchRow, _Candidate, _timed
+
+    seen: list[str] = []
+    cands = []
+    for name in "abc":
+        c = _Candidate(BenchRow(name, "x", "p"))
+        c.call = (lambda n=name: seen.append(n))
+        cands.append(c)
+    _timed(cands, 30, "cpu", seed=3)
+    rounds = {"".join(seen[i:i + 3]) for i in range(0, 90, 3)}
+    assert len(rounds) > 1 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert all(c.rounds == list(range(30)) and len(c.samples) == 30 for c in cands)
 
 
 def test_bench_torch_module_with_its_bare_counterpart() -> None:

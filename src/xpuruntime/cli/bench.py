@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
                   int_range: IntRangeOpt = None) -> None:
         """p50/p90/p99 latency, throughput, first-run time and memory of each policy x engine, interleaved.
 
-        With --baseline each candidate is paired with the bare engine configured the same way by hand, and the
-        overhead column is xpuruntime's p50 over the bare p50.
+        Rounds run every candidate once, in an order shuffled each round. With --baseline each candidate is paired
+        with the bare engine configured the same way by hand; the overhead column is the median over rounds of
+        xpuruntime's time over the bare time of the same round, with its 95% bootstrap interval.
         """
         from xpuruntime.cli import print_json, stdout_console
         from xpuruntime.inference.bench import bench

@@ -1,11 +1,15 @@
 """Benchmark one model under several policies and engines, side by side, in one process.
 
 :func:`bench` builds every candidate (engine x policy), times its first run apart (compilation, graph capture,
-conversions), warms each up, then times them **interleaved** (round robin: one call of each candidate per
-round), so clock drift, thermal state and other load hit all of them alike. ``baseline=True`` adds, per
-xpuruntime candidate, the bare engine configured the same way by hand (a plain ``onnxruntime.InferenceSession``
-with the same model copy, session options and providers; the same module cast and ``torch.compile``\\ d the same
-way; ``openvino.Core().compile_model`` with the same config) and reports xpuruntime's overhead ratio.
+conversions), warms each up, then times them **interleaved**: one call of each candidate per round, in an order
+shuffled every round (seeded), so clock drift, thermal state, other load and the cost of following another engine
+(cold caches) hit all of them alike. ``baseline=True`` adds, per xpuruntime candidate, the bare engine configured
+the same way by hand (a plain ``onnxruntime.InferenceSession`` with the same model copy, session options and
+providers; the same module cast and ``torch.compile``\\ d the same way; ``openvino.Core().compile_model`` with the
+same config) and reports xpuruntime's overhead: the median over rounds of xpuruntime's time over the bare time of
+the same round (pairs taken close in time cancel slow drift), with a 95% bootstrap interval over rounds
+(``overhead_ci``). Two bare twins of one engine differ by a few percent on a busy host at ~1 ms per call: read
+an overhead inside its interval as "not told apart from free".
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each candidate's build and first run (torch's
 allocator only, so 0 for ONNX Runtime, whose arena it cannot see) and the drop of free device memory
@@ -19,7 +23,9 @@ allocator only, so 0 for ONNX Runtime, whose arena it cannot see) and the drop o
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +36,7 @@ import numpy as np
 
 from xpuruntime.errors import InputError, XpuRuntimeError
 
-__all__ = ["bench", "BenchResult", "BenchRow"]
+__all__ = ["bench", "BenchResult", "BenchRow", "paired_ratio"]
 
 PolicyLike = Any  # a Policy, a mapping, a policy file path, or None (the default policy)
 
@@ -54,7 +60,8 @@ class BenchRow:
     torch_peak_mb: float | None = None
     device_mem_mb: float | None = None
     rss_mb: float | None = None
-    overhead: float | None = None  # xpuruntime p50 / bare p50 (on the xpuruntime row)
+    overhead: float | None = None  # median over rounds of xpuruntime / bare in the same round (xpuruntime row)
+    overhead_ci: list[float] | None = None  # its 95% bootstrap interval over rounds
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -98,11 +105,18 @@ class BenchResult:
             mem = r.torch_peak_mb if r.torch_peak_mb else r.device_mem_mb if r.device_mem_mb is not None else r.rss_mb
             table.add_row(r.label + mark, _ms(r.first_run_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
                           f"{r.throughput:.1f}" if r.throughput else "", f"{mem:.0f} MB" if mem is not None else "",
-                          f"{r.overhead:.3f}x" if r.overhead else "")
+                          _overhead(r))
         return table
 
     def __rich__(self) -> Any:
         return self.table()
+
+
+def _overhead(r: BenchRow) -> str:
+    if not r.overhead:
+        return ""
+    ci = f" ({r.overhead_ci[0]:.3f}-{r.overhead_ci[1]:.3f})" if r.overhead_ci else ""
+    return f"{r.overhead:.3f}x{ci}"
 
 
 def _ms(v: float | None) -> str:
@@ -115,6 +129,7 @@ class _Candidate:
     call: Callable[[], Any] | None = None
     close: Callable[[], None] = lambda: None
     samples: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)  # the round of each sample (pairs a bare twin's samples)
     pair: BenchRow | None = None  # the xpuruntime row a bare candidate measures against
 
 
@@ -150,14 +165,17 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     for c in cands:
         _first_run(c, feed_set, io, device)
     _warm(cands, warmup)
-    _timed(cands, repeat, device)
+    gc.collect()  # garbage of the builds and warm-up is not charged to whichever candidate runs next
+    _timed(cands, repeat, device, seed)
+    by_row = {id(c.row): c for c in cands}
     for c in cands:
-        _summarise(c, feed_set)
+        _summarise(c, feed_set, by_row.get(id(c.pair)) if c.pair is not None else None, seed)
+    for c in cands:
         c.close()
     return BenchResult(str(model if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>"),
                        device, [c.row for c in cands], {"warmup": warmup, "repeat": repeat, "io": io,
                        "dims": dict(dims or {}), "shapes": {k: list(v) for k, v in (shapes or {}).items()},
-                       "order": "interleaved round robin"}, _versions(names))
+                       "order": f"interleaved, shuffled each round (seed {seed})"}, _versions(names))
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -338,18 +356,44 @@ def _guarded(c: _Candidate, fn: Callable[[], Any] | None) -> None:
         c.call = None
 
 
-def _timed(cands: list[_Candidate], repeat: int, device: str) -> None:
-    for _ in range(repeat):
-        for c in cands:
+def _timed(cands: list[_Candidate], repeat: int, device: str, seed: int = 0) -> None:
+    """``repeat`` rounds, one call of each candidate per round in an order shuffled every round (seeded)."""
+    order, rng = list(cands), random.Random(seed)
+    for i in range(repeat):
+        rng.shuffle(order)
+        for c in order:
             if c.call is None:
                 continue
             start = time.perf_counter()
             _guarded(c, c.call)
             _sync(device)
-            c.samples.append((time.perf_counter() - start) * 1e3)
+            if c.call is not None:
+                c.samples.append((time.perf_counter() - start) * 1e3)
+                c.rounds.append(i)
 
 
-def _summarise(c: _Candidate, feeds: dict[str, Any]) -> None:
+def paired_ratio(num: Sequence[float], num_rounds: Sequence[int], den: Sequence[float], den_rounds: Sequence[int],
+                 seed: int = 0, resamples: int = 2000) -> tuple[float, tuple[float, float]] | None:
+    """The median over shared rounds of ``num / den`` and its 95% bootstrap interval (rounds resampled); None
+    without a shared round.
+
+    >>> ratio, (lo, hi) = paired_ratio([2.0, 2.2, 1.8], [0, 1, 2], [1.0, 1.1, 0.9], [0, 1, 2])
+    >>> round(ratio, 6), round(lo, 6), round(hi, 6)
+    (2.0, 2.0, 2.0)
+    """
+    other = dict(zip(den_rounds, den))
+    ratios = np.array([v / other[r] for v, r in zip(num, num_rounds) if other.get(r)], dtype=float)
+    if not ratios.size:
+        return None
+    resamples = max(200, min(resamples, 4_000_000 // ratios.size))  # at most ~32 MB of indices
+    picks = np.random.default_rng(seed).integers(0, ratios.size, size=(resamples, ratios.size))
+    medians = np.median(ratios[picks], axis=1)
+    lo, hi = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(ratios)), (float(lo), float(hi))
+
+
+def _summarise(c: _Candidate, feeds: dict[str, Any], twin: _Candidate | None = None, seed: int = 0) -> None:
+    """Percentiles of ``c``'s samples; on a bare candidate, the overhead of its xpuruntime twin ``twin``."""
     if not c.samples or c.call is None:
         return
     p50, p90, p99 = np.percentile(c.samples, [50, 90, 99])
@@ -358,8 +402,10 @@ def _summarise(c: _Candidate, feeds: dict[str, Any]) -> None:
     first = next(iter(feeds.values()), None)
     batch = int(first.shape[0]) if first is not None and getattr(first, "ndim", 0) else 1
     c.row.throughput = float(batch / (p50 / 1e3))
-    if c.pair is not None and c.pair.p50_ms is not None:
-        c.pair.overhead = c.pair.p50_ms / c.row.p50_ms
+    if c.pair is not None and twin is not None and twin.samples:
+        paired = paired_ratio(twin.samples, twin.rounds, c.samples, c.rounds, seed)
+        if paired is not None:
+            c.pair.overhead, c.pair.overhead_ci = paired[0], list(paired[1])
 
 
 def _versions(engines: Sequence[str]) -> dict[str, str]:

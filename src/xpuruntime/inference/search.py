@@ -229,7 +229,7 @@ def search(model: Any, *, engines: Sequence[str] | None = None, device: str = "c
     settings = {"accuracy": {"rtol": rtol, "atol": atol, "reference": ref_label,
                              "source": "given" if accuracy else "policy" if _has_accuracy(base) else "default"},
                 "engines": names, "warmup": warmup, "repeat": repeat, "dims": dict(dims or {}), "seed": seed,
-                "timing": "xpuruntime.inference.bench, interleaved round robin"}
+                "timing": "xpuruntime.inference.bench, interleaved, shuffled each round"}
     label = str(model) if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>"
     return SearchResult(label, device, base, cands, chosen, settings)
 
