@@ -77,6 +77,34 @@ def test_dlpack_feeds_and_preallocated_outputs_are_zero_copy():
     np.testing.assert_allclose(y.cpu().numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.torch
+@pytest.mark.gpu("torch")
+def test_the_same_device_tensors_again_repeat_the_binding_and_see_new_values():
+    """Engine.run's repeat path on CUDA: the second call with the same tensors is ``run_with_iobinding`` of the
+    binding built by the first; new values written in place are read; a resized output takes the full path."""
+    import torch
+
+    sess = xrt.InferenceSession(matmul_relu(m=32, k=64, n=64), device="cuda", exec_policy=_strict())
+    host = xrt.InferenceSession(matmul_relu(m=32, k=64, n=64), device="cpu")
+    x, y = torch.randn(32, 64, device="cuda"), torch.empty(32, 64, device="cuda")
+    sess.run({"x": x}, outputs={"y": y})
+    again = sess.engine._again
+    assert again is not None
+    for seed in range(3):
+        x.copy_(torch.from_numpy(np.random.default_rng(seed).standard_normal((32, 64)).astype(np.float32)))
+        assert sess.run({"x": x}, outputs={"y": y})["y"] is y
+        torch.cuda.synchronize()
+        np.testing.assert_allclose(y.cpu().numpy(), host.run({"x": x.cpu().numpy()})["y"], rtol=1e-3, atol=1e-3)
+    assert sess.engine._again is again  # repeated, not rebuilt
+    y2 = torch.empty(16, 64, device="cuda")
+    with pytest.raises(xrt.InputError):
+        sess.run({"x": x}, outputs={"y": y2})  # full check: 16 rows for 32
+    z = torch.empty(32, 64, device="cuda")
+    sess.run({"x": x}, outputs={"y": z})
+    torch.cuda.synchronize()
+    assert torch.equal(z, y) and sess.engine._again is not again
+
 def test_cuda_graphs_replay_correctly_with_io_binding():
     model = matmul_relu(m=32, k=128, n=128)
     policy = xrt.ExecutionPolicy(fallback="error", cuda_graphs=True, static_shape=True)

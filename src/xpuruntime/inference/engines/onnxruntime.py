@@ -22,7 +22,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +320,20 @@ class OnnxRuntimeEngine(Engine):
                 return [outputs[n] for n in names]
             values = binding.get_outputs()
             return [outputs[n] if n in outputs else _from_ortvalue(v) for n, v in zip(names, values)]
+
+    def again_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
+                   outputs: dict[str, Any]) -> Callable[[], None] | None:
+        """The run just made, device feeds into caller-owned outputs, as ``run_with_iobinding`` of its binding
+        (what a hand-written IO-binding loop calls). Not under CUDA graphs, nor with host feeds (copied in per run)."""
+        bound = getattr(self, "_bound", None)
+        if self._graphs or bound is None or bound[2] or not all(isinstance(v, DeviceArray) for v in feeds.values()):
+            return None
+        binding, lock, run = bound[1], self._run_lock, self._run_binding
+
+        def again() -> None:
+            with lock:
+                run(binding)
+        return again
 
     def _binding(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> Any:
         """The IO binding of the last run while buffers, shapes and dtypes are unchanged, else a new one.
