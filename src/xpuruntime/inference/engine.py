@@ -269,10 +269,13 @@ class Engine(ABC):
         checked = self.check_feeds(feeds, self._feeds)
         if outputs:
             self._outputs_checked(outputs, names, checked)
-        mark = self._spans.begin("run")  # the hot path: a span begun and ended, not a with block around it
+        mark = self._spans.begin("run")  # the hot path: a span begun and ended, no with blocks around it
         try:
-            with self._wrapped(self.run_error):
-                results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+            results = self.run_impl(checked, names, dict(outputs) if outputs else None)
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the engine library's own errors, as _Wrapped does
+            raise self.run_error(exc) from None
         finally:
             self._spans.end(mark, lambda: self._profile(checked, names))
         if outputs:
@@ -283,8 +286,11 @@ class Engine(ABC):
         """The last run again (:class:`_Again`): every check it passed still holds, so only the engine's call."""
         mark = self._spans.begin("run")
         try:
-            with self._wrapped(self.run_error):
-                again.call()
+            again.call()
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the engine library's own errors, as _Wrapped does
+            raise self.run_error(exc) from None
         finally:
             self._spans.end(mark, again.profile)
         return dict(again.results)
