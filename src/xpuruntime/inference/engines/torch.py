@@ -89,10 +89,18 @@ _MODULE_OPS = {"Linear": "matmul", "Bilinear": "matmul", "MultiheadAttention": "
                "ConvTranspose3d": "conv", "LayerNorm": "layernorm"}
 
 
-def _torch() -> Any:
-    import torch
+_TORCH: Any = None
 
-    return torch
+
+def _torch() -> Any:
+    """torch, imported at the first use (``import xpuruntime`` stays light) and then read from a global: this is
+    called on every run, where an import statement costs a lookup through the import machinery."""
+    global _TORCH
+    if _TORCH is None:
+        import torch
+
+        _TORCH = torch
+    return _TORCH
 
 
 @functools.cache
@@ -357,7 +365,10 @@ class TorchEngine(Engine):
         torch = _torch()
         values = feeds.values() if isinstance(feeds, Mapping) else feeds if isinstance(feeds, (list, tuple)) \
             else [feeds]
-        if not any(isinstance(v, torch.Tensor) for v in values):
+        for v in values:
+            if isinstance(v, torch.Tensor):
+                break
+        else:
             return checker(feeds)
         named = _named(feeds, self._inputs)
         return {info.name: _checked_tensor(info, named[info.name]) for info in self._inputs}
@@ -368,8 +379,13 @@ class TorchEngine(Engine):
             if done is not None:
                 return done
         torch = _torch()
-        as_tensors = any(isinstance(v, (torch.Tensor, DeviceArray)) for v in feeds.values())
-        home = next((v.device for v in feeds.values() if isinstance(v, torch.Tensor)), self.target)
+        as_tensors, home = False, None  # results as tensors (on the first tensor feed's device) or numpy
+        for v in feeds.values():
+            if type(v) is not np.ndarray and isinstance(v, (torch.Tensor, DeviceArray)):
+                as_tensors = True
+                if home is None and isinstance(v, torch.Tensor):
+                    home = v.device
+        home = self.target if home is None else home
         graph, by_compile = self._modes
         # inference tensors, as a hand-written inference loop makes them: torch.compile guards on the kind of tensor
         # (a second, slower variant was compiled: ~150 us per reduce-overhead call, H100); a captured graph's static
@@ -558,9 +574,8 @@ def _float_outputs(result: Any, dtype: Any) -> Any:
     torch = _torch()
     if isinstance(result, torch.Tensor):
         return result.float() if result.dtype == dtype else result
-    if isinstance(result, Mapping):
-        return type(result)(**{k: _float_outputs(v, dtype) for k, v in result.items()}) \
-            if hasattr(result, "to_tuple") else {k: _float_outputs(v, dtype) for k, v in result.items()}
+    if isinstance(result, Mapping):  # a plain dict: the run only flattens it (a transformers ModelOutput rebuilt
+        return {k: _float_outputs(v, dtype) for k, v in result.items()}  # costs ~10 us of Python per call)
     if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
         return type(result)(_float_outputs(v, dtype) for v in result)
     return result
