@@ -42,7 +42,6 @@ once.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -324,17 +323,25 @@ class TorchEngine(Engine):
         return _torch().compile(self.module, **_compile_kwargs(option, self.policy))
 
     def _forward(self, inputs: Sequence[Any]) -> Any:
+        """The module (or its compiled form) on ``inputs`` under inference mode (entered here unless the caller is
+        in it already: a run enters it once, around making its inputs too)."""
         torch = _torch()
-        fn = self._compiled if self._compiled is not None else self.module
+        if torch.is_inference_mode_enabled():
+            return self._forward_body(inputs)
         with torch.inference_mode():
-            if self.cast_dtype is None:
-                return fn(*inputs)
-            dtype = getattr(torch, _TORCH_DTYPES[self.cast_dtype])
-            result = fn(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
-            if self._raw_dtypes is None:  # once (the first run is at load): evidence for the receipt
-                self._raw_dtypes = tuple(sorted({_dtype_name(t.dtype) for _, t in _flatten(result)
-                                                 if t.is_floating_point()}))
-            return _float_outputs(result, dtype)
+            return self._forward_body(inputs)
+
+    def _forward_body(self, inputs: Sequence[Any]) -> Any:
+        fn = self._compiled if self._compiled is not None else self.module
+        if self.cast_dtype is None:
+            return fn(*inputs)
+        torch = _torch()
+        dtype = getattr(torch, _TORCH_DTYPES[self.cast_dtype])
+        result = fn(*[t.to(dtype) if t.is_floating_point() else t for t in inputs])
+        if self._raw_dtypes is None:  # once (the first run is at load): evidence for the receipt
+            self._raw_dtypes = tuple(sorted({_dtype_name(t.dtype) for _, t in _flatten(result)
+                                             if t.is_floating_point()}))
+        return _float_outputs(result, dtype)
 
     def _graphs_by_compile(self) -> bool:
         return _compile_mode(_compile_option(self.policy, self.options)) in _GRAPHING_MODES \
@@ -387,20 +394,24 @@ class TorchEngine(Engine):
                     home = v.device
         home = self.target if home is None else home
         graph, by_compile = self._modes
-        # inference tensors, as a hand-written inference loop makes them: torch.compile guards on the kind of tensor
-        # (a second, slower variant was compiled: ~150 us per reduce-overhead call, H100); a captured graph's static
-        # inputs, updated in place later, stay ordinary tensors
-        with contextlib.nullcontext() if graph else torch.inference_mode():
-            inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
         with _RUN_LOCK, _torch_errors():
-            if graph and self._graph is not None and self._graph.captured:
-                # a replay launches the kernels chosen at capture, under the policy: torch's switches are not read
-                result = self._graph(*inputs)
+            if graph:
+                inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
+                if self._graph is not None and self._graph.captured:
+                    # a replay launches the kernels chosen at capture, under the policy: torch's switches are not read
+                    result = self._graph(*inputs)
+                else:
+                    with self._scope(receipt=False):
+                        result = self._graph_forward(inputs)
             else:
-                with self._scope(receipt=False):
+                # inputs made as inference tensors, as a hand-written inference loop makes them: torch.compile guards
+                # on the kind of tensor (a second, slower variant was compiled: ~150 us per reduce-overhead call on an
+                # H100); a captured graph's static inputs (above), updated in place later, stay ordinary tensors
+                with self._scope(receipt=False), torch.inference_mode():  # one inference-mode block for the run
+                    inputs = [self._as_tensor(feeds[i.name]) for i in self._inputs]
                     if by_compile and (as_tensors or outputs):  # results outlive the call: a new generation first
                         torch.compiler.cudagraph_mark_step_begin()  # (numpy results are copied out before the next)
-                    result = self._graph_forward(inputs) if graph else self._forward(inputs)
+                    result = self._forward(inputs)
             flat = dict(_flatten(result))
             picked = [flat[key] for key in self._keys_of(output_names)]
             if (graph or by_compile) and (as_tensors or outputs):  # the graph's output buffers are reused; a copy
