@@ -136,8 +136,28 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
                 out = fn(*[prepare(feeds[n]) for n in order])
             return [t.float().cpu().numpy() for _, t in _flat(out)]
 
+        from xpuruntime.inference.engines import torch as te
+
+        def forward_delivered() -> Any:  # run_impl's way out: flatten, pick by key, _deliver
+            with torch.inference_mode():
+                inputs = [eng._as_tensor(feeds[n]) for n in order]
+                out = eng._forward(inputs)
+            flat = dict(te._flatten(out))
+            return [te._deliver(flat[k], eng.target, False) for k in eng._keys_of(names)]
+
+        def forward_scoped() -> Any:  # under the policy scope (the Active state set, switches applied)
+            with eng._scope(receipt=False):
+                return forward_host()
+
+        def forward_locked() -> Any:  # under the engines' run lock and torch's error wrapper
+            with te._RUN_LOCK, te._torch_errors():
+                return forward_host()
+
         calls["xrt run_impl"] = lambda: eng.run_impl(checked, names, None)
         calls["xrt _forward"] = forward_host
+        calls["  + delivered as run_impl"] = forward_delivered
+        calls["  + policy scope"] = forward_scoped
+        calls["  + lock, errors"] = forward_locked
         calls["xrt module, bare loop"] = module_host
         if eng._graph is not None and eng._graph.captured:  # xpuruntime's captured graph replayed by hand
             graph = eng._graph
