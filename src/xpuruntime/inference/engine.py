@@ -28,7 +28,6 @@ import importlib.metadata
 import importlib.util
 import pkgutil
 import re
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from xpuruntime.errors import (
     did_you_mean,
     short_repr,
 )
+from xpuruntime.inference.feeds import tensor_key  # light (numpy): run's hot path reads it on every call
 from xpuruntime.receipts import ExecutionReport, enforce_fallback
 from xpuruntime.runtime.profiler import SpanLog
 
@@ -62,7 +62,6 @@ ENGINES_PACKAGE = "xpuruntime.inference.engines"
 ENTRY_POINT_GROUP = "xpuruntime.engines"
 #: the size of a symbolic non-leading dim in seeded inputs (Engine.seeded_feeds)
 SEEDED_DIM = 64
-
 
 
 class _Wrapped:
@@ -82,6 +81,7 @@ class _Wrapped:
             raise self.wrap(exc) from None
         return False
 
+
 class _Again:
     """A run of torch tensors into caller-owned torch tensors that :meth:`Engine.run` can repeat with no other work
     while the caller passes the same tensors again: the same objects (held here, so an id is never reused), at
@@ -99,16 +99,18 @@ class _Again:
     @classmethod
     def of(cls, engine: Engine, feeds: Any, outputs: Mapping[str, Any], checked: dict[str, Any],
            names: list[str]) -> _Again | None:
-        """The record of the run just made, or None when it cannot be repeated this way."""
+        """The record of the run just made (each tensor with its :func:`~xpuruntime.inference.feeds.tensor_key`),
+        or None when it cannot be repeated this way."""
         if type(feeds) is not dict or type(outputs) is not dict or set(outputs) != set(names):
             return None
         entries = []
         for given in (feeds, outputs):
             part = []
             for name, value in given.items():
-                if not _is_torch_tensor(value) or not value.is_contiguous():
+                key = tensor_key(value)
+                if key is None:  # not a torch tensor, or not contiguous
                     return None
-                part.append((name, value, value.data_ptr(), value.shape, value.dtype))
+                part.append((name, value, key))  # the tensor held: its id in the key is never reused meanwhile
             entries.append(tuple(part))
         call = engine.again_impl(checked, names, dict(outputs))
         if call is None:
@@ -121,17 +123,10 @@ class _Again:
                 or len(outputs) != len(self.outputs):
             return False
         for given, entries in ((feeds, self.feeds), (outputs, self.outputs)):
-            for name, tensor, ptr, shape, dtype in entries:
-                value = given.get(name)
-                if value is not tensor or value.data_ptr() != ptr or value.shape != shape or value.dtype != dtype \
-                        or not value.is_contiguous():
+            for name, _tensor, key in entries:
+                if tensor_key(given.get(name)) != key:
                     return False
         return True
-
-
-def _is_torch_tensor(value: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
 
 
 class Engine(ABC):
@@ -583,8 +578,6 @@ class Engine(ABC):
 def _outputs_key(outputs: Any, names: list[str], feeds: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """What makes a check of caller-owned torch outputs still valid (each buffer's ``tensor_key``, the names and
     the feed shapes), or None (other buffers: always checked)."""
-    from xpuruntime.inference.feeds import tensor_key
-
     if type(outputs) is not dict:
         return None
     key: list[Any] = [tuple(names)]

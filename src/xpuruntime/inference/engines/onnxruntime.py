@@ -308,18 +308,8 @@ class OnnxRuntimeEngine(Engine):
             raise _run_error(exc, ro) from None
 
     def _run_binding(self, binding: Any) -> None:
-        """``run_with_iobinding(binding)`` under :meth:`_guarded` (written out without a timer: the hot path of
-        CUDA graphs and device I/O)."""
-        if self._timeout_ms is not None:
-            self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
-            return
-        ro = self._run_options
-        try:
-            self.session.run_with_iobinding(binding, ro)
-        except XpuRuntimeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors, as _guarded wraps them
-            raise _run_error(exc, ro) from None
+        """``run_with_iobinding(binding)`` under :meth:`_guarded`."""
+        self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
 
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
