@@ -5,7 +5,9 @@ For each model and batch, the fastest configurations of the benchmark set (``ben
 timed interleaved (every candidate once per round, the order shuffled each round) in one process. Printed per row:
 p50 of each, the overhead (the median over rounds of xpuruntime's time over its bare twin's in the same round; 1.00 =
 free) with its 95% bootstrap interval, and the difference of the p50s in microseconds per call. ``--io device``
-feeds CUDA tensors and writes into caller-owned CUDA tensors (ONNX Runtime through IO binding).
+feeds CUDA tensors and writes into caller-owned CUDA tensors (ONNX Runtime through IO binding). ``--baseline both``
+(the default) also times each candidate's own engine instance driven by a hand loop (``baseline="same"``): the
+"same instance" overhead is xpuruntime's Python alone, without the few percent two instances of one engine differ by.
 
     python benchmarks/bench_overhead.py --device cpu --models minilm --engines torch,onnxruntime
     PYTHONPATH=/tmp/ortsite:src python benchmarks/bench_overhead.py --device cuda --models minilm,bert --batches 1
@@ -55,7 +57,8 @@ def ort_configs(name: str, sample: dict[str, Any], cuda: bool, chosen: str = "")
 
 
 def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int,
-            configs: str = DEFAULT_TORCH, io: str = "host", ort: str = "") -> list[dict[str, Any]]:
+            configs: str = DEFAULT_TORCH, io: str = "host", ort: str = "",
+            baseline: str = "both") -> list[dict[str, Any]]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -66,13 +69,14 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
         if "onnxruntime" in engines:
             path = bm.export(module, names, sample, Path(tmp))
             results.append(xrt.bench(path, policies=ort_configs(name, sample, cuda, ort), engines=["onnxruntime"],
-                                     device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=True, io=io))
+                                     device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=baseline,
+                                     io=io))
         if "torch" in engines:
             example = tuple(torch.from_numpy(sample[n]) for n in names)
             options = {"example_inputs": example, "precision_mode": "cast-all"}  # like the bare module.half()
             chosen = [c for c in torch_configs(cuda) if c[0] in configs.split(",")]
             results.append(xrt.bench(module, policies=chosen, engines=["torch"], device=device,
-                                     feeds=sample, warmup=warmup, repeat=repeat, baseline=True, io=io,
+                                     feeds=sample, warmup=warmup, repeat=repeat, baseline=baseline, io=io,
                                      engine_options={"torch": options}))
     rows = []
     for result in results:
@@ -81,13 +85,20 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
             if r.kind != "xpuruntime":
                 continue
             bare = by_label.get(f"bare {r.label}")
+            same = by_label.get(f"same-instance {r.label}")
             ok = r.p50_ms and bare is not None and bare.p50_ms
+            ok_same = r.p50_ms and same is not None and same.p50_ms
             rows.append({"model": name, "batch": batch, "config": r.label, "xpuruntime_p50_ms": r.p50_ms,
                          "bare_p50_ms": bare.p50_ms if bare else None,
                          "ratio": r.overhead if ok else None, "ratio_ci95": r.overhead_ci if ok else None,
                          "ratio_of_p50s": r.p50_ms / bare.p50_ms if ok else None, "io": io,
                          "delta_us": (r.p50_ms - bare.p50_ms) * 1e3 if ok else None,
-                         "error": r.error or (bare.error if bare else "no bare twin")})
+                         "same_instance_p50_ms": same.p50_ms if same else None,
+                         "ratio_same_instance": r.overhead_same if ok_same else None,
+                         "ratio_same_instance_ci95": r.overhead_same_ci if ok_same else None,
+                         "delta_same_instance_us": (r.p50_ms - same.p50_ms) * 1e3 if ok_same else None,
+                         "error": r.error or (bare.error if bare else None) or (same.error if same else None)
+                         or (None if bare or same else "no bare twin")})
     return rows
 
 
@@ -103,24 +114,29 @@ def main() -> None:
     parser.add_argument("--ort-configs", default="", help="ONNX Runtime policies (e.g. default,fp16-fusions)")
     parser.add_argument("--io", default="host", choices=["host", "device"])
     parser.add_argument("--tag", default="", help="added to the JSON file's name")
+    parser.add_argument("--baseline", default="both", choices=["separate", "same", "both"],
+                        help="bare twins: a separate instance, the candidate's own instance by hand, or both")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat,
-                            args.torch_configs, args.io, args.ort_configs)
+                            args.torch_configs, args.io, args.ort_configs, args.baseline)
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"xpuruntime over the bare engine, same settings, io={args.io} (p50 ms; overhead 1.00 = no cost)")
-    for col in ("model", "batch", "config", "xpuruntime", "bare", "overhead (95%)", "extra us/call", "error"):
+    for col in ("model", "batch", "config", "xpuruntime", "bare", "overhead (95%)", "extra us/call",
+                "same instance", "overhead (95%) ", "extra us/call ", "error"):
         table.add_column(col)
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         table.add_row(r["model"], str(r["batch"]), r["config"], fmt(r["xpuruntime_p50_ms"], ".3f"),
-                      fmt(r["bare_p50_ms"], ".3f"), _ratio(r), fmt(r["delta_us"], ".0f"),
-                      (r["error"] or "")[:60])
+                      fmt(r["bare_p50_ms"], ".3f"), _ratio(r["ratio"], r["ratio_ci95"]), fmt(r["delta_us"], ".0f"),
+                      fmt(r["same_instance_p50_ms"], ".3f"),
+                      _ratio(r["ratio_same_instance"], r["ratio_same_instance_ci95"]),
+                      fmt(r["delta_same_instance_us"], ".0f"), (r["error"] or "")[:60])
     Console(width=200).print(table)
     out = Path(os.environ.get("OUT") or Path(__file__).parent / "results")
     suffix = ("" if args.io == "host" else "_device_io") + (f"_{args.tag}" if args.tag else "")
@@ -128,15 +144,16 @@ def main() -> None:
         "date": datetime.date.today().isoformat(), "device": bm._device(args.device),
         "python": platform.python_version(), "versions": _versions(),
         "settings": {"warmup": args.warmup, "repeat": args.repeat, "io": args.io,
-                     "order": "interleaved, shuffled each round; ratio = median of same-round ratios"},
+                     "order": "interleaved, shuffled each round; ratio = median of same-round ratios",
+                     "baseline": args.baseline},
         "rows": rows})
 
 
-def _ratio(r: dict[str, Any]) -> str:
-    if r["ratio"] is None:
+def _ratio(ratio: float | None, interval: list[float] | None) -> str:
+    if ratio is None:
         return ""
-    lo, hi = r["ratio_ci95"] or (None, None)
-    return f"{r['ratio']:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None else f"{r['ratio']:.3f}"
+    lo, hi = interval or (None, None)
+    return f"{ratio:.3f} ({lo:.3f}-{hi:.3f})" if lo is not None else f"{ratio:.3f}"
 
 
 def _versions() -> dict[str, str]:

@@ -205,6 +205,56 @@ def test_bench_times_policies_and_engines_interleaved_with_a_bare_baseline(tiny:
     assert data["settings"]["order"] == "interleaved, shuffled each round (seed 0)" and data["fastest"] in labels
 
 
+def test_a_same_instance_baseline_drives_the_candidates_own_session_by_hand(tiny: Path) -> None:
+    result = xrt.bench(tiny, policies=[None], dims={"seq": 8}, warmup=1, repeat=4, baseline="both")
+    xrt_row, bare, same = result.rows
+    assert (bare.kind, same.kind) == ("bare", "same-instance") and same.label == "same-instance onnxruntime:default"
+    assert same.error is None and same.p50_ms > 0 and "own onnxruntime.InferenceSession" in same.notes[0]
+    lo, hi = xrt_row.overhead_same_ci
+    assert xrt_row.overhead and xrt_row.overhead_same and lo <= xrt_row.overhead_same <= hi
+    assert bare.overhead_same is None and same.overhead is None  # ratios live on the xpuruntime row
+    only = xrt.bench(tiny, dims={"seq": 8}, warmup=0, repeat=2, baseline="same")
+    assert [r.kind for r in only.rows] == ["xpuruntime", "same-instance"] and only.rows[0].overhead is None
+
+
+def test_the_same_instance_loop_runs_xpuruntimes_own_session_object(tiny: Path) -> None:
+    """The hand loop's calls land on the engine's session (counted), not on a second one."""
+    from xpuruntime.inference import _bare
+    from xpuruntime.inference.bench import _build
+
+    cand = _build(tiny, "onnxruntime", "x", None, "cpu", {})
+    eng = cand.engine
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 8 for d in i.shape], dtype=i.dtype)
+             for i in eng.input_info}
+    calls = []
+    real = eng.session.run
+    eng.session.run = lambda *a, **k: calls.append(1) or real(*a, **k)
+    make, _ = _bare.same_instance(eng)
+    make(feeds, "host")()
+    assert calls == [1]
+    eng.close()
+
+
+def test_same_instance_baselines_of_torch_and_openvino(tiny: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("openvino")
+    result = xrt.bench(_block(), policies=[("bf16", {"execution": {"precision": "bf16"}})], warmup=1, repeat=3,
+                       engine_options={"torch": {"example_inputs": (torch.randn(4, 16),)}}, baseline="same")
+    assert [r.label for r in result.rows] == ["torch:bf16", "same-instance torch:bf16"]
+    assert result.rows[0].overhead_same and result.rows[1].error is None
+    fp32 = xrt.bench(_block(), warmup=0, repeat=2, baseline="same",
+                     engine_options={"torch": {"example_inputs": (torch.randn(4, 16),)}})
+    assert any("does not set" in n for n in fp32.rows[1].notes)  # the plan's switches: said, not set by the loop
+    ov = xrt.bench(tiny, engines=["openvino"], dims={"seq": 8}, warmup=0, repeat=2, baseline="same")
+    assert ov.rows[1].error is None and ov.rows[0].overhead_same
+
+
+def test_an_unknown_baseline_is_refused(tiny: Path) -> None:
+    with pytest.raises(xrt.InputError, match="baseline") as info:
+        xrt.bench(tiny, baseline="instance")
+    assert "'same'" in str(info.value)
+
+
 def test_paired_overhead_is_the_median_of_same_round_ratios_with_a_bootstrap_interval() -> None:
     """A slow drift that hits both candidates of a round alike cancels in the paired ratio; rounds one candidate
     missed are left out."""
@@ -269,6 +319,10 @@ def test_cli_bench_prints_json_and_a_table(tiny: Path, tmp_path: Path) -> None:
     assert [r["label"] for r in data["rows"]] == ["onnxruntime:level1", "bare onnxruntime:level1"]
     table = runner.invoke(app, ["bench", str(tiny), "--shape", "x=1x8x64", "--repeat", "2", "--warmup", "0"])
     assert table.exit_code == 0 and "p50" in table.stdout
+    same = runner.invoke(app, ["bench", str(tiny), "--shape", "x=1x8x64", "--repeat", "2", "--warmup", "0",
+                               "--same-instance", "--json"])
+    assert same.exit_code == 0, same.output
+    assert [r["kind"] for r in json.loads(same.stdout)["rows"]] == ["xpuruntime", "same-instance"]
     bad = runner.invoke(app, ["bench", str(tiny), "--dim", "seq"])
     assert bad.exit_code == 1 and "NAME=SIZE" in bad.output
 

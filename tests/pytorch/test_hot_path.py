@@ -67,6 +67,84 @@ def test_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(sw
     assert not errors and switches() == before
 
 
+def _replayed(plan) -> bool:
+    hit = _state._programs.get(id(plan))
+    return hit is not None and hit[0] is plan and hit[2] is not None
+
+
+def test_a_plan_run_again_replays_its_writes_and_every_run_leaves_the_switches_exact(switches):
+    before, snap = switches(), _flags.snapshot()
+    policy, plan = _plan(precision="fp32", deterministic=True, num_threads=1)
+    for i in range(4):
+        with applied_policy(policy, plan, receipt=False):
+            assert _flags.fp32_state() == {"matmul": "ieee", "conv": "ieee"}
+            assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+            assert _state._stack[-1].program is not None or i == 0  # the first run writes the general way
+        assert switches() == before and _flags.snapshot() == snap and not _state._stack
+    assert _replayed(plan)
+
+
+def test_switches_moved_between_runs_take_the_general_path_and_stay_as_the_caller_left_them(switches):
+    policy, plan = _plan(precision="fp32")
+    for _ in range(2):
+        with applied_policy(policy, plan, receipt=False):
+            pass
+    original = _flags.snapshot()
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.cudnn.allow_tf32 = not torch.backends.cudnn.allow_tf32
+    try:
+        moved, snap = switches(), _flags.snapshot()
+        for _ in range(2):
+            with applied_policy(policy, plan, receipt=False):
+                assert _flags.fp32_state() == {"matmul": "ieee", "conv": "ieee"}
+            assert switches() == moved and _flags.snapshot() == snap
+    finally:
+        _flags.restore(original)
+
+
+def test_a_switch_moved_inside_a_replayed_run_is_put_back(switches):
+    before, snap = switches(), _flags.snapshot()
+    policy, plan = _plan(precision="fp32", deterministic=True)
+    for _ in range(3):
+        with applied_policy(policy, plan, receipt=False):
+            torch.set_float32_matmul_precision("medium")  # the model's code moves a switch the plan holds
+            torch.use_deterministic_algorithms(False)
+        assert switches() == before and _flags.snapshot() == snap
+
+
+def test_replayed_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(switches):
+    before = switches()
+    plans = [_plan(precision="tf32"), _plan(precision="fp32", deterministic=True)]
+    for p in plans:
+        for _ in range(2):
+            with applied_policy(*p, receipt=False):
+                pass
+    assert all(_replayed(p[1]) for p in plans)
+    entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            with applied_policy(*plans[i], receipt=False):
+                entered[i].set()
+                release[i].wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    threads[0].start()
+    entered[0].wait(10)
+    threads[1].start()
+    entered[1].wait(10)
+    assert _flags.fp32_state()["matmul"] == "ieee"  # the second one in is on top
+    release[0].set()  # the first one in leaves first (not on top: the general path)
+    threads[0].join(10)
+    assert torch.are_deterministic_algorithms_enabled() and _flags.fp32_state()["matmul"] == "ieee"
+    release[1].set()
+    threads[1].join(10)
+    assert not errors and switches() == before and not _state._stack
+
+
 def test_an_error_inside_a_run_restores_the_switches_and_propagates(switches):
     before = switches()
     policy, plan = _plan(precision="fp32", deterministic=True)

@@ -1,8 +1,15 @@
 """Bare engines for :func:`xpuruntime.inference.bench.bench`'s baseline: each engine's own API, configured by hand
 the way an xpuruntime engine was (same model copy, same settings), with none of xpuruntime's checks.
 
+Two kinds. :func:`onnxruntime`, :func:`torch` and :func:`openvino` build a **separate** instance (a second
+``InferenceSession``, a second cast and compiled module, a second compiled model). :func:`same_instance` drives
+**the xpuruntime engine's own instance** (its ``InferenceSession`` and CUDA-graph binding, its cast, compiled or
+captured module, its compiled OpenVINO model) from a hand-written loop: the difference is xpuruntime's Python
+alone, without the few percent two instances of one engine differ by (where their memory and objects landed).
+
 Each maker takes a loaded xpuruntime engine and returns ``(make, notes)``; ``make(feeds, io)`` returns the
-zero-argument call that is timed.
+zero-argument call that is timed. A same-instance ``make`` is called after the xpuruntime candidate's first run
+(what it drives, a captured graph say, exists by then).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["onnxruntime", "torch", "openvino"]
+__all__ = ["onnxruntime", "torch", "openvino", "same_instance"]
 
 Maker = tuple[Callable[[dict[str, Any], str], Callable[[], Any]], list[str]]
 
@@ -173,3 +180,100 @@ def openvino(eng: Any) -> Maker:
         return lambda: request.infer(feeds)
 
     return make, [f"openvino compile_model on {eng.plan.device} with the same config"]
+
+
+# -- the xpuruntime engine's own instance, from a hand-written loop ------------------------------------------
+def same_instance(eng: Any) -> Maker:
+    """The engine's own instance driven by hand (see the module docstring); ValueError for an engine or a
+    configuration with no such loop."""
+    makers = {"onnxruntime": _same_onnxruntime, "torch": _same_torch, "openvino": _same_openvino}
+    if eng.name not in makers:
+        raise ValueError(f"no same-instance loop for engine {eng.name!r}")
+    return makers[eng.name](eng)
+
+
+def _same_onnxruntime(eng: Any) -> Maker:
+    import onnxruntime as ort
+
+    sess = eng.session
+    on_cuda = eng._device_type() == "cuda"
+    graphs = bool(eng.policy.execution.cuda_graphs and on_cuda)
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        if not on_cuda or (io == "host" and not graphs):
+            return lambda: sess.run(None, feeds)
+        if graphs:
+            graph = eng._graph
+            if io != "host" or graph is None or graph.binding is None:
+                raise ValueError("no same-instance loop for CUDA graphs with device I/O (one graph per session, "
+                                 "bound to xpuruntime's buffers)")
+            outs = list(graph.outputs.values())
+            return _bound_call(sess, graph.binding, dict(graph.inputs), outs, feeds, io)  # its captured buffers
+        shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
+        binding = sess.io_binding()  # a second binding of the same session, over buffers of its own
+        inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in feeds.items()}
+        for k, v in inputs.items():
+            binding.bind_ortvalue_input(k, v)
+        outputs = {o.name: ort.OrtValue.ortvalue_from_shape_and_type(
+            list(shapes[o.name]), np.dtype(_ort_dtype(o.type)), "cuda", 0) for o in sess.get_outputs()}
+        for k, v in outputs.items():
+            binding.bind_ortvalue_output(k, v)
+        return _bound_call(sess, binding, inputs, list(outputs.values()), feeds, io)
+
+    return make, ["xpuruntime's own onnxruntime.InferenceSession (and CUDA-graph binding) from a hand loop"]
+
+
+def _same_torch(eng: Any) -> Maker:
+    import torch as th
+
+    dtype = getattr(th, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+    names = [i.name for i in eng._inputs]
+    notes = ["xpuruntime's own module (cast, compiled or captured) from a hand loop"]
+    if eng.plan.native.settings:
+        notes.append("torch's switches as the process has them: the loop does not set "
+                     f"{sorted(eng.plan.native.settings)}")
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        graph = eng._graph
+        if graph is not None and graph.captured:  # xpuruntime's captured graph, replayed by hand
+            statics = list(zip(names, graph.static_args))
+            outs = _tensors(graph.outputs)
+            if io == "device":
+                return graph.graph.replay
+
+            def replay() -> Any:
+                for k, static in statics:
+                    static.copy_(th.from_numpy(feeds[k]))
+                graph.graph.replay()
+                return [t.cpu().numpy() for t in outs]
+            return replay
+        fn = eng._compiled if eng._compiled is not None else eng.module
+
+        def prepare(value: Any) -> Any:
+            t = th.from_numpy(np.ascontiguousarray(value)).to(eng.target)
+            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+        if io == "device":
+            static = [prepare(feeds[n]) for n in names]  # ordinary tensors, as the bench's device feeds are
+
+            def device_call() -> Any:
+                with th.inference_mode():
+                    return fn(*static)
+            return device_call
+
+        def host_call() -> Any:
+            with th.inference_mode():
+                out = fn(*[prepare(feeds[n]) for n in names])
+            return [t.float().cpu().numpy() for t in _tensors(out)]
+        return host_call
+
+    return make, notes
+
+
+def _same_openvino(eng: Any) -> Maker:
+    request = eng.compiled.create_infer_request()  # a request of xpuruntime's own compiled model
+
+    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        return lambda: request.infer(feeds)
+
+    return make, ["an infer request of xpuruntime's own compiled OpenVINO model"]

@@ -8,8 +8,12 @@ the same way by hand (a plain ``onnxruntime.InferenceSession`` with the same mod
 providers; the same module cast and ``torch.compile``\\ d the same way; ``openvino.Core().compile_model`` with the
 same config) and reports xpuruntime's overhead: the median over rounds of xpuruntime's time over the bare time of
 the same round (pairs taken close in time cancel slow drift), with a 95% bootstrap interval over rounds
-(``overhead_ci``). Two bare twins of one engine differ by a few percent on a busy host at ~1 ms per call: read
-an overhead inside its interval as "not told apart from free".
+(``overhead_ci``). Two bare twins of one engine differ by a few percent on a busy host at ~1 ms per call (where
+each instance's memory and objects landed): read an overhead inside that spread as "not told apart from free".
+``baseline="same"`` pairs each candidate instead with **its own engine instance** driven by a hand-written loop
+(the same ``InferenceSession`` and CUDA-graph binding, the same compiled or captured module, the same compiled
+OpenVINO model: :mod:`xpuruntime.inference._bare`), which takes the instance spread out and leaves xpuruntime's
+Python alone (``overhead_same``, ``overhead_same_ci``); ``baseline="both"`` adds both twins.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each candidate's build and first run (torch's
 allocator only, so 0 for ONNX Runtime, whose arena it cannot see) and the drop of free device memory
@@ -48,7 +52,7 @@ class BenchRow:
     label: str
     engine: str
     policy: str  # the policy's name (file stem or given label) or "default"
-    kind: str = "xpuruntime"  # xpuruntime | bare
+    kind: str = "xpuruntime"  # xpuruntime | bare (a separate instance) | same-instance (xpuruntime's, by hand)
     policy_hash: str | None = None
     load_s: float | None = None
     first_run_ms: float | None = None
@@ -62,6 +66,8 @@ class BenchRow:
     rss_mb: float | None = None
     overhead: float | None = None  # median over rounds of xpuruntime / bare in the same round (xpuruntime row)
     overhead_ci: list[float] | None = None  # its 95% bootstrap interval over rounds
+    overhead_same: float | None = None  # the same against the engine's own instance driven by hand
+    overhead_same_ci: list[float] | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -95,28 +101,32 @@ class BenchResult:
 
         best = self.fastest()
         table = Table(title=f"{self.model} on {self.device}")
-        for col in ("candidate", "first run", "p50", "p90", "p99", "items/s", "memory", "overhead"):
+        same = any(r.kind == "same-instance" for r in self.rows)
+        cols = ["candidate", "first run", "p50", "p90", "p99", "items/s", "memory", "overhead"]
+        cols += ["overhead, same instance"] if same else []
+        for col in cols:
             table.add_column(col, justify="left" if col == "candidate" else "right")
         for r in self.rows:
             mark = " *" if best is r else ""
             if r.error:
-                table.add_row(r.label, f"[red]{r.error[:60]}[/red]", "", "", "", "", "", "")
+                table.add_row(r.label, f"[red]{r.error[:60]}[/red]", *[""] * (len(cols) - 2))
                 continue
             mem = r.torch_peak_mb if r.torch_peak_mb else r.device_mem_mb if r.device_mem_mb is not None else r.rss_mb
             table.add_row(r.label + mark, _ms(r.first_run_ms), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms),
                           f"{r.throughput:.1f}" if r.throughput else "", f"{mem:.0f} MB" if mem is not None else "",
-                          _overhead(r))
+                          _overhead(r.overhead, r.overhead_ci),
+                          *([_overhead(r.overhead_same, r.overhead_same_ci)] if same else []))
         return table
 
     def __rich__(self) -> Any:
         return self.table()
 
 
-def _overhead(r: BenchRow) -> str:
-    if not r.overhead:
+def _overhead(ratio: float | None, interval: list[float] | None) -> str:
+    if not ratio:
         return ""
-    ci = f" ({r.overhead_ci[0]:.3f}-{r.overhead_ci[1]:.3f})" if r.overhead_ci else ""
-    return f"{r.overhead:.3f}x{ci}"
+    ci = f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    return f"{ratio:.3f}x{ci}"
 
 
 def _ms(v: float | None) -> str:
@@ -136,7 +146,7 @@ class _Candidate:
 def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: Sequence[str] | str | None = None,
           device: str = "cpu", dims: Mapping[str, int] | None = None,
           shapes: Mapping[str, Sequence[int]] | None = None, feeds: Mapping[str, Any] | None = None,
-          warmup: int = 10, repeat: int = 50, io: str = "host", baseline: bool = False,
+          warmup: int = 10, repeat: int = 50, io: str = "host", baseline: bool | str = False,
           engine_options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
           pairs: Sequence[tuple[str, PolicyLike]] | None = None) -> BenchResult:
     """Time ``model`` under every engine x policy, interleaved, in this process.
@@ -144,7 +154,9 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     ``policies``: Policy objects, mappings, policy files or None (the default policy); ``engines``: names (default
     ``onnxruntime``, or ``torch`` for an ``nn.Module``); ``dims`` sizes symbolic dims, ``shapes`` whole inputs;
     ``io="device"`` feeds CUDA tensors and writes outputs into preallocated CUDA tensors (needs torch and CUDA);
-    ``engine_options`` maps an engine name to its options (``{"torch": {"example_inputs": (x,)}}``);
+    ``baseline``: True or ``"separate"`` (a bare twin built apart), ``"same"`` (the candidate's own instance
+    driven by hand), ``"both"``; ``engine_options`` maps an engine name to its options
+    (``{"torch": {"example_inputs": (x,)}}``);
     ``pairs`` (``[(engine, policy), ...]``, a policy may be ``(label, policy)``) replaces engines x policies; a
     third item, ``(engine, policy, options)``, gives that candidate its own engine options (two torch precision
     modes, say, timed in one interleaved loop).
@@ -152,6 +164,7 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
     """
     _check_counts(warmup, repeat, io)
+    twins = _baselines(baseline)
     names = _engine_names(engines, model)
     pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
     options = engine_options or {}
@@ -160,8 +173,9 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     names = list(dict.fromkeys(e for e, _, _, _ in todo)) if pairs is not None else names
     cands = [_build(model, engine, label, policy, device, opts) for engine, label, policy, opts in todo]
     feed_set = _feeds(cands, feeds, dims, shapes, seed)
-    if baseline:
-        cands += [b for c in list(cands) if c.call is not None for b in [_bare(c, model, device)] if b is not None]
+    if twins:
+        cands += [b for c in list(cands) if c.call is not None for same in twins
+                  for b in [_bare(c, model, device, same)] if b is not None]
     for c in cands:
         _first_run(c, feed_set, io, device)
     _warm(cands, warmup)
@@ -277,7 +291,7 @@ def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> No
 
 
 def _caller(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> Callable[[], Any]:
-    if c.row.kind == "bare":
+    if c.row.kind != "xpuruntime":
         return c.bare_call(feeds, io)  # type: ignore[attr-defined,no-any-return]
     eng = c.engine  # type: ignore[attr-defined]
     if io == "host" or not device.startswith("cuda"):
@@ -404,7 +418,9 @@ def _summarise(c: _Candidate, feeds: dict[str, Any], twin: _Candidate | None = N
     c.row.throughput = float(batch / (p50 / 1e3))
     if c.pair is not None and twin is not None and twin.samples:
         paired = paired_ratio(twin.samples, twin.rounds, c.samples, c.rounds, seed)
-        if paired is not None:
+        if paired is not None and c.row.kind == "same-instance":
+            c.pair.overhead_same, c.pair.overhead_same_ci = paired[0], list(paired[1])
+        elif paired is not None:
             c.pair.overhead, c.pair.overhead_ci = paired[0], list(paired[1])
 
 
@@ -421,13 +437,29 @@ def _versions(engines: Sequence[str]) -> dict[str, str]:
 
 
 # -- bare engines ---------------------------------------------------------------------------------
-def _bare(c: _Candidate, model: Any, device: str) -> _Candidate | None:
-    """The same engine configured the same way without xpuruntime, paired with ``c``."""
+_BASELINES = {True: (False,), "separate": (False,), "same": (True,), "both": (False, True)}
+
+
+def _baselines(baseline: Any) -> tuple[bool, ...]:
+    """``baseline`` as the twins to add per candidate (False: a separate instance, True: the same instance)."""
+    if baseline is False or baseline is None:
+        return ()
+    if isinstance(baseline, (bool, str)) and baseline in _BASELINES:
+        return _BASELINES[baseline]
+    raise InputError("unknown baseline", expected="False, True (= 'separate'), 'separate', 'same' or 'both'",
+                     received=repr(baseline), hint="'same' drives xpuruntime's own engine instance by hand")
+
+
+def _bare(c: _Candidate, model: Any, device: str, same: bool = False) -> _Candidate | None:
+    """The same engine configured the same way without xpuruntime, paired with ``c``: a separate instance, or
+    with ``same`` the xpuruntime engine's own instance driven by a hand-written loop."""
     from xpuruntime.inference import _bare as bare
 
     eng = c.engine  # type: ignore[attr-defined]
-    maker = {"onnxruntime": bare.onnxruntime, "torch": bare.torch, "openvino": bare.openvino}.get(eng.name)
-    row = BenchRow(f"bare {c.row.engine}:{c.row.policy}", eng.name, c.row.policy, kind="bare")
+    maker = bare.same_instance if same else \
+        {"onnxruntime": bare.onnxruntime, "torch": bare.torch, "openvino": bare.openvino}.get(eng.name)
+    kind = "same-instance" if same else "bare"
+    row = BenchRow(f"{kind} {c.row.engine}:{c.row.policy}", eng.name, c.row.policy, kind=kind)
     cand = _Candidate(row, pair=c.row)
     if maker is None:
         row.error = f"no bare counterpart for engine {eng.name!r}"

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 __all__ = ["snapshot", "restore", "write", "raw_keys", "SETTINGS", "has_new_fp32_api", "has_sdpa_priority",
-           "fp32_state", "snapshot_sdpa", "fp32_keys"]
+           "fp32_state", "snapshot_sdpa", "fp32_keys", "Replay", "reads_of", "writes_of"]
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
@@ -265,6 +265,63 @@ def restore(snap: dict[str, Any], keys: set[str] | None = None, *, changed_only:
             if name.startswith("fp32.") and name.count(".") == 2:
                 _, backend, op = name.split(".")
                 torch._C._set_fp32_precision_setter(backend, op, value)
+
+
+class Replay:
+    """The same reads or writes of switches on every run (an engine's per-run frame) as plain calls, without
+    :func:`snapshot`'s and :func:`restore`'s bookkeeping; inside :func:`_quiet`'s warnings block until the same
+    calls were seen to give no warning (as :func:`snapshot` and :func:`restore` do)."""
+
+    __slots__ = ("calls", "tokens", "names")
+
+    def __init__(self, calls: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...], tokens: frozenset[Any],
+                 names: tuple[str, ...] = ()) -> None:
+        self.calls, self.tokens, self.names = calls, tokens, names
+
+    def __call__(self) -> tuple[Any, ...]:
+        if self.tokens <= _QUIET:
+            return tuple(fn(*args) for fn, args in self.calls)
+        with _Silenced(self.tokens):
+            return tuple(fn(*args) for fn, args in self.calls)
+
+
+def reads_of(keys: Iterable[str]) -> Replay | None:
+    """A :class:`Replay` reading ``keys`` (returns their values in order); None for a switch with no reader.
+    A read torch refuses raises (RuntimeError), where :func:`snapshot` leaves the switch out."""
+    keys = tuple(keys)
+    readers = _cached_readers()
+    if not all(k in readers for k in keys):
+        return None
+    calls = tuple((torch._C._get_fp32_precision_getter, tuple(k.split(".")[1:])) if _is_new_fp32(k)
+                  else (readers[k], ()) for k in keys)
+    return Replay(calls, frozenset(("read", k) for k in keys), keys)
+
+
+def _is_new_fp32(key: str) -> bool:
+    return key.startswith("fp32.") and key.count(".") == 2 and has_new_fp32_api()
+
+
+def writes_of(snap: dict[str, Any]) -> Replay | None:
+    """A :class:`Replay` writing ``snap`` as :func:`restore` does (plain switches, legacy fp32, new fp32), every
+    switch of it; None for a switch :func:`restore` does not write."""
+    known = {"legacy.matmul_precision", "legacy.cudnn_tf32"}
+    if any(k not in SETTINGS and k not in known and not (k.startswith("fp32.") and k.count(".") == 2) for k in snap):
+        return None
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (SETTINGS[k], (v,)) for k, v in snap.items() if k in SETTINGS and not k.startswith("fp32.")]
+    if "legacy.matmul_precision" in snap:
+        calls.append((torch.set_float32_matmul_precision, (snap["legacy.matmul_precision"],)))
+    if "legacy.cudnn_tf32" in snap:
+        calls.append((_set_cudnn_tf32, (snap["legacy.cudnn_tf32"],)))
+    for name, value in snap.items():
+        if name.startswith("fp32.") and name.count(".") == 2:
+            _, backend, op = name.split(".")
+            calls.append((torch._C._set_fp32_precision_setter, (backend, op, value)))
+    return Replay(tuple(calls), frozenset(("write", k, repr(v)) for k, v in snap.items()))
+
+
+def _set_cudnn_tf32(value: bool) -> None:
+    torch.backends.cudnn.allow_tf32 = value
 
 
 def _differing(snap: dict[str, Any]) -> dict[str, Any]:
