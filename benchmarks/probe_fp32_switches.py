@@ -82,6 +82,14 @@ def main() -> None:
             t = _us(model, args.calls, sync)
             rows[f"model, {name}"] = min(t, rows.get(f"model, {name}", t))
             _flags.restore(base)
+    for name, apply in states.items():  # warnings torch raises per call in each state (each costs a trip to Python)
+        _flags.restore(base)
+        apply()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model()
+        _flags.restore(base)
+        print(f"warnings per call, {name}: {len(caught)}", *{str(w.message)[:100] for w in caught}, sep="\n  ")
     rows["write: set_float32_matmul_precision('highest')"] = _us(
         lambda: torch.set_float32_matmul_precision("highest"), 2000, lambda: None)
     rows["write: _set_fp32_precision_setter(cuda, matmul, ieee)"] = _us(lambda: set_("cuda", "matmul", "ieee"), 2000,

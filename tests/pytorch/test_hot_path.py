@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +262,40 @@ def test_numpy_feeds_reach_the_module_as_inference_tensors_as_a_hand_written_loo
         seen.clear()
         sess.run([ids, x])  # the caller's own tensors are passed as they are (no copy to make them inference tensors)
         assert seen == [(False, precision == "bf16")]  # (a cast input is a new tensor, made in inference mode)
+
+
+def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_scope_and_errors():
+    """From the second numpy run on, the torch engine runs a prepared path (no per-run decisions): the results,
+    the policy in force inside the module, the cast and the error wrapping are those of the general path."""
+    seen: list[object] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            state = _state.active()
+            seen.append((state.policy.execution.precision if state else None, x.dtype, x.is_inference()))
+            if bool((ids < 0).any()):
+                raise RuntimeError("negative id")
+            return {"y": self.lin(x), "n": ids.sum(-1)}
+
+    x, ids = torch.randn(2, 4), torch.ones(2, 3, dtype=torch.int64)
+    sess = xrt.InferenceSession(Probe(), engine="torch", exec_policy={"precision": "bf16"},
+                                engine_options={"example_inputs": (x, ids)})
+    eng = sess.engine
+    feeds = {"x": x.numpy(), "ids": ids.numpy()}
+    first = sess.run(feeds)
+    assert eng._replay is not None  # prepared by the first numpy run
+    seen.clear()
+    again = sess.run(feeds)
+    assert seen == [("bf16", torch.bfloat16, True)]
+    for k in ("y", "n"):
+        assert again[k].dtype == first[k].dtype and np.array_equal(again[k], first[k])
+    assert again["y"].dtype == np.float32 and sess.run(feeds, ["n"])["n"].tolist() == [3, 3]
+    tensors = sess.run({"x": x, "ids": ids})  # tensors: the general path, tensors back
+    assert isinstance(tensors["y"], torch.Tensor)
+    with pytest.raises(xrt.XpuRuntimeError, match="negative id"):
+        sess.run({"x": x.numpy(), "ids": -ids.numpy()})
+    assert sess.run(feeds)["n"].tolist() == [3, 3] and not _state._stack and _state.active() is None

@@ -416,8 +416,46 @@ class TorchEngine(Engine):
             picked = [flat[key] for key in self._keys_of(output_names)]
             if (graph or by_compile) and (as_tensors or outputs):  # the graph's output buffers are reused; a copy
                 picked = [t.clone() for t in picked]                 # to the host is a new tensor already
+        if not (graph or as_tensors or outputs) and self._replay is None:
+            self._replay = self._host_runner()  # numpy in and out again: the lean path from the next run on
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
+
+    def _host_runner(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None]:
+        """The hot path of numpy feeds through the module (eager or compiled, no captured graph) into numpy results,
+        built after the first such run: what :meth:`run_impl` does for them, with what it decides per run (feed
+        kinds, modes, the function, the cast, the policy's scope) decided once. Each array becomes an inference
+        tensor on the target (as ``with torch.inference_mode(): model(torch.from_numpy(x))`` makes it), is cast like
+        the weights, and each floating output comes back as float32 numpy. Returns None (take the general path)
+        for anything but numpy arrays."""
+        torch = _torch()
+        names = [i.name for i in self._inputs]
+        fn = self._compiled if self._compiled is not None else self.module
+        dtype = getattr(torch, _TORCH_DTYPES[self.cast_dtype]) if self.cast_dtype else None
+        target, policy, plan, kind = self.target, self.policy, self.plan.native, self.device_kind
+        applied, inference_mode, from_numpy, keys_of = _applied_policy(), torch.inference_mode, torch.from_numpy, \
+            self._keys_of
+        bf16, ndarray, contiguous = torch.bfloat16, np.ndarray, np.ascontiguousarray
+
+        def host(t: Any) -> Any:
+            if dtype is not None and t.dtype == dtype:
+                t = t.float()  # the model's I/O types stay those of fp32 (_float_outputs)
+            t = t.cpu()
+            return (t.float() if t.dtype == bf16 else t).numpy()
+
+        def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
+            values = [feeds[n] for n in names]
+            for v in values:
+                if type(v) is not ndarray:
+                    return None
+            with _RUN_LOCK, _torch_errors(), applied(policy, plan, device_type=kind, receipt=False), \
+                    inference_mode():
+                inputs = [from_numpy(contiguous(v)).to(target) for v in values]
+                if dtype is not None:
+                    inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
+                flat = dict(_flatten(fn(*inputs)))
+                return [host(flat[key]) for key in keys_of(output_names)]
+        return run
 
     def _replayer(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
         """The hot path of a captured graph fed numpy arrays: each array copied straight into the graph's static
