@@ -154,6 +154,8 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
                 return forward_host()
 
         calls["xrt run_impl"] = lambda: eng.run_impl(checked, names, None)
+        if eng._replay is not None:  # the prepared numpy path (graph replayer or host runner), called directly
+            calls["xrt prepared path"] = lambda: eng._replay(checked, names)
         calls["xrt _forward"] = forward_host
         calls["  + delivered as run_impl"] = forward_delivered
         calls["  + policy scope"] = forward_scoped
