@@ -78,7 +78,10 @@ def main() -> None:
         eng.run(feeds)
     make, _ = _bare.same_instance(eng)
     hand = make(feeds, "host")  # the engine's own instance from a hand loop: the work every piece follows
-    sync = (lambda: B._sync(args.device))
+
+    def sync() -> None:
+        B._sync(args.device)
+
     out_names = list(eng._output_list)
     checked = eng.check_feeds(feeds, eng._feeds)
     results = hand()

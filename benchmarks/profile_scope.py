@@ -81,7 +81,7 @@ def main() -> None:
     scope.__enter__()
     scope.__exit__(None, None, None)
     hot = _state._HOT[(id(eng.policy), id(plan), None, eng.device_kind, ())]
-    state, makers = hot[3], hot[4]
+    state, kernels, makers = hot[3], hot[4], hot[5]
     n = args.n
     rows: dict[str, float] = {}
     rows["whole scope, enter + exit"] = _per_call_us(lambda: _enter_exit(
@@ -94,6 +94,9 @@ def main() -> None:
         lambda: _state._hot(eng.policy, plan, None, eng.device_kind, ()), n, args.device)
     rows["Active ContextVar set + reset"] = _per_call_us(lambda: _state._ACTIVE.reset(_state._ACTIVE.set(state)), n,
                                                          args.device)
+    if kernels is not None:
+        var, value = kernels
+        rows["kernels policy ContextVar set + reset"] = _per_call_us(lambda: var.reset(var.set(value)), n, args.device)
     for i, make in enumerate(makers):
         cm = make()
         rows[f"context {i}: {type(cm).__module__}.{type(cm).__qualname__}"] = _per_call_us(_enter_exit(make), n,

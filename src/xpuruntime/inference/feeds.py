@@ -514,6 +514,11 @@ class FeedChecker:
         # the device feeds of the last full check, by tensor_key, and its result
         self.last: tuple[tuple[tuple[str, tuple[Any, ...]], ...], dict[str, Any]] | None = None
 
+    def quick(self, feeds: Any) -> bool:
+        """True when ``feeds`` is a dict of C-contiguous numpy arrays that already match (the fast path alone:
+        an engine with tensor feeds of its own tries this before its own check)."""
+        return self.fast and type(feeds) is dict and len(feeds) == len(self.spec) and self._matches(feeds)
+
     def __call__(self, feeds: Any) -> dict[str, Any]:
         if self.fast and type(feeds) is dict and len(feeds) == len(self.spec):
             if self._matches(feeds):

@@ -80,6 +80,17 @@ def shared_policy_maker(policy: Any) -> Callable[[], Any]:
     return lambda: mod.use_policy(coerced)
 
 
+def shared_policy_var(policy: Any) -> tuple[Any, Any] | None:
+    """``(ContextVar, coerced policy)``: what :func:`shared_policy` sets, for an engine's every run to set itself
+    (one ``ContextVar.set`` and ``reset``, no context object); None without xpuruntime.kernels."""
+    mod = _module()
+    if mod is None:
+        return None
+    from xpuruntime.kernels import active
+
+    return active._scoped, mod.use_policy(policy).policy
+
+
 def set_shared_default(policy: Any) -> Any:
     """The process default of xpuruntime.kernels (``set_kernel_policy``); returns the previous one."""
     mod = _module()

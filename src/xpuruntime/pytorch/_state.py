@@ -348,25 +348,35 @@ def applied(effective: Policy, plan: TorchPlan, *, outer: Active | None = None,
 
 
 class _Applied:
-    """``applied(receipt=False)``: :func:`_applied`'s switches and context, per engine run, with less Python."""
+    """``applied(receipt=False)``: :func:`_applied`'s switches and context, per engine run, with less Python.
 
-    __slots__ = ("effective", "plan", "outer", "device_type", "frame", "token", "state", "entered")
+    Per run: the switch frame (only when the plan sets switches), the two ContextVars (this module's state and
+    xpuruntime.kernels' policy) set directly, and only the contexts the plan needs. Each line here runs right after
+    the engine's previous run has evicted the caches, at several times its warm price
+    (``benchmarks/profile_in_situ.py``), so the common case (an fp16/bf16 plan on CUDA) touches as little as it can.
+    """
+
+    __slots__ = ("effective", "plan", "outer", "device_type", "frame", "token", "ktoken", "state", "entered")
 
     def __init__(self, effective: Policy, plan: TorchPlan, outer: Active | None, device_type: str | None) -> None:
         self.effective, self.plan, self.outer, self.device_type = effective, plan, outer, device_type
 
     def __enter__(self) -> None:
         # a plan with no switches to set has nothing to put back or to rewrite for other frames: no frame at all
-        self.frame = _push_hot(self.plan) if self.plan.settings else None
-        self.entered: list[Any] = []
+        frame = self.frame = _push_hot(self.plan) if self.plan.settings else None
+        self.entered: Any = ()
         try:
-            failures = tuple(self.frame.failures or ()) if self.frame is not None else ()
-            self.state, makers = _hot(self.effective, self.plan, self.outer, self.device_type, failures)
-            self.token = _ACTIVE.set(self.state)
-            for make in makers:
-                cm = make()
-                cm.__enter__()
-                self.entered.append(cm)
+            failures = tuple(frame.failures or ()) if frame is not None else ()
+            state, kernels, makers = _hot(self.effective, self.plan, self.outer, self.device_type, failures)
+            self.state = state
+            self.token = _ACTIVE.set(state)
+            self.ktoken = kernels[0].set(kernels[1]) if kernels is not None else None
+            if makers:
+                self.entered = []
+                for make in makers:
+                    cm = make()
+                    cm.__enter__()
+                    self.entered.append(cm)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -378,6 +388,9 @@ class _Applied:
                 if cm.__exit__(kind, exc, tb):
                     kind = exc = tb = None  # a context swallowed it (none of these do)
         finally:
+            ktoken = getattr(self, "ktoken", None)
+            if ktoken is not None:
+                ktoken.var.reset(ktoken)
             if hasattr(self, "token"):
                 _ACTIVE.reset(self.token)
             if self.frame is not None:
@@ -393,13 +406,14 @@ _HOT: dict[tuple[int, int, int | None, str | None, tuple[Violation, ...]], tuple
 
 
 def _hot(effective: Policy, plan: TorchPlan, outer: Active | None, device_type: str | None,
-         failures: tuple[Violation, ...]) -> tuple[Active, tuple[Any, ...]]:
-    """The Active state of a hot-path application and makers of the contexts it needs (each only when it does
-    something), built once per (policy, plan, outer, device, failures)."""
+         failures: tuple[Violation, ...]) -> tuple[Active, Any, tuple[Any, ...]]:
+    """The Active state of a hot-path application, xpuruntime.kernels' ``(ContextVar, policy)`` and makers of the
+    other contexts it needs (each only when it does something), built once per (policy, plan, outer, device,
+    failures)."""
     key = (id(effective), id(plan), id(outer) if outer else None, device_type, failures)
     hit = _HOT.get(key)
     if hit is not None and hit[0] is effective and hit[1] is plan and hit[2] is outer:
-        return hit[3], hit[4]
+        return hit[3], hit[4], hit[5]
     state = Active(effective, plan.autocast or (outer.autocast if outer else None),
                    (*(outer.violations if outer else ()), *_unique([*plan.violations, *failures])),
                    (*(outer.notes if outer else ()), *plan.notes))
@@ -409,13 +423,13 @@ def _hot(effective: Policy, plan: TorchPlan, outer: Active | None, device_type: 
         makers.append(lambda: nvtx_range(name))
     if plan.autocast is not None:
         makers.append(lambda: _autocast_for(plan, device_type))
-    makers.append(_kernels.shared_policy_maker(effective))
+    kernels = _kernels.shared_policy_var(effective)
     if plan.custom:
         makers.append(lambda: _kernels.routing(plan.custom))
     if plan.attention and not _sdpa_check.nothing_to_narrow(plan):
         makers.append(lambda: _sdpa_check.checking(plan))
-    _cache_hot(key, (effective, plan, outer, state, tuple(makers)))
-    return state, tuple(makers)
+    _cache_hot(key, (effective, plan, outer, state, kernels, tuple(makers)))
+    return state, kernels, tuple(makers)
 
 
 def _cache_hot(key: Any, value: tuple[Any, ...]) -> None:
