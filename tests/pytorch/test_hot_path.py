@@ -264,9 +264,13 @@ def test_numpy_feeds_reach_the_module_as_inference_tensors_as_a_hand_written_loo
         assert seen == [(False, precision == "bf16")]  # (a cast input is a new tensor, made in inference mode)
 
 
-def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_scope_and_errors():
+@pytest.mark.parametrize("inline", [True, False], ids=["contextvars-inline", "scope-object"])
+def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_scope_and_errors(inline, monkeypatch):
     """From the second numpy run on, the torch engine runs a prepared path (no per-run decisions): the results,
-    the policy in force inside the module, the cast and the error wrapping are those of the general path."""
+    the policy in force inside the module, the cast and the error wrapping are those of the general path. A plan
+    that sets nothing (bf16 here, with no NVTX range to open) has its scope's two ContextVars set inline."""
+    monkeypatch.setattr(_state, "nvtx_available", lambda: not inline)
+    monkeypatch.setattr(_state, "_HOT", {})
     seen: list[object] = []
 
     class Probe(torch.nn.Module):
@@ -275,8 +279,11 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
             self.lin = torch.nn.Linear(4, 3)
 
         def forward(self, x: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            from xpuruntime.kernels import active_policy
+
             state = _state.active()
-            seen.append((state.policy.execution.precision if state else None, x.dtype, x.is_inference()))
+            seen.append((state.policy.execution.precision if state else None, x.dtype, x.is_inference(),
+                         state is not None and active_policy().hash == state.policy.hash))
             if bool((ids < 0).any()):
                 raise RuntimeError("negative id")
             return {"y": self.lin(x), "n": ids.sum(-1)}
@@ -285,12 +292,14 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
     sess = xrt.InferenceSession(Probe(), engine="torch", exec_policy={"precision": "bf16"},
                                 engine_options={"example_inputs": (x, ids)})
     eng = sess.engine
+    assert (_state.prepared(eng.policy, eng.plan.native, eng.device_kind) is not None) == inline
     feeds = {"x": x.numpy(), "ids": ids.numpy()}
     first = sess.run(feeds)
     assert eng._replay is not None  # prepared by the first numpy run
     seen.clear()
     again = sess.run(feeds)
-    assert seen == [("bf16", torch.bfloat16, True)]
+    assert seen == [("bf16", torch.bfloat16, True, True)]  # both ContextVars: the engine's policy
+    assert eng._replay.__name__ == ("run_inline" if inline else "run")
     for k in ("y", "n"):
         assert again[k].dtype == first[k].dtype and np.array_equal(again[k], first[k])
     assert again["y"].dtype == np.float32 and sess.run(feeds, ["n"])["n"].tolist() == [3, 3]
@@ -299,3 +308,6 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
     with pytest.raises(xrt.XpuRuntimeError, match="negative id"):
         sess.run({"x": x.numpy(), "ids": -ids.numpy()})
     assert sess.run(feeds)["n"].tolist() == [3, 3] and not _state._stack and _state.active() is None
+    from xpuruntime.kernels import active_policy
+
+    assert active_policy() is not eng.policy and not list(active_policy().kernels.ops)  # nor the kernels policy

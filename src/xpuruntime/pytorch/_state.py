@@ -432,6 +432,19 @@ def _hot(effective: Policy, plan: TorchPlan, outer: Active | None, device_type: 
     return state, kernels, tuple(makers)
 
 
+def prepared(effective: Policy, plan: TorchPlan, device_type: str | None) -> tuple[Any, ...] | None:
+    """What ``applied(effective, plan, receipt=False)`` does per run, when that is only setting two ContextVars (no
+    switch to write, no other context to enter): ``(ACTIVE var, state, kernels var or None, kernels policy)``, for
+    an engine's prepared path to set and reset inline (with :func:`no_kernel_error` on a RuntimeError). None when
+    the plan needs more (then use :func:`applied`)."""
+    if plan.settings:
+        return None
+    state, kernels, makers = _hot(effective, plan, None, device_type, ())
+    if makers:
+        return None
+    return (_ACTIVE, state, *(kernels if kernels is not None else (None, None)))
+
+
 def _cache_hot(key: Any, value: tuple[Any, ...]) -> None:
     with _lock:  # engines of several threads may fill it at once
         if len(_HOT) >= 256:

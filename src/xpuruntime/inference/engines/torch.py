@@ -109,6 +109,12 @@ def _applied_policy() -> Callable[..., Any]:
     return applied_policy
 
 
+def _state() -> Any:
+    from xpuruntime.pytorch import _state as state
+
+    return state
+
+
 @dataclass
 class TorchModel:
     """The model a torch session serves: an nn.Module or an ExportedProgram, and where it came from."""
@@ -446,19 +452,50 @@ class TorchEngine(Engine):
             t = t.cpu()
             return (t.float() if t.dtype == bf16 else t).numpy()
 
-        def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
-            values = [feeds[n] for n in names]
-            for v in values:
-                if type(v) is not ndarray:
-                    return None
-            with _RUN_LOCK, _torch_errors(), applied(policy, plan, device_type=kind, receipt=False), \
-                    inference_mode():
+        def forward(values: list[Any], output_names: Sequence[str]) -> list[Any]:
+            with inference_mode():
                 inputs = [from_numpy(contiguous(v)).to(target) for v in values]
                 if dtype is not None:
                     inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
                 flat = dict(_flatten(fn(*inputs)))
                 return [host(flat[key]) for key in keys_of(output_names)]
-        return run
+
+        inline = _state().prepared(policy, plan, kind)
+        if inline is None:  # switches to write or contexts to enter: the policy's scope object
+            def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
+                values = [feeds[n] for n in names]
+                for v in values:
+                    if type(v) is not ndarray:
+                        return None
+                with _RUN_LOCK, _torch_errors(), applied(policy, plan, device_type=kind, receipt=False):
+                    return forward(values, output_names)
+            return run
+        # the scope of a plan that sets nothing (fp16/bf16 on CUDA): its two ContextVars set and reset here, the
+        # same state as applied() sets, without a scope object per run (each layer costs several times its warm
+        # price between GPU waits: benchmarks/profile_in_situ.py)
+        active, state, kvar, kpolicy = inline
+        no_kernel_error = _state().no_kernel_error
+
+        def run_inline(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
+            values = [feeds[n] for n in names]
+            for v in values:
+                if type(v) is not ndarray:
+                    return None
+            with _RUN_LOCK, _torch_errors():
+                token = active.set(state)
+                ktoken = kvar.set(kpolicy) if kvar is not None else None
+                try:
+                    return forward(values, output_names)
+                except RuntimeError as exc:
+                    violation = no_kernel_error(exc, state)
+                    if violation is not None:
+                        raise violation from exc
+                    raise
+                finally:
+                    if ktoken is not None:
+                        kvar.reset(ktoken)
+                    active.reset(token)
+        return run_inline
 
     def _replayer(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
         """The hot path of a captured graph fed numpy arrays: each array copied straight into the graph's static
