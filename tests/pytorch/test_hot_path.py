@@ -146,6 +146,37 @@ def test_replayed_runs_of_two_threads_leave_in_either_order_and_the_switches_com
     assert not errors and switches() == before and not _state._stack
 
 
+def test_a_replayed_run_rewritten_when_a_frame_below_it_leaves_puts_back_what_was_before_it(switches):
+    """A run replayed over another thread's switches (its remembered start includes them) is written again when
+    that thread leaves first; leaving afterwards must not put the other thread's switches back."""
+    before = switches()
+    outer, inner = _plan(precision="tf32"), _plan(precision="fp32", deterministic=True)
+    with applied_policy(*outer, receipt=False):
+        for _ in range(3):  # inner's replay remembered over outer's switches
+            with applied_policy(*inner, receipt=False):
+                pass
+    entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
+    fast: list[bool] = []
+
+    def run(i: int) -> None:
+        with applied_policy(*(outer, inner)[i], receipt=False):
+            if i == 1:
+                fast.append(_state._stack[-1].program is not None)
+            entered[i].set()
+            release[i].wait(10)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    threads[0].start()
+    entered[0].wait(10)
+    threads[1].start()
+    entered[1].wait(10)
+    release[0].set()
+    threads[0].join(10)
+    release[1].set()
+    threads[1].join(10)
+    assert fast == [True] and switches() == before and not _state._stack
+
+
 def test_an_error_inside_a_run_restores_the_switches_and_propagates(switches):
     before = switches()
     policy, plan = _plan(precision="fp32", deterministic=True)

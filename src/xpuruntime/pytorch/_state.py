@@ -75,6 +75,7 @@ class _Frame:
         return _touched(self.plan)
 
     def write(self) -> None:
+        self.program = None  # written again (a frame below it left): its remembered undo no longer holds
         if not self.plan.settings:  # nothing to set (an fp16/bf16 plan on CUDA, say): nothing to read either
             if self.failures is None:
                 self.failures = []
