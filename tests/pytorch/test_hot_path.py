@@ -342,3 +342,27 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
     from xpuruntime.kernels import active_policy
 
     assert active_policy() is not eng.policy and not list(active_policy().kernels.ops)  # nor the kernels policy
+
+
+def test_a_cast_model_returning_a_namedtuple_gives_float32_on_the_first_run_and_after():
+    from collections import namedtuple
+
+    Out = namedtuple("Out", ["y", "z"])
+
+    class Pair(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> Out:
+            y = self.lin(x)
+            return Out(y, y * 2)
+
+    x = torch.randn(2, 4)
+    sess = xrt.InferenceSession(Pair(), engine="torch", exec_policy={"precision": "bf16"},
+                                engine_options={"example_inputs": (x,)})
+    runs = [sess.run({"x": x.numpy()}) for _ in range(3)]
+    assert sess.engine._replay is not None
+    for out in runs:
+        assert [v.dtype for v in out.values()] == [np.float32, np.float32]
+        assert np.array_equal(out[next(iter(out))], runs[0][next(iter(out))])

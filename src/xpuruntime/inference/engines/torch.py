@@ -665,8 +665,9 @@ def _float_outputs(result: Any, dtype: Any) -> Any:
         return result.float() if result.dtype == dtype else result
     if isinstance(result, Mapping):  # a plain dict: the run only flattens it (a transformers ModelOutput rebuilt
         return {k: _float_outputs(v, dtype) for k, v in result.items()}  # costs ~10 us of Python per call)
-    if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
-        return type(result)(_float_outputs(v, dtype) for v in result)
+    if isinstance(result, (list, tuple)):
+        items = [_float_outputs(v, dtype) for v in result]
+        return type(result)(*items) if hasattr(result, "_fields") else type(result)(items)  # a namedtuple
     return result
 
 
