@@ -271,6 +271,14 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
+        if self._timeout_ms is None:  # _guarded's common case, written out: no closure or frame more per run
+            ro = self._run_options
+            try:
+                return self.session.run(list(output_names), feeds, ro)
+            except XpuRuntimeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, as _guarded maps them
+                raise _run_error(exc, ro) from None
         return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
 
     @functools.cached_property
@@ -308,7 +316,17 @@ class OnnxRuntimeEngine(Engine):
             raise _run_error(exc, ro) from None
 
     def _run_binding(self, binding: Any) -> None:
-        """``run_with_iobinding(binding)`` under :meth:`_guarded`."""
+        """``run_with_iobinding(binding)`` under :meth:`_guarded` (its common case written out: every CUDA-graph
+        run comes here)."""
+        if self._timeout_ms is None:
+            ro = self._run_options
+            try:
+                self.session.run_with_iobinding(binding, ro)
+            except XpuRuntimeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, as _guarded maps them
+                raise _run_error(exc, ro) from None
+            return
         self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
 
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
