@@ -249,6 +249,40 @@ def test_same_instance_baselines_of_torch_and_openvino(tiny: Path) -> None:
     assert ov.rows[1].error is None and ov.rows[0].overhead_same
 
 
+def test_a_twin_failing_with_any_error_is_reported_in_its_row_and_the_bench_goes_on(tiny: Path, monkeypatch) -> None:
+    """An engine's own error type (ONNX Runtime's InvalidArgument is no RuntimeError; torch raises IndexError) in a
+    twin lands in that twin's row, as the candidate's own error does; twins of a failed candidate are not run."""
+    from xpuruntime.inference import _bare
+
+    def failing(eng):
+        def make(feeds, io):
+            def call():
+                raise IndexError("index 9 is out of bounds")
+            return call
+        return make, ["fails on purpose"]
+
+    monkeypatch.setattr(_bare, "same_instance", failing)
+    ok = xrt.bench(tiny, dims={"seq": 8}, warmup=1, repeat=3, baseline="both")
+    rows = {r.kind: r for r in ok.rows}
+    assert "IndexError" in rows["same-instance"].error and rows["same-instance"].p50_ms is None
+    assert rows["xpuruntime"].p50_ms and rows["bare"].p50_ms and rows["xpuruntime"].overhead
+    monkeypatch.undo()
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Embedding(4, 3)).eval()
+    ids = torch.zeros(2, 5, dtype=torch.int64)
+    result = xrt.bench(model, feeds={"input": np.full((2, 5), 9, np.int64)}, warmup=0, repeat=2, baseline="both",
+                       engine_options={"torch": {"example_inputs": (ids,), "input_names": ["input"]}})
+    rows = {r.kind: r for r in result.rows}
+    assert rows["xpuruntime"].error  # the candidate's own failure, as an xpuruntime error
+    assert rows["bare"].error.startswith("not run") and rows["same-instance"].error.startswith("not run")
+
+
+def test_device_io_on_the_cpu_is_refused(tiny: Path) -> None:
+    with pytest.raises(xrt.InputError, match="CUDA") as info:
+        xrt.bench(tiny, io="device", device="cpu")
+    assert "io='host'" in str(info.value)
+
+
 def test_an_unknown_baseline_is_refused(tiny: Path) -> None:
     with pytest.raises(xrt.InputError, match="baseline") as info:
         xrt.bench(tiny, baseline="instance")

@@ -232,6 +232,9 @@ def _same_torch(eng: Any) -> Maker:
     if eng.plan.native.settings:
         notes.append("torch's switches as the process has them: the loop does not set "
                      f"{sorted(eng.plan.native.settings)}")
+    if eng.plan.native.autocast is not None and dtype is None:
+        notes.append(f"no autocast: the loop runs the module as loaded (xpuruntime enters {eng.plan.native.autocast} "
+                     "autocast every run)")
 
     def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
         graph = eng._graph

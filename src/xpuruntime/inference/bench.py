@@ -163,7 +163,7 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
 
     >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
     """
-    _check_counts(warmup, repeat, io)
+    _check_counts(warmup, repeat, io, device)
     twins = _baselines(baseline)
     names = _engine_names(engines, model)
     pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
@@ -193,12 +193,15 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
 
 
 # -- building -------------------------------------------------------------------------------------
-def _check_counts(warmup: int, repeat: int, io: str) -> None:
+def _check_counts(warmup: int, repeat: int, io: str, device: str = "cuda") -> None:
     if warmup < 0 or repeat < 1:
         raise InputError("invalid warmup/repeat", expected="warmup >= 0 and repeat >= 1",
                          received=f"warmup={warmup}, repeat={repeat}")
     if io not in ("host", "device"):
         raise InputError(f"unknown io {io!r}", expected="'host' (numpy) or 'device' (CUDA tensors)", received=repr(io))
+    if io == "device" and not str(device).startswith("cuda"):
+        raise InputError("io='device' needs a CUDA device", expected="device='cuda' (or 'cuda:N') with io='device'",
+                         received=f"device={device!r}", hint="use io='host' on the CPU")
 
 
 def _engine_names(engines: Sequence[str] | str | None, model: Any) -> list[str]:
@@ -253,8 +256,12 @@ def _build(model: Any, engine: str, label: str, policy: PolicyLike, device: str,
 
 
 def _error(exc: BaseException) -> str:
-    """An exception on one line (its first lines hold what and why), for a row."""
-    return " ".join(str(exc).split())[:400] or type(exc).__name__
+    """An exception on one line (its first lines hold what and why), for a row; an engine library's own error
+    (a bare twin's) is named by its type."""
+    text = " ".join(str(exc).split())[:400]
+    if isinstance(exc, XpuRuntimeError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _feeds(cands: list[_Candidate], feeds: Mapping[str, Any] | None, dims: Mapping[str, int] | None,
@@ -278,6 +285,9 @@ def _feeds(cands: list[_Candidate], feeds: Mapping[str, Any] | None, dims: Mappi
 def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> None:
     if c.call is None or c.row.error:
         return
+    if c.pair is not None and c.pair.error:  # a twin of a candidate that failed: nothing to compare it with
+        c.row.error, c.call = f"not run: {c.pair.label} failed", None
+        return
     try:
         c.call = _caller(c, feeds, io, device)
         with _memory(c.row, device, accumulate=True):
@@ -285,7 +295,7 @@ def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> No
             c.call()
             _sync(device)
             c.row.first_run_ms = (time.perf_counter() - start) * 1e3
-    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one candidate goes in its row; the others run
         c.row.error = _error(exc)
         c.call = None
 
@@ -365,7 +375,7 @@ def _guarded(c: _Candidate, fn: Callable[[], Any] | None) -> None:
         return
     try:
         fn()
-    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one candidate goes in its row; the others run
         c.row.error = _error(exc)
         c.call = None
 
@@ -470,6 +480,6 @@ def _bare(c: _Candidate, model: Any, device: str, same: bool = False) -> _Candid
             cand.bare_call, row.notes = maker(eng)  # type: ignore[attr-defined]
             row.load_s = time.perf_counter() - start
         cand.call = lambda: None
-    except (XpuRuntimeError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one candidate goes in its row; the others run
         row.error = _error(exc)
     return cand
