@@ -216,8 +216,8 @@ def _pop(frame: _Frame) -> None:
 # The hot path's frame: a plan written before over the same switches (an engine's every run) replays its
 # remembered writes as plain setter calls, and the top frame puts its switches back the same way, instead of
 # snapshot/restore's general bookkeeping (~25-40 us a run for an fp32 plan, most of a small model's overhead).
-# Anything else (another plan's frame above, switches moved during the run, a switch torch warned about) takes
-# the general path. Entries: plan -> (plan, its replay entry, program or None, attempts).
+# Anything else (another frame above, switches moved before the run, a frame written again) takes
+# the general path. Entries: id(plan) -> (plan, its replay entry, program or None).
 _programs: dict[int, tuple[TorchPlan, Any, Any]] = {}
 
 
