@@ -271,15 +271,7 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
-        if self._timeout_ms is None:  # _guarded's common case, written out: no closure or frame more per run
-            ro = self._run_options
-            try:
-                return self.session.run(list(output_names), feeds, ro)
-            except XpuRuntimeError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, as _guarded maps them
-                raise _run_error(exc, ro) from None
-        return self._guarded(lambda ro: self.session.run(list(output_names), feeds, ro))
+        return self._guarded(self.session.run, list(output_names), feeds)
 
     @functools.cached_property
     def _run_options(self) -> Any:
@@ -295,13 +287,15 @@ class OnnxRuntimeEngine(Engine):
         ro.add_run_config_entry("gpu_graph_id", "0" if self.policy.execution.cuda_graphs else "-1")
         return ro
 
-    def _guarded(self, call: Any) -> Any:
-        """``call(run_options)`` with library errors wrapped; under ``execution_timeout_ms`` a fresh RunOptions
-        that a timer terminates."""
+    def _guarded(self, method: Any, *args: Any) -> Any:
+        """``method(*args, run_options)`` with library errors wrapped; under ``execution_timeout_ms`` a fresh
+        RunOptions that a timer terminates. The method and its arguments are passed, not a closure: every run comes
+        here, and each closure built per run costs several times its warm price between runs
+        (``benchmarks/profile_in_situ.py``)."""
         if self._timeout_ms is None:
             ro = self._run_options
             try:
-                return call(ro)
+                return method(*args, ro)
             except XpuRuntimeError:
                 raise
             except Exception as exc:
@@ -309,25 +303,15 @@ class OnnxRuntimeEngine(Engine):
         ro = self._new_run_options()
         try:
             with _timeout(self._timeout_ms, lambda _: setattr(ro, "terminate", True), "run"):
-                return call(ro)
+                return method(*args, ro)
         except XpuRuntimeError:
             raise
         except Exception as exc:
             raise _run_error(exc, ro) from None
 
     def _run_binding(self, binding: Any) -> None:
-        """``run_with_iobinding(binding)`` under :meth:`_guarded` (its common case written out: every CUDA-graph
-        run comes here)."""
-        if self._timeout_ms is None:
-            ro = self._run_options
-            try:
-                self.session.run_with_iobinding(binding, ro)
-            except XpuRuntimeError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors, as _guarded maps them
-                raise _run_error(exc, ro) from None
-            return
-        self._guarded(lambda ro: self.session.run_with_iobinding(binding, ro))
+        """``run_with_iobinding(binding)`` under :meth:`_guarded`."""
+        self._guarded(self.session.run_with_iobinding, binding)
 
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
@@ -439,8 +423,8 @@ class OnnxRuntimeEngine(Engine):
         with tempfile.TemporaryDirectory(prefix="xpuruntime-profile-") as folder:
             session = self._create(self._session_options(profile_dir=folder))
             self._replay_tuning(session, note=False)
-            self._guarded(lambda ro: session.run(list(output_names), feeds, ro))  # warm-up: allocate and tune
-            self._guarded(lambda ro: session.run(list(output_names), feeds, ro))
+            self._guarded(session.run, list(output_names), feeds)  # warm-up: allocate and tune
+            self._guarded(session.run, list(output_names), feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
         report.requested["tuning_results_replayed"] = self._replayed
         report.evidence.append("onnxruntime profiling JSON (enable_profiling), last of two runs")
