@@ -253,18 +253,7 @@ def restore(snap: dict[str, Any], keys: set[str] | None = None, *, changed_only:
         snap = _differing(snap)
         if not snap:
             return
-    with _quiet_for("write", snap.items()):
-        for name, value in snap.items():
-            if name in SETTINGS and not name.startswith("fp32."):
-                SETTINGS[name](value)
-        if "legacy.matmul_precision" in snap:
-            torch.set_float32_matmul_precision(snap["legacy.matmul_precision"])
-        if "legacy.cudnn_tf32" in snap:
-            torch.backends.cudnn.allow_tf32 = snap["legacy.cudnn_tf32"]
-        for name, value in snap.items():
-            if name.startswith("fp32.") and name.count(".") == 2:
-                _, backend, op = name.split(".")
-                torch._C._set_fp32_precision_setter(backend, op, value)
+    Replay(_write_calls(snap), _write_tokens(snap))()  # inside the warnings block until seen quiet
 
 
 class Replay:
@@ -298,15 +287,27 @@ def reads_of(keys: Iterable[str]) -> Replay | None:
 
 
 def _is_new_fp32(key: str) -> bool:
-    return key.startswith("fp32.") and key.count(".") == 2 and has_new_fp32_api()
+    return _is_raw_fp32(key) and has_new_fp32_api()
 
 
 def writes_of(snap: dict[str, Any]) -> Replay | None:
     """A :class:`Replay` writing ``snap`` as :func:`restore` does (plain switches, legacy fp32, new fp32), every
     switch of it; None for a switch :func:`restore` does not write."""
-    known = {"legacy.matmul_precision", "legacy.cudnn_tf32"}
-    if any(k not in SETTINGS and k not in known and not (k.startswith("fp32.") and k.count(".") == 2) for k in snap):
+    if any(k not in SETTINGS and k not in _LEGACY and not _is_raw_fp32(k) for k in snap):
         return None
+    return Replay(_write_calls(snap), _write_tokens(snap))
+
+
+_LEGACY = ("legacy.matmul_precision", "legacy.cudnn_tf32")
+
+
+def _is_raw_fp32(key: str) -> bool:
+    return key.startswith("fp32.") and key.count(".") == 2
+
+
+def _write_calls(snap: dict[str, Any]) -> tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]:
+    """The setter calls that put back ``snap``, in the order that rebuilds it exactly: plain switches, then the
+    legacy fp32 flags (a legacy write moves the new ones), then the new fp32 flags; other entries are skipped."""
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
         (SETTINGS[k], (v,)) for k, v in snap.items() if k in SETTINGS and not k.startswith("fp32.")]
     if "legacy.matmul_precision" in snap:
@@ -314,10 +315,14 @@ def writes_of(snap: dict[str, Any]) -> Replay | None:
     if "legacy.cudnn_tf32" in snap:
         calls.append((_set_cudnn_tf32, (snap["legacy.cudnn_tf32"],)))
     for name, value in snap.items():
-        if name.startswith("fp32.") and name.count(".") == 2:
+        if _is_raw_fp32(name):
             _, backend, op = name.split(".")
             calls.append((torch._C._set_fp32_precision_setter, (backend, op, value)))
-    return Replay(tuple(calls), frozenset(("write", k, repr(v)) for k, v in snap.items()))
+    return tuple(calls)
+
+
+def _write_tokens(snap: dict[str, Any]) -> frozenset[Any]:
+    return frozenset(("write", k, repr(v)) for k, v in snap.items())  # as _quiet_for("write", ...) names them
 
 
 def _set_cudnn_tf32(value: bool) -> None:
