@@ -32,6 +32,13 @@ def onnxruntime(eng: Any) -> Maker:
 
     source = str(eng.model.path) if eng.model.path else eng.model.data
     sess = ort.InferenceSession(source, sess_options=eng._session_options(), providers=eng.plan.providers)
+    return _ort_maker(eng, sess, lambda feeds, io: _ort_graph_loop(sess, feeds, io)), \
+        ["onnxruntime.InferenceSession, same model copy, SessionOptions and providers"]
+
+
+def _ort_maker(eng: Any, sess: Any, graph_loop: Callable[[dict[str, Any], str], Callable[[], Any]]) -> Any:
+    """``make(feeds, io)`` over ``sess``: ``sess.run`` on the CPU or with host I/O, ``graph_loop`` under CUDA graphs,
+    else one IO binding of OrtValues built once."""
     on_cuda = eng._device_type() == "cuda"
     graphs = bool(eng.policy.execution.cuda_graphs and on_cuda)
 
@@ -39,19 +46,25 @@ def onnxruntime(eng: Any) -> Maker:
         if not on_cuda or (io == "host" and not graphs):
             return lambda: sess.run(None, feeds)
         if graphs:
-            return _ort_graph_loop(sess, feeds, io)
-        shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
-        binding = sess.io_binding()
-        inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in feeds.items()}
-        for k, v in inputs.items():
-            binding.bind_ortvalue_input(k, v)
-        outputs = {o.name: ort.OrtValue.ortvalue_from_shape_and_type(
-            list(shapes[o.name]), np.dtype(_ort_dtype(o.type)), "cuda", 0) for o in sess.get_outputs()}
-        for k, v in outputs.items():
-            binding.bind_ortvalue_output(k, v)
-        return _bound_call(sess, binding, inputs, list(outputs.values()), feeds, io)
+            return graph_loop(feeds, io)
+        return _ort_bound_loop(sess, feeds, io)
+    return make
 
-    return make, ["onnxruntime.InferenceSession, same model copy, SessionOptions and providers"]
+
+def _ort_bound_loop(sess: Any, feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+    """One IO binding of ``sess`` over OrtValues it allocated on the device (ORT's documented way), built once."""
+    import onnxruntime as ort
+
+    shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
+    binding = sess.io_binding()
+    inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in feeds.items()}
+    for k, v in inputs.items():
+        binding.bind_ortvalue_input(k, v)
+    outputs = {o.name: ort.OrtValue.ortvalue_from_shape_and_type(
+        list(shapes[o.name]), np.dtype(_ort_dtype(o.type)), "cuda", 0) for o in sess.get_outputs()}
+    for k, v in outputs.items():
+        binding.bind_ortvalue_output(k, v)
+    return _bound_call(sess, binding, inputs, list(outputs.values()), feeds, io)
 
 
 def _ort_graph_loop(sess: Any, feeds: dict[str, Any], io: str) -> Callable[[], Any]:
@@ -101,7 +114,7 @@ def torch(eng: Any) -> Maker:
     source = eng.model.model
     module = source.module() if eng.model.exported else copy.deepcopy(source)
     module = module.to(eng.target).eval()
-    dtype = getattr(th, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+    dtype = _cast_dtype(eng)
     notes = [f"module.to({dtype})" if dtype else "module as given"]
     if dtype is not None:
         module.to(dtype)
@@ -113,25 +126,42 @@ def torch(eng: Any) -> Maker:
     graphs = eng._use_graph()
 
     def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
-        def prepare(value: Any) -> Any:
-            t = th.from_numpy(np.ascontiguousarray(value)).to(eng.target)
-            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-
-        static = [prepare(feeds[n]) for n in names]
-        run = _graphed(fn, static) if graphs else (lambda *xs: fn(*xs))
-        if io == "device":
-            def device_call() -> Any:
-                with th.inference_mode():
-                    return run(*static)
-            return device_call
-
-        def host_call() -> Any:
-            with th.inference_mode():
-                out = run(*[prepare(feeds[n]) for n in names])
-            return [t.float().cpu().numpy() for t in _tensors(out)]
-        return host_call
+        return _module_loop(fn, names, feeds, io, eng.target, dtype, graphs)
 
     return make, notes
+
+
+def _cast_dtype(eng: Any) -> Any:
+    """The torch dtype the engine cast the weights to, or None."""
+    import torch as th
+
+    return getattr(th, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+
+
+def _module_loop(fn: Callable[..., Any], names: list[str], feeds: dict[str, Any], io: str, target: Any, dtype: Any,
+                 graphs: bool = False) -> Callable[[], Any]:
+    """A hand loop over ``fn``: each numpy feed made a tensor on ``target`` (cast like the weights) inside
+    ``inference_mode``, floating outputs read back as float32 numpy; ``graphs`` captures ``fn`` by hand first.
+    Device I/O calls it on tensors made once (ordinary tensors, as the bench's device feeds are)."""
+    import torch as th
+
+    def prepare(value: Any) -> Any:
+        t = th.from_numpy(np.ascontiguousarray(value)).to(target)
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    static = [prepare(feeds[n]) for n in names]
+    run = _graphed(fn, static) if graphs else fn
+    if io == "device":
+        def device_call() -> Any:
+            with th.inference_mode():
+                return run(*static)
+        return device_call
+
+    def host_call() -> Any:
+        with th.inference_mode():
+            out = run(*[prepare(feeds[n]) for n in names])
+        return [t.float().cpu().numpy() for t in _tensors(out)]
+    return host_call
 
 
 def _graphed(fn: Callable[..., Any], static: list[Any]) -> Callable[..., Any]:
@@ -193,40 +223,23 @@ def same_instance(eng: Any) -> Maker:
 
 
 def _same_onnxruntime(eng: Any) -> Maker:
-    import onnxruntime as ort
+    def own_graph(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
+        graph = eng._graph
+        if io != "host" or graph is None or graph.binding is None:
+            raise ValueError("no same-instance loop for CUDA graphs with device I/O (one graph per session, "
+                             "bound to xpuruntime's buffers)")
+        outs = list(graph.outputs.values())
+        return _bound_call(eng.session, graph.binding, dict(graph.inputs), outs, feeds, io)  # its captured buffers
 
-    sess = eng.session
-    on_cuda = eng._device_type() == "cuda"
-    graphs = bool(eng.policy.execution.cuda_graphs and on_cuda)
-
-    def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
-        if not on_cuda or (io == "host" and not graphs):
-            return lambda: sess.run(None, feeds)
-        if graphs:
-            graph = eng._graph
-            if io != "host" or graph is None or graph.binding is None:
-                raise ValueError("no same-instance loop for CUDA graphs with device I/O (one graph per session, "
-                                 "bound to xpuruntime's buffers)")
-            outs = list(graph.outputs.values())
-            return _bound_call(sess, graph.binding, dict(graph.inputs), outs, feeds, io)  # its captured buffers
-        shapes = {o.name: v.shape for o, v in zip(sess.get_outputs(), sess.run(None, feeds))}
-        binding = sess.io_binding()  # a second binding of the same session, over buffers of its own
-        inputs = {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in feeds.items()}
-        for k, v in inputs.items():
-            binding.bind_ortvalue_input(k, v)
-        outputs = {o.name: ort.OrtValue.ortvalue_from_shape_and_type(
-            list(shapes[o.name]), np.dtype(_ort_dtype(o.type)), "cuda", 0) for o in sess.get_outputs()}
-        for k, v in outputs.items():
-            binding.bind_ortvalue_output(k, v)
-        return _bound_call(sess, binding, inputs, list(outputs.values()), feeds, io)
-
-    return make, ["xpuruntime's own onnxruntime.InferenceSession (and CUDA-graph binding) from a hand loop"]
+    # device I/O without graphs: a second binding of the same session, over buffers of its own
+    return _ort_maker(eng, eng.session, own_graph), \
+        ["xpuruntime's own onnxruntime.InferenceSession (and CUDA-graph binding) from a hand loop"]
 
 
 def _same_torch(eng: Any) -> Maker:
     import torch as th
 
-    dtype = getattr(th, {"fp16": "float16", "bf16": "bfloat16"}[eng.cast_dtype]) if eng.cast_dtype else None
+    dtype = _cast_dtype(eng)
     names = [i.name for i in eng._inputs]
     notes = ["xpuruntime's own module (cast, compiled or captured) from a hand loop"]
     if eng.plan.native.settings:
@@ -250,25 +263,8 @@ def _same_torch(eng: Any) -> Maker:
                 graph.graph.replay()
                 return [t.cpu().numpy() for t in outs]
             return replay
-        fn = eng._compiled if eng._compiled is not None else eng.module
-
-        def prepare(value: Any) -> Any:
-            t = th.from_numpy(np.ascontiguousarray(value)).to(eng.target)
-            return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-
-        if io == "device":
-            static = [prepare(feeds[n]) for n in names]  # ordinary tensors, as the bench's device feeds are
-
-            def device_call() -> Any:
-                with th.inference_mode():
-                    return fn(*static)
-            return device_call
-
-        def host_call() -> Any:
-            with th.inference_mode():
-                out = fn(*[prepare(feeds[n]) for n in names])
-            return [t.float().cpu().numpy() for t in _tensors(out)]
-        return host_call
+        return _module_loop(eng._compiled if eng._compiled is not None else eng.module, names, feeds, io,
+                            eng.target, dtype)
 
     return make, notes
 
