@@ -41,15 +41,18 @@ def test_runs_inside_blocks_and_blocks_inside_runs_restore_every_switch(switches
         assert switches() == before
 
 
-def test_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(switches):
-    before = switches()
-    plans = [_plan(precision="tf32"), _plan(precision="fp32", deterministic=True)]
+def _overlapping_runs(plans, *, both_in=None, first_out=None, in_run=None) -> list[BaseException]:
+    """``plans[0]`` then ``plans[1]`` applied in two threads whose runs overlap; the first one in leaves first.
+    ``both_in()`` runs while both are inside, ``first_out()`` after the first left, ``in_run(i)`` inside run ``i``.
+    Returns the threads' errors."""
     entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
         try:
             with applied_policy(*plans[i], receipt=False):
+                if in_run is not None:
+                    in_run(i)
                 entered[i].set()
                 release[i].wait(10)
         except BaseException as exc:
@@ -60,11 +63,23 @@ def test_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(sw
     entered[0].wait(10)
     threads[1].start()
     entered[1].wait(10)
-    release[0].set()  # the first one in leaves first: the second keeps its switches
+    if both_in is not None:
+        both_in()
+    release[0].set()
     threads[0].join(10)
-    assert torch.are_deterministic_algorithms_enabled()
+    if first_out is not None:
+        first_out()
     release[1].set()
     threads[1].join(10)
+    return errors
+
+
+def test_runs_of_two_threads_leave_in_either_order_and_the_switches_come_back(switches):
+    before = switches()
+    plans = [_plan(precision="tf32"), _plan(precision="fp32", deterministic=True)]
+    seen: list[bool] = []  # the first one in leaves first: the second keeps its switches
+    errors = _overlapping_runs(plans, first_out=lambda: seen.append(torch.are_deterministic_algorithms_enabled()))
+    assert seen == [True]
     assert not errors and switches() == before
 
 
@@ -121,28 +136,11 @@ def test_replayed_runs_of_two_threads_leave_in_either_order_and_the_switches_com
             with applied_policy(*p, receipt=False):
                 pass
     assert all(_replayed(p[1]) for p in plans)
-    entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            with applied_policy(*plans[i], receipt=False):
-                entered[i].set()
-                release[i].wait(10)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-    threads[0].start()
-    entered[0].wait(10)
-    threads[1].start()
-    entered[1].wait(10)
-    assert _flags.fp32_state()["matmul"] == "ieee"  # the second one in is on top
-    release[0].set()  # the first one in leaves first (not on top: the general path)
-    threads[0].join(10)
-    assert torch.are_deterministic_algorithms_enabled() and _flags.fp32_state()["matmul"] == "ieee"
-    release[1].set()
-    threads[1].join(10)
+    seen: list[object] = []
+    errors = _overlapping_runs(  # the second one in is on top; the first one in leaves first (the general path)
+        plans, both_in=lambda: seen.append(_flags.fp32_state()["matmul"]),
+        first_out=lambda: seen.append((torch.are_deterministic_algorithms_enabled(), _flags.fp32_state()["matmul"])))
+    assert seen == ["ieee", (True, "ieee")]
     assert not errors and switches() == before and not _state._stack
 
 
@@ -155,25 +153,10 @@ def test_a_replayed_run_rewritten_when_a_frame_below_it_leaves_puts_back_what_wa
         for _ in range(3):  # inner's replay remembered over outer's switches
             with applied_policy(*inner, receipt=False):
                 pass
-    entered, release = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
     fast: list[bool] = []
-
-    def run(i: int) -> None:
-        with applied_policy(*(outer, inner)[i], receipt=False):
-            if i == 1:
-                fast.append(_state._stack[-1].program is not None)
-            entered[i].set()
-            release[i].wait(10)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
-    threads[0].start()
-    entered[0].wait(10)
-    threads[1].start()
-    entered[1].wait(10)
-    release[0].set()
-    threads[0].join(10)
-    release[1].set()
-    threads[1].join(10)
+    errors = _overlapping_runs((outer, inner), in_run=lambda i: i == 1 and fast.append(
+        _state._stack[-1].program is not None))
+    assert not errors
     assert fast == [True] and switches() == before and not _state._stack
 
 
