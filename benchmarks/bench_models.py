@@ -105,6 +105,26 @@ def feeds(name: str, batch: int) -> dict[str, np.ndarray]:
             "attention_mask": np.ones((batch, seq), np.int64)}
 
 
+def warm_torch_engine(name: str, batch: int, execution: dict[str, Any], device: str,
+                      precision_mode: str = "cast-all", runs: int = 5) -> tuple[Any, dict[str, np.ndarray]]:
+    """xpuruntime's torch engine for model ``name`` under ``{"execution": execution}``, built as ``xrt.bench``
+    builds it and run ``runs`` times (compiled or captured by then), with its numpy feeds; exits on a load error."""
+    import torch
+
+    from xpuruntime.inference.bench import _build
+
+    module, names = build(name)
+    sample = feeds(name, batch)
+    opts = {"example_inputs": tuple(torch.from_numpy(sample[n]) for n in names), "precision_mode": precision_mode}
+    cand = _build(module, "torch", "xrt", {"execution": execution}, device, opts)
+    if cand.row.error:
+        raise SystemExit(cand.row.error)
+    eng = cand.engine
+    for _ in range(runs):
+        eng.run(sample)
+    return eng, sample
+
+
 def export(module: Any, names: list[str], sample: dict[str, np.ndarray], folder: Path) -> Path:
     """The module as ONNX (TorchScript exporter, opset 17). transformers models are exported with their eager
     attention: ONNX Runtime's transformer fusions match the eager attention subgraph, not torch's

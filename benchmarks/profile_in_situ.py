@@ -67,15 +67,7 @@ def main() -> None:
 
     from xpuruntime.pytorch import _state
 
-    module, names = bm.build(args.model)
-    feeds = bm.feeds(args.model, args.batch)
-    opts = {"example_inputs": tuple(torch.from_numpy(feeds[n]) for n in names), "precision_mode": "cast-all"}
-    xrt = B._build(module, "torch", "xrt", {"execution": json.loads(args.execution)}, args.device, opts)
-    if xrt.row.error:
-        raise SystemExit(xrt.row.error)
-    eng = xrt.engine
-    for _ in range(5):
-        eng.run(feeds)
+    eng, feeds = bm.warm_torch_engine(args.model, args.batch, json.loads(args.execution), args.device, "cast-all")
     make, _ = _bare.same_instance(eng)
     hand = make(feeds, "host")  # the engine's own instance from a hand loop: the work every piece follows
 

@@ -67,15 +67,8 @@ def main() -> None:
     from xpuruntime.inference.engines import torch as te
     from xpuruntime.pytorch import _state
 
-    module, names = bm.build(args.model)
-    feeds = bm.feeds(args.model, args.batch)
-    opts = {"example_inputs": tuple(torch.from_numpy(feeds[n]) for n in names), "precision_mode": args.precision_mode}
-    xrt = B._build(module, "torch", "xrt", {"execution": json.loads(args.execution)}, args.device, opts)
-    if xrt.row.error:
-        raise SystemExit(xrt.row.error)
-    eng = xrt.engine
-    for _ in range(5):
-        eng.run(feeds)
+    eng, feeds = bm.warm_torch_engine(args.model, args.batch, json.loads(args.execution), args.device,
+                                      args.precision_mode)
     plan = eng.plan.native
     scope = _state.applied(eng.policy, plan, device_type=eng.device_kind, receipt=False)
     scope.__enter__()
