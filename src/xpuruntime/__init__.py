@@ -47,6 +47,7 @@ _LAZY = {
     "fingerprint": "xpuruntime.runtime.fingerprint",
     "Fingerprint": "xpuruntime.runtime.fingerprint",
     "InferenceSession": "xpuruntime.inference.session",
+    "PreparedRun": "xpuruntime.inference.prepared",
     "ExecutionReport": "xpuruntime.receipts",
     "list_engines": "xpuruntime.inference.engine",
     "compare": "xpuruntime.inference.compare",

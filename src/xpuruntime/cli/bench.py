@@ -3,6 +3,7 @@
     $ xpuruntime bench model.onnx --policy fp16.yaml --policy fused.yaml --dim batch=1 --dim seq=128
     $ xpuruntime bench model.onnx --engine onnxruntime --engine openvino --baseline --json
     $ xpuruntime bench model.onnx --policy fast.yaml --same-instance
+    $ xpuruntime bench model.onnx --policy fast.yaml --call both --same-instance
 
 Exit status 0 when every candidate ran, 1 when any failed (its error is in its row) or on an error.
 """
@@ -31,6 +32,8 @@ _Io = Annotated[str, typer.Option("--io", help="host (numpy in and out) or devic
 _Baseline = Annotated[bool, typer.Option("--baseline", help="Add the bare engine with the same settings.")]
 _Same = Annotated[bool, typer.Option("--same-instance", help="Add each candidate's own engine instance driven by a "
                                      "hand loop: xpuruntime's Python alone, without the spread between instances.")]
+_Call = Annotated[str, typer.Option("--call", help="How xpuruntime is called: run (session.run every call), "
+                                    "prepared (session.prepare once, then the prepared run) or both (two rows).")]
 _Json = Annotated[bool, typer.Option("--json", help="Print plain JSON on stdout instead of a table.")]
 
 
@@ -43,15 +46,16 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(model: _Model, policy: _Policies = None, engine: _Engines = None, dim: _Dims = None,
                   shape: _Shapes = None, device: _Device = "cpu", warmup: _Warmup = 10, repeat: _Repeat = 50,
-                  io: _Io = "host", baseline: _Baseline = False, same_instance: _Same = False, as_json: _Json = False,
-                  int_range: IntRangeOpt = None) -> None:
+                  io: _Io = "host", baseline: _Baseline = False, same_instance: _Same = False, call: _Call = "run",
+                  as_json: _Json = False, int_range: IntRangeOpt = None) -> None:
         """p50/p90/p99 latency, throughput, first-run time and memory of each policy x engine, interleaved.
 
         Rounds run every candidate once, in an order shuffled each round. With --baseline each candidate is paired
         with the bare engine configured the same way by hand; the overhead column is the median over rounds of
         xpuruntime's time over the bare time of the same round, with its 95% bootstrap interval. Two instances of
         one engine differ by a few percent; --same-instance pairs each candidate with its own session or module
-        driven by a hand loop instead (column "overhead, same instance"); give both flags for both.
+        driven by a hand loop instead (column "overhead, same instance"); give both flags for both. --call prepared
+        times a prepared run (feeds checked once, then the engine's own call), --call both adds it as a second row.
         """
         from xpuruntime.cli import print_json, stdout_console
         from xpuruntime.inference.bench import bench
@@ -60,7 +64,7 @@ def register(app: typer.Typer) -> None:
         feeds = model_feeds(model, shapes, {})
         result = bench(model, policies=list(policy or []) or None, engines=list(engine or []) or None,
                        device=device, feeds=feeds, warmup=warmup, repeat=repeat, io=io,
-                       baseline=("both" if baseline else "same") if same_instance else baseline)
+                       baseline=("both" if baseline else "same") if same_instance else baseline, call=call)
         if as_json:
             print_json({**result.to_dict(), **shapes.to_dict()})
         else:

@@ -12,6 +12,7 @@ from xpuruntime.inference.engine import (
 )
 from xpuruntime.inference.feeds import TensorInfo
 from xpuruntime.inference.plan import Plan
+from xpuruntime.inference.prepared import PreparedRun
 from xpuruntime.inference.session import InferenceSession
 from xpuruntime.receipts import ExecutionReport, NodeRecord, PolicyViolationWarning, Violation
 
@@ -25,6 +26,7 @@ __all__ = [
     "InferenceSession",
     "NodeRecord",
     "PolicyViolationWarning",
+    "PreparedRun",
     "TensorInfo",
     "Violation",
     "list_engines",

@@ -53,6 +53,7 @@ class BenchRow:
     engine: str
     policy: str  # the policy's name (file stem or given label) or "default"
     kind: str = "xpuruntime"  # xpuruntime | bare (a separate instance) | same-instance (xpuruntime's, by hand)
+    call: str = "run"  # an xpuruntime row's call: session.run, or a prepared run (session.prepare)
     policy_hash: str | None = None
     load_s: float | None = None
     first_run_ms: float | None = None
@@ -141,6 +142,8 @@ class _Candidate:
     samples: list[float] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)  # the round of each sample (pairs a bare twin's samples)
     pair: BenchRow | None = None  # the xpuruntime row a bare candidate measures against
+    sibling: _Candidate | None = None  # a prepared row's run row (call="both"): same engine, same buffers
+    buffers: tuple[dict[str, Any], dict[str, Any]] | None = None  # device I/O: the feeds and outputs it runs
 
 
 def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: Sequence[str] | str | None = None,
@@ -148,7 +151,7 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
           shapes: Mapping[str, Sequence[int]] | None = None, feeds: Mapping[str, Any] | None = None,
           warmup: int = 10, repeat: int = 50, io: str = "host", baseline: bool | str = False,
           engine_options: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
-          pairs: Sequence[tuple[str, PolicyLike]] | None = None) -> BenchResult:
+          pairs: Sequence[tuple[str, PolicyLike]] | None = None, call: str = "run") -> BenchResult:
     """Time ``model`` under every engine x policy, interleaved, in this process.
 
     ``policies``: Policy objects, mappings, policy files or None (the default policy); ``engines``: names (default
@@ -159,11 +162,15 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     (``{"torch": {"example_inputs": (x,)}}``);
     ``pairs`` (``[(engine, policy), ...]``, a policy may be ``(label, policy)``) replaces engines x policies; a
     third item, ``(engine, policy, options)``, gives that candidate its own engine options (two torch precision
-    modes, say, timed in one interleaved loop).
+    modes, say, timed in one interleaved loop). ``call``: how an xpuruntime candidate is called, ``"run"``
+    (``session.run`` every call, every check), ``"prepared"`` (``session.prepare`` once, then the prepared run:
+    :mod:`xpuruntime.inference.prepared`) or ``"both"`` (a second row per candidate, ``... (prepared)``, over the
+    same engine instance and buffers, in the same rounds; each is paired with the same twins).
 
     >>> r = bench("model.onnx", policies=[None, {"execution": {"optimize_level": 1}}], repeat=20)  # doctest: +SKIP
     """
     _check_counts(warmup, repeat, io, device)
+    calls = _calls(call)
     twins = _baselines(baseline)
     names = _engine_names(engines, model)
     pols = [(_policy_label(p, i), p) for i, p in enumerate(policies or [None])]
@@ -173,8 +180,12 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     names = list(dict.fromkeys(e for e, _, _, _ in todo)) if pairs is not None else names
     cands = [_build(model, engine, label, policy, device, opts) for engine, label, policy, opts in todo]
     feed_set = _feeds(cands, feeds, dims, shapes, seed)
+    for c in cands:
+        c.row.call = calls[0]
+    if len(calls) > 1:
+        cands += [_prepared_row(c) for c in list(cands) if c.call is not None]
     if twins:
-        cands += [b for c in list(cands) if c.call is not None for same in twins
+        cands += [b for c in list(cands) if c.call is not None and c.sibling is None for same in twins
                   for b in [_bare(c, model, device, same)] if b is not None]
     for c in cands:
         _first_run(c, feed_set, io, device)
@@ -184,6 +195,11 @@ def bench(model: Any, *, policies: Sequence[PolicyLike] | None = None, engines: 
     by_row = {id(c.row): c for c in cands}
     for c in cands:
         _summarise(c, feed_set, by_row.get(id(c.pair)) if c.pair is not None else None, seed)
+    for c in cands:  # call="both": a prepared row against its run row's twins
+        if c.sibling is not None:
+            for twin in cands:
+                if twin.pair is c.sibling.row:
+                    _pair_overhead(c, twin, seed)
     for c in cands:
         c.close()
     return BenchResult(str(model if isinstance(model, (str, os.PathLike)) else f"<{type(model).__name__}>"),
@@ -285,8 +301,9 @@ def _feeds(cands: list[_Candidate], feeds: Mapping[str, Any] | None, dims: Mappi
 def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> None:
     if c.call is None or c.row.error:
         return
-    if c.pair is not None and c.pair.error:  # a twin of a candidate that failed: nothing to compare it with
-        c.row.error, c.call = f"not run: {c.pair.label} failed", None
+    first = c.pair or (c.sibling.row if c.sibling is not None else None)
+    if first is not None and first.error:  # a twin (a prepared row) of a candidate that failed: nothing to compare
+        c.row.error, c.call = f"not run: {first.label} failed", None
         return
     try:
         c.call = _caller(c, feeds, io, device)
@@ -304,9 +321,18 @@ def _caller(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> Calla
     if c.row.kind != "xpuruntime":
         return c.bare_call(feeds, io)  # type: ignore[attr-defined,no-any-return]
     eng = c.engine  # type: ignore[attr-defined]
+    prepared = c.row.call == "prepared"
     if io == "host" or not device.startswith("cuda"):
+        if prepared:
+            run = eng.prepare(feeds)
+            return lambda: run(feeds)  # new numpy feeds each call, as a hand loop passes them
         return lambda: eng.run(feeds)
-    dev_feeds, outputs = _device_buffers(eng, feeds)
+    # device I/O: a prepared row runs its run row's buffers (one engine binds one set: two would rebind every call)
+    sibling = c.sibling.buffers if c.sibling is not None else None
+    c.buffers = sibling or _device_buffers(eng, feeds)
+    dev_feeds, outputs = c.buffers
+    if prepared:
+        return eng.prepare(dev_feeds, outputs=outputs)  # type: ignore[no-any-return]
     return lambda: eng.run(dev_feeds, outputs=outputs)
 
 
@@ -426,12 +452,19 @@ def _summarise(c: _Candidate, feeds: dict[str, Any], twin: _Candidate | None = N
     first = next(iter(feeds.values()), None)
     batch = int(first.shape[0]) if first is not None and getattr(first, "ndim", 0) else 1
     c.row.throughput = float(batch / (p50 / 1e3))
-    if c.pair is not None and twin is not None and twin.samples:
-        paired = paired_ratio(twin.samples, twin.rounds, c.samples, c.rounds, seed)
-        if paired is not None and c.row.kind == "same-instance":
-            c.pair.overhead_same, c.pair.overhead_same_ci = paired[0], list(paired[1])
-        elif paired is not None:
-            c.pair.overhead, c.pair.overhead_ci = paired[0], list(paired[1])
+    if c.pair is not None and twin is not None:
+        _pair_overhead(twin, c, seed)
+
+
+def _pair_overhead(cand: _Candidate, twin: _Candidate, seed: int = 0) -> None:
+    """``cand``'s (an xpuruntime row's) overhead over the bare or same-instance ``twin``, set on ``cand``'s row."""
+    if not cand.samples or not twin.samples or cand.call is None or twin.call is None:
+        return
+    paired = paired_ratio(cand.samples, cand.rounds, twin.samples, twin.rounds, seed)
+    if paired is not None and twin.row.kind == "same-instance":
+        cand.row.overhead_same, cand.row.overhead_same_ci = paired[0], list(paired[1])
+    elif paired is not None:
+        cand.row.overhead, cand.row.overhead_ci = paired[0], list(paired[1])
 
 
 def _versions(engines: Sequence[str]) -> dict[str, str]:
@@ -458,6 +491,25 @@ def _baselines(baseline: Any) -> tuple[bool, ...]:
         return _BASELINES[baseline]
     raise InputError("unknown baseline", expected="False, True (= 'separate'), 'separate', 'same' or 'both'",
                      received=repr(baseline), hint="'same' drives xpuruntime's own engine instance by hand")
+
+
+_CALLS = {"run": ("run",), "prepared": ("prepared",), "both": ("run", "prepared")}
+
+
+def _calls(call: Any) -> tuple[str, ...]:
+    if isinstance(call, str) and call in _CALLS:
+        return _CALLS[call]
+    raise InputError("unknown call", expected="'run', 'prepared' or 'both'", received=repr(call),
+                     hint="'prepared' times session.prepare's run: checked once, then the engine's call alone")
+
+
+def _prepared_row(c: _Candidate) -> _Candidate:
+    """A second row for ``c`` (``call="both"``): its engine called through a prepared run, in the same rounds."""
+    row = BenchRow(f"{c.row.label} (prepared)", c.row.engine, c.row.policy, call="prepared",
+                   policy_hash=c.row.policy_hash, load_s=c.row.load_s, notes=list(c.row.notes))
+    cand = _Candidate(row, call=lambda: None, sibling=c)
+    cand.engine = c.engine  # type: ignore[attr-defined]
+    return cand
 
 
 def _bare(c: _Candidate, model: Any, device: str, same: bool = False) -> _Candidate | None:

@@ -52,6 +52,7 @@ from xpuruntime.runtime.profiler import SpanLog
 if TYPE_CHECKING:
     from xpuruntime.inference.feeds import TensorInfo
     from xpuruntime.inference.plan import Plan
+    from xpuruntime.inference.prepared import PreparedRun
     from xpuruntime.policies import Policy
     from xpuruntime.runtime.devices import DeviceSpec
 
@@ -295,6 +296,33 @@ class Engine(ABC):
         """After a run of device tensors into caller-owned buffers: a zero-argument call that repeats exactly that
         run (the engine's own call over what it bound: no check, no lookup), or None. Engine.run takes it while the
         caller passes the same tensors again (:class:`_Again`). Default: None (every run takes the full path)."""
+        return None
+
+    def prepare(self, feeds: Any, output_names: Sequence[str] | None = None, *,
+                outputs: Mapping[str, Any] | None = None) -> PreparedRun:
+        """Run once through :meth:`run` (every check, the first compilation or capture) and return a
+        :class:`~xpuruntime.inference.prepared.PreparedRun` that runs this configuration again with only the
+        engine's own call (:meth:`prepare_impl`, else :meth:`run_impl` without the per-call checks)."""
+        from xpuruntime.inference.prepared import PreparedRun
+
+        self._check_open()
+        names = self._resolve_outputs(output_names)
+        self.run(feeds, output_names, outputs=outputs)
+        checked = self.check_feeds(feeds, self._feeds)
+        outs = dict(outputs) if outputs else None
+        call = self.prepare_impl(checked, names, outs)
+        if call is None:
+            run_impl = self.run_impl
+
+            def call(given: dict[str, Any]) -> list[Any]:
+                return run_impl(given, names, dict(outs) if outs else None)
+        return PreparedRun(self, feeds, checked, names, outs, call)
+
+    def prepare_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
+                     outputs: dict[str, Any] | None) -> Callable[[dict[str, Any]], list[Any]] | None:
+        """After a run of ``feeds`` (checked): the engine's lean call for this configuration, taking feeds of the
+        same shapes and dtypes (numpy arrays, or the same checked device values) and returning the results of
+        ``output_names`` (into ``outputs`` where given), with no check. Default: None (:meth:`run_impl`)."""
         return None
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from xpuruntime.errors import EngineUnavailableError, PolicyError, did_you_mean
 from xpuruntime.inference.engine import Engine, engine_names, get_engine_class
 from xpuruntime.inference.feeds import TensorInfo
+from xpuruntime.inference.prepared import PreparedRun
 from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_policy
 from xpuruntime.policies.policy import PolicyLike
 from xpuruntime.policies.vocabulary import DEFAULT_ENGINE
@@ -116,6 +117,25 @@ class InferenceSession:
         (zero-copy on a GPU, through IO binding).
         """
         return self._engine.run(feeds, output_names, outputs=outputs)
+
+    def prepare(self, feeds: Any, output_names: Sequence[str] | None = None, *,
+                outputs: Mapping[str, Any] | None = None) -> PreparedRun:
+        """Check one configuration of ``run`` once and return a call that repeats it with only the engine's work.
+
+        ``prepare`` runs ``feeds`` once through :meth:`run` (every check; the first compilation or CUDA-graph
+        capture) and returns a :class:`~xpuruntime.inference.prepared.PreparedRun`. Calling it runs again what a
+        hand-written loop over the engine runs (``run_with_iobinding`` of one binding, a graph replay, the compiled
+        module), checking only that numpy feeds keep their shapes and dtypes and device feeds are the same tensors:
+
+        >>> run = sess.prepare({"input_ids": ids})        # doctest: +SKIP
+        >>> out = run()                                    # the same feeds again (device tensors refilled in place)
+        >>> out = run({"input_ids": other_ids})            # new numpy feeds of the same shapes and dtypes
+
+        The general ``run`` re-checks every feed and records a trace span per call: about 30 us after the
+        engine's own work, 5-10% of a 0.3 ms CUDA-graph call. A serving loop over one configuration pays that once
+        here. Feeds of another shape raise :class:`~xpuruntime.InputError`: prepare one run per shape.
+        """
+        return self._engine.prepare(feeds, output_names, outputs=outputs)
 
     def run_many(self, feeds_list: Sequence[Any], output_names: Sequence[str] | None = None) -> list[Any]:
         """Run many feed sets, in input order; engines with an asynchronous queue overlap them.

@@ -337,6 +337,43 @@ class OnnxRuntimeEngine(Engine):
                 run(binding)
         return again
 
+    def prepare_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
+                     outputs: dict[str, Any] | None) -> Callable[[dict[str, Any]], list[Any]] | None:
+        """The hand-written loop's call for this configuration: ``session.run`` of numpy feeds; the CUDA-graph
+        binding's in-place copies and replay; ``run_with_iobinding`` of the binding of the device feeds and
+        caller-owned outputs (built by the run ``prepare`` made, kept here while later runs bind other buffers)."""
+        names = list(output_names)
+        if self._graphs and not outputs:
+            graph, lock, run = self._graph, self._run_lock, self._run_binding
+
+            def graph_call(given: dict[str, Any]) -> list[Any]:
+                with lock:
+                    return graph.run(given, names, run)  # type: ignore[no-any-return]
+            return graph_call
+        if not outputs and not _has_device_feeds(feeds):
+            method = self.session.run
+            if self._timeout_ms is not None:  # a RunOptions per run, that a timer terminates
+                guarded = self._guarded
+                return lambda given: guarded(method, names, given)  # type: ignore[no-any-return]
+            ro = self._run_options
+            return lambda given: method(names, given, ro)  # type: ignore[no-any-return]
+        bound = getattr(self, "_bound", None)
+        if outputs and all(n in outputs for n in names) and bound is not None and not bound[2] \
+                and all(isinstance(v, DeviceArray) for v in feeds.values()):
+            binding, lock, run_binding, results = bound[1], self._run_lock, self._run_binding, \
+                [outputs[n] for n in names]
+
+            def bound_call(_given: dict[str, Any]) -> list[Any]:
+                with lock:
+                    run_binding(binding)
+                return results
+            return bound_call
+        return None
+
+    def run_error(self, exc: Exception) -> XpuRuntimeError:
+        """ONNX Runtime's own failure during a run (a prepared run's): refused inputs as InputError."""
+        return _run_error(exc, None)
+
     def _binding(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> Any:
         """The IO binding of the last run while buffers, shapes and dtypes are unchanged, else a new one.
 

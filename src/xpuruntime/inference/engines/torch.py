@@ -522,6 +522,64 @@ class TorchEngine(Engine):
                 return [_to_host(flat[key], reused=True) for key in self._keys_of(output_names)]
         return replay
 
+    def prepare_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
+                     outputs: dict[str, Any] | None) -> Callable[[dict[str, Any]], list[Any]] | None:
+        """The hand-written loop's call for this configuration: a captured graph's static inputs refilled (numpy
+        copied straight in, or the prepared device tensors copied) and one replay, outputs read back or copied into
+        the caller's buffers; numpy through the module: the prepared numpy path (:meth:`_host_runner`)."""
+        torch = _torch()
+        names = list(output_names)
+        host = all(type(v) is np.ndarray for v in feeds.values())
+        graph = self._graph
+        if graph is not None and graph.captured:
+            statics = [(i.name, static) for i, static in zip(self._inputs, graph.static_args)]
+            if not all(isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(feeds[n].shape) for n, t in statics):
+                return None
+            flat = dict(_flatten(graph.outputs))
+            outs = [flat[key] for key in self._keys_of(names)]
+            replay = graph.replay
+            if host and not outputs:
+                from_numpy = torch.from_numpy
+
+                def host_replay(given: dict[str, Any]) -> list[Any]:
+                    with _RUN_LOCK:
+                        for name, static in statics:
+                            static.copy_(from_numpy(given[name]))
+                        replay()
+                        return [_to_host(t, reused=True) for t in outs]
+                return host_replay
+            tensors_out = outputs and all(isinstance(outputs.get(n), torch.Tensor) for n in names)
+            if tensors_out and not any(type(v) is np.ndarray for v in feeds.values()):
+                pairs = [(static, self._as_tensor(feeds[n])) for n, static in statics]  # the prepared tensors, once
+                copies = [(outputs[n], t) for n, t in zip(names, outs)]
+                results = [outputs[n] for n in names]
+
+                def device_replay(_given: dict[str, Any]) -> list[Any]:
+                    with _RUN_LOCK:
+                        for static, tensor in pairs:
+                            static.copy_(tensor)
+                        replay()
+                        for buffer, tensor in copies:
+                            buffer.copy_(tensor)
+                    return results
+                return device_replay
+            return None
+        runner = self._replay
+        if host and not outputs and runner is not None:
+            def host_run(given: dict[str, Any]) -> list[Any]:
+                done = runner(given, names)
+                return done if done is not None else self.run_impl(given, names, None)
+            return host_run
+        return None
+
+    def run_error(self, exc: Exception) -> XpuRuntimeError:
+        """torch's own failure during a run (a prepared run's): out of memory as OutOfMemoryError."""
+        if isinstance(exc, _torch().cuda.OutOfMemoryError):
+            return OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
+                                    hint="use smaller inputs, precision='bf16', or free other sessions")
+        return XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
+                               hint="the session stays usable; check the inputs")
+
     def _keys_of(self, output_names: Sequence[str]) -> list[Any]:
         """The model's output keys of ``output_names`` (built once per list of names)."""
         cache = self.__dict__.setdefault("_keys_cache", {})

@@ -1,0 +1,219 @@
+"""A prepared run: one feed configuration checked once, then run with nothing but the engine's own call.
+
+:meth:`InferenceSession.prepare <xpuruntime.InferenceSession.prepare>` runs the feeds once through the full path
+(every check, the first compilation or capture, the receipt judged by the fallback rule) and returns a
+:class:`PreparedRun`. Calling it runs the same configuration again the way a hand-written loop over the engine
+does: ONNX Runtime's ``run`` or ``run_with_iobinding`` of one binding, a captured CUDA graph's replay, the compiled
+module's call. What is left per call is what that configuration still needs checked: that each numpy feed has
+the prepared shape and dtype, and that each device feed is the prepared tensor.
+
+Why: xpuruntime's general ``run()`` checks every feed and output buffer, records a trace span and builds its
+result on every call. Each of those costs a few microseconds warm, and several times that right after the engine's
+own work (``benchmarks/profile_in_situ.py``): about 30 us a call, 5-10% of a 0.3 ms CUDA-graph call. A serving loop
+that runs one configuration over and over pays that for nothing; a prepared run pays it once.
+
+The contract, for device tensors (ONNX Runtime IO binding, a CUDA graph's static inputs): refill them in place
+(``x.copy_(new)``) and call ``run()`` with no feeds. Do not resize or re-point one after ``prepare`` (``resize_``,
+``set_``): an engine bound to its address (IO binding, a graph's input copy) keeps reading and writing its first
+memory, which the prepared run holds alive (never freed memory, never another tensor's), and an engine that takes
+the tensor itself raises on the new shape. Prepare again instead.
+
+Spans: a prepared call records its trace span (and NVTX range) only while a
+:func:`xpuruntime.runtime.profiler.profile` is collecting or an NVTX tool is attached (Nsight Systems); ``calls``
+counts the calls.
+
+>>> run = sess.prepare({"x": x})        # doctest: +SKIP
+>>> y = run()["y"]                      # the same feeds again
+>>> y = run({"x": x2})["y"]             # new numpy feeds of the same shapes and dtypes
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xpuruntime.errors import InputError, XpuRuntimeError
+from xpuruntime.runtime import profiler as _profiler
+from xpuruntime.runtime.profiler import _ACTIVE
+
+if TYPE_CHECKING:
+    from xpuruntime.inference.engine import Engine
+
+__all__ = ["PreparedRun"]
+
+#: an engine's lean call: the feeds (numpy arrays of the prepared shapes, or the prepared device values as the
+#: engine checked them) -> the results of the prepared output names, in order
+LeanCall = Callable[[dict[str, Any]], list[Any]]
+
+
+class PreparedRun:
+    """One configuration of a session's run (feeds, output names, caller-owned output buffers), checked once.
+
+    ``run()`` runs the feeds given to ``prepare`` again as they are now (device tensors refilled in place, numpy
+    arrays changed in place); ``run(feeds)`` takes new numpy feeds of the same shapes and dtypes, with each device
+    feed the tensor it was prepared with. Results have the form ``run()`` of the session gives (a dict for dict
+    feeds); with ``outputs=`` they are written into those buffers and the dict maps names to them. Feeds of
+    another shape, dtype or device buffer raise :class:`~xpuruntime.InputError` (prepare another run, or call the
+    session's ``run``). One prepared run may be called from several threads (the engine serialises what it
+    shares), but its device buffers are the caller's: refill them from one thread.
+    """
+
+    __slots__ = ("_engine", "_call", "_names", "_spec", "_given", "_host", "_as_dict", "_results", "_traced",
+                 "_keep", "_profile", "calls")
+
+    def __init__(self, engine: Engine, feeds: Any, checked: dict[str, Any], names: Sequence[str],
+                 outputs: Mapping[str, Any] | None, call: LeanCall) -> None:
+        self._engine, self._call, self._names = engine, call, list(names)
+        # per input: (name, shape, dtype) of a numpy feed, or (name, the prepared object, None) of a device feed
+        named = _named(feeds, list(checked))
+        spec: list[tuple[str, Any, Any]] = []
+        for name, value in checked.items():
+            host = _host_value(value, named.get(name))
+            spec.append((name, host.shape, host.dtype) if host is not None else (name, named.get(name), None))
+        self._spec = tuple(spec)
+        self._host = all(dtype is not None for _, _, dtype in spec)
+        # the prepared feeds as the lean call takes them: device values as the engine checked them, numpy arrays as
+        # checked (the caller's own array unless it needed a conversion) or as given (an engine that checks them
+        # into tensors: its general run path takes numpy too)
+        self._given = {name: checked[name] if dtype is None or type(checked[name]) is np.ndarray else named[name]
+                       for name, _, dtype in spec}
+        self._as_dict = isinstance(feeds, Mapping)
+        self._results = dict(outputs) if outputs else None
+        self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
+        self._traced = _nvtx_attached()
+        self._profile = lambda: engine._profile(self._given, self._names)
+        self.calls = 0
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._names)
+
+    def __call__(self, feeds: Any = None) -> Any:
+        engine = self._engine
+        if engine._closed:
+            engine._check_open()
+        if feeds is None:
+            given = self._given
+        elif type(feeds) is dict and len(feeds) == len(self._spec):  # the prepared shapes, written out: every call
+            for name, shape, dtype in self._spec:                      # comes here, and each frame costs several
+                value = feeds.get(name)                                # times its warm price after the engine's work
+                if dtype is None:
+                    if value is not shape:
+                        given = self._checked(feeds)
+                        break
+                elif type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype \
+                        or not value.flags.c_contiguous:
+                    given = self._checked(feeds)
+                    break
+            else:
+                given = feeds if self._host else self._merged(feeds)
+        else:
+            given = self._checked(feeds)
+        if self._traced or _ACTIVE.get() is not None:
+            return self._traced_call(given)
+        try:
+            results = self._call(given)
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the engine library's own errors, as Engine.run wraps them
+            raise engine.run_error(exc) from None
+        self.calls += 1
+        if self._results is not None or not self._as_dict:
+            return self._deliver(results)
+        return dict(zip(self._names, results))
+
+    def _traced_call(self, given: dict[str, Any]) -> Any:
+        """The call with its trace span (NVTX range, a profile's record, the receipt's bounded span list)."""
+        engine = self._engine
+        spans = engine._spans
+        mark = spans.begin("run")
+        try:
+            results = self._call(given)
+        except XpuRuntimeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in __call__
+            raise engine.run_error(exc) from None
+        finally:
+            spans.end(mark, self._profile, {"prepared": True})
+        self.calls += 1
+        return self._deliver(results)
+
+    def _deliver(self, results: list[Any]) -> Any:
+        if self._results is not None:
+            return dict(self._results) if self._as_dict else list(self._results.values())
+        return dict(zip(self._names, results)) if self._as_dict else results
+
+    # -- feeds -----------------------------------------------------------------------------
+    def _merged(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """The prepared device values with the new numpy feeds."""
+        if all(dtype is None for _, _, dtype in self._spec):
+            return self._given
+        return {name: feeds[name] if dtype is not None else self._given[name] for name, _, dtype in self._spec}
+
+    def _checked(self, feeds: Any) -> dict[str, Any]:
+        """Feeds off the fast path of :meth:`__call__`: the engine's full check (a bad feed gets the session's own
+        error), then each checked feed compared with the prepared configuration."""
+        engine = self._engine
+        checked = engine.check_feeds(feeds, engine._feeds)
+        named = _named(feeds, list(checked)) if isinstance(feeds, (Mapping, list, tuple)) else {}
+        for name, shape, dtype in self._spec:
+            value = _host_value(checked.get(name), named.get(name))
+            if dtype is None:
+                if named.get(name) is not shape:
+                    raise InputError(f"input {name!r} is not the device tensor this run was prepared with",
+                                     expected="the same tensor, refilled in place (x.copy_(new)), or no feeds",
+                                     received=f"{type(named.get(name)).__name__}",
+                                     hint="call run() with no feeds after refilling the prepared tensors, or "
+                                          "prepare another run (session.prepare) for these feeds")
+            elif value is None or value.shape != shape or value.dtype != dtype:
+                got = f"{getattr(value, 'dtype', type(value).__name__)}{list(getattr(value, 'shape', ()))}"
+                raise InputError(f"input {name!r} does not fit this prepared run",
+                                 expected=f"a numpy array {dtype}{list(shape)}", received=got,
+                                 hint="prepare another run (session.prepare) for these shapes, or call "
+                                      "session.run")
+        if self._host:
+            return checked
+        return {name: checked[name] if dtype is not None else self._given[name] for name, _, dtype in self._spec}
+
+    def __repr__(self) -> str:
+        feeds = ", ".join(f"{n}: {d}{list(s)}" if d is not None else f"{n}: bound tensor" for n, s, d in self._spec)
+        return f"PreparedRun({self._engine.name}, {{{feeds}}} -> {self._names}, calls={self.calls})"
+
+
+def _nvtx_attached() -> bool:
+    """True when NVTX ranges reach a tool: ``nvtx`` installed and a tool injected (Nsight Systems sets
+    ``NVTX_INJECTION64_PATH``; without one every NVTX call is a no-op)."""
+    return _profiler.nvtx_available() and bool(os.environ.get("NVTX_INJECTION64_PATH")
+                                                or os.environ.get("NVTX_INJECTION32_PATH"))
+
+
+def _host_value(checked: Any, given: Any) -> np.ndarray | None:
+    """The numpy array a feed is on the host (as checked, else as the caller gave it), or None for a device feed."""
+    if type(checked) is np.ndarray:
+        return checked
+    return given if type(given) is np.ndarray else None
+
+
+def _named(feeds: Any, names: list[str]) -> dict[str, Any]:
+    """The caller's feed objects by input name (a dict as it is; a list or tuple in input order)."""
+    if isinstance(feeds, Mapping):
+        return {n: feeds[n] for n in names if n in feeds}
+    values = list(feeds) if isinstance(feeds, (list, tuple)) else [feeds]
+    return dict(zip(names, values))
+
+
+def _storages(values: Sequence[Any]) -> list[Any]:
+    """The storage of every torch tensor among ``values``: held, a tensor resized or re-pointed in place keeps its
+    first memory allocated (and bound), never handed to another tensor while an engine writes there."""
+    out = []
+    for value in values:
+        storage = getattr(value, "untyped_storage", None)
+        if storage is not None:
+            try:
+                out.append(storage())
+            except Exception:  # noqa: BLE001 - a tensor without storage (a view of another kind): nothing to hold
+                pass
+    return out

@@ -1,0 +1,216 @@
+"""``session.prepare`` (issue 13): one configuration checked once, then the engine's own call. Real engines (ONNX
+Runtime, OpenVINO, torch) on a real BERT (transformers config, random weights) exported to ONNX and on small modules;
+results equal ``session.run``'s, every feed that does not fit is refused with an XpuRuntimeError, and a bench can
+time the prepared call beside ``run``. The CUDA paths (IO binding, CUDA graphs) run in ``tests/gpu``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+import xpuruntime as xrt
+from xpuruntime.cli import app
+from xpuruntime.inference.samples import matmul_relu, tiny_transformer
+from xpuruntime.runtime.profiler import profile
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """transformers' BertModel (random weights) exported to ONNX, two inputs, two outputs."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                  vocab_size=100, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    path = tmp_path_factory.mktemp("prepared") / "bert.onnx"
+    ids, mask = torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrapped().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["hidden", "pooled"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}})
+    proto = onnx.load(str(path))
+    proto.ir_version = 10
+    onnx.save(proto, str(path))
+    return path
+
+
+def _feeds(seed: int = 0, batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),
+            "attention_mask": np.ones((batch, seq), np.int64)}
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_prepared_run_gives_what_run_gives_on_a_real_bert(bert: Path, engine: str) -> None:
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    with xrt.InferenceSession(str(bert), engine=engine) as sess:
+        first = _feeds(0)
+        run = sess.prepare(first)
+        assert isinstance(run, xrt.PreparedRun) and run.output_names == ["hidden", "pooled"]
+        for seed in (0, 1, 2):
+            feeds = _feeds(seed)
+            got, want = run(feeds), sess.run(feeds)
+            assert list(got) == ["hidden", "pooled"]
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+        first["input_ids"][:] = 7  # run() runs the prepared arrays as they are now
+        np.testing.assert_allclose(run()["hidden"], sess.run(first)["hidden"], rtol=1e-5, atol=1e-5)
+        assert run.calls == 4
+
+
+def test_feeds_that_do_not_fit_are_refused_with_the_prepared_shape(bert: Path) -> None:
+    with xrt.InferenceSession(str(bert)) as sess:
+        run = sess.prepare(_feeds(batch=2, seq=16))
+        with pytest.raises(xrt.InputError, match="does not fit this prepared run") as err:
+            run(_feeds(batch=1, seq=16))
+        assert "int64[2, 16]" in str(err.value) and "prepare" in str(err.value)
+        with pytest.raises(xrt.InputError, match="dtype"):  # the session's own check names the problem
+            run({**_feeds(), "input_ids": _feeds()["input_ids"].astype(np.float32)})
+        with pytest.raises(xrt.InputError, match="unknown input"):
+            run({**_feeds(), "bogus": np.zeros(1)})
+        with pytest.raises(xrt.InputError, match="missing input"):
+            run({"input_ids": _feeds()["input_ids"]})
+        # a feed the session accepts after converting it (not C-contiguous) takes the full check, then runs
+        feeds = _feeds(3)
+        strided = {k: np.asfortranarray(v) for k, v in feeds.items()}
+        np.testing.assert_allclose(run(strided)["pooled"], sess.run(feeds)["pooled"], rtol=1e-5, atol=1e-5)
+
+
+def test_list_feeds_output_names_and_caller_buffers(bert: Path) -> None:
+    with xrt.InferenceSession(str(bert)) as sess:
+        feeds = _feeds()
+        listed = sess.prepare([feeds["input_ids"], feeds["attention_mask"]], ["pooled"])
+        out = listed()
+        assert isinstance(out, list) and len(out) == 1
+        np.testing.assert_allclose(out[0], sess.run(feeds)["pooled"], rtol=1e-5, atol=1e-5)
+        buffer = np.empty((2, 64), np.float32)
+        into = sess.prepare(feeds, ["pooled"], outputs={"pooled": buffer})
+        result = into(_feeds(5))
+        assert result["pooled"] is buffer
+        np.testing.assert_allclose(buffer, sess.run(_feeds(5))["pooled"], rtol=1e-5, atol=1e-5)
+        with pytest.raises(xrt.InputError, match="unknown output"):
+            sess.prepare(feeds, ["nope"])
+
+
+def test_a_closed_session_refuses_its_prepared_runs() -> None:
+    sess = xrt.InferenceSession(matmul_relu(k=8, n=4))
+    run = sess.prepare({"x": np.ones((2, 8), np.float32)})
+    sess.close()
+    with pytest.raises(xrt.XpuRuntimeError, match="closed"):
+        run()
+
+
+def test_an_engine_failure_in_a_prepared_run_is_an_xpuruntime_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    sess = xrt.InferenceSession(matmul_relu(k=8, n=4))
+    run = sess.prepare({"x": np.ones((2, 8), np.float32)})
+
+    def broken(_given: Any) -> Any:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : bad input")
+    monkeypatch.setattr(run, "_call", broken)
+    with pytest.raises(xrt.InputError, match="ONNX Runtime refused the inputs"):
+        run()
+
+
+def test_prepared_calls_are_traced_while_a_profile_collects(bert: Path) -> None:
+    with xrt.InferenceSession(str(bert)) as sess:
+        run = sess.prepare(_feeds())
+        before = len(sess.report.spans)
+        run()
+        assert len(sess.report.spans) == before  # no span per call when nothing collects them
+        with profile() as prof:
+            run(_feeds(1))
+        assert [s["name"] for s in prof.spans] == ["run"] and prof.spans[0]["args"]["prepared"] is True
+        assert prof.reports and prof.reports[0].engine == "onnxruntime"  # the profiled replay of the prepared run
+
+
+# -- torch ------------------------------------------------------------------------------------------------------
+def _torch_session(**policy: Any) -> Any:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.GELU(),
+                                 torch.nn.Linear(32, 8))
+    x = torch.randn(4, 16)
+    return xrt.InferenceSession(module, engine="torch", exec_policy=policy or None,
+                                engine_options={"example_inputs": (x,)}), module, x
+
+
+@pytest.mark.parametrize("policy", [{}, {"precision": "bf16"}, {"precision": "fp32"}])
+def test_torch_numpy_prepared_runs_match_run(policy: dict[str, Any]) -> None:
+    sess, _module, x = _torch_session(**policy)
+    name, out = sess.input_info[0].name, sess.output_info[0].name
+    run = sess.prepare({name: x.numpy()})
+    for seed in range(3):
+        feed = np.random.default_rng(seed).standard_normal((4, 16)).astype(np.float32)
+        np.testing.assert_array_equal(run({name: feed})[out], sess.run({name: feed})[out])
+    with pytest.raises(xrt.InputError, match="size 5 on axis 0"):  # the module's static shape: the session's check
+        run({name: np.zeros((5, 16), np.float32)})
+
+
+def test_torch_tensors_into_caller_buffers_stay_the_prepared_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    sess, module, x = _torch_session()
+    name, out_name = sess.input_info[0].name, sess.output_info[0].name
+    feed, out = x.clone(), torch.empty(4, 8)
+    run = sess.prepare({name: feed}, outputs={out_name: out})
+    feed.copy_(torch.randn(4, 16))  # refilled in place: the next call sees it
+    assert run()[out_name] is out
+    with torch.no_grad():
+        torch.testing.assert_close(out, module(feed))
+    assert run({name: feed})[out_name] is out
+    with pytest.raises(xrt.InputError, match="not the device tensor this run was prepared with"):
+        run({name: feed.clone()})
+    feed.resize_(64, 16)  # resized in place: torch takes the tensor itself and refuses the new shape
+    with pytest.raises(xrt.XpuRuntimeError, match="torch failed during the run"):
+        run()
+
+
+def test_bench_times_run_and_prepared_rows_in_the_same_rounds(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_transformer(), str(path))
+    result = xrt.bench(str(path), dims={"seq": 8}, warmup=1, repeat=5, baseline="both", call="both")
+    rows = {r.label: r for r in result.rows}
+    assert list(rows) == ["onnxruntime:default", "onnxruntime:default (prepared)", "bare onnxruntime:default",
+                          "same-instance onnxruntime:default"]
+    prepared = rows["onnxruntime:default (prepared)"]
+    assert prepared.call == "prepared" and rows["onnxruntime:default"].call == "run"
+    assert prepared.p50_ms and prepared.overhead and prepared.overhead_same
+    assert rows["onnxruntime:default"].overhead and rows["onnxruntime:default"].overhead_same
+    only = xrt.bench(str(path), dims={"seq": 8}, warmup=0, repeat=2, call="prepared")
+    assert [(r.label, r.call) for r in only.rows] == [("onnxruntime:default", "prepared")]
+    with pytest.raises(xrt.InputError, match="'run', 'prepared' or 'both'"):
+        xrt.bench(str(path), dims={"seq": 8}, repeat=1, call="fast")
+    cli = CliRunner().invoke(app, ["bench", str(path), "--dim", "seq=8", "--warmup", "0", "--repeat", "2",
+                                   "--call", "both", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert [r["call"] for r in json.loads(cli.stdout)["rows"]] == ["run", "prepared"]
+
+
+def test_a_prepared_row_of_a_candidate_that_failed_is_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_transformer(), str(path))
+    result = xrt.bench(str(path), engines=["onnxruntime"], feeds={"x": np.ones((1, 8, 63), np.float32)}, warmup=0,
+                       repeat=1, call="both")
+    assert all(r.error for r in result.rows)
+    assert result.rows[1].error.startswith("not run: onnxruntime:default failed")
