@@ -8,6 +8,8 @@ free) with its 95% bootstrap interval, and the difference of the p50s in microse
 feeds CUDA tensors and writes into caller-owned CUDA tensors (ONNX Runtime through IO binding). ``--baseline both``
 (the default) also times each candidate's own engine instance driven by a hand loop (``baseline="same"``): the
 "same instance" overhead is xpuruntime's Python alone, without the few percent two instances of one engine differ by.
+``--call both`` (the default) times each candidate twice in the same rounds: through ``session.run`` (every check,
+every call) and through a prepared run (``session.prepare``: checked once, then the engine's own call).
 
     python benchmarks/bench_overhead.py --device cpu --models minilm --engines torch,onnxruntime
     PYTHONPATH=/tmp/ortsite:src python benchmarks/bench_overhead.py --device cuda --models minilm,bert --batches 1
@@ -58,7 +60,7 @@ def ort_configs(name: str, sample: dict[str, Any], cuda: bool, chosen: str = "")
 
 def measure(name: str, batch: int, device: str, engines: list[str], warmup: int, repeat: int,
             configs: str = DEFAULT_TORCH, io: str = "host", ort: str = "",
-            baseline: str = "both") -> list[dict[str, Any]]:
+            baseline: str = "both", call: str = "both") -> list[dict[str, Any]]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -70,25 +72,26 @@ def measure(name: str, batch: int, device: str, engines: list[str], warmup: int,
             path = bm.export(module, names, sample, Path(tmp))
             results.append(xrt.bench(path, policies=ort_configs(name, sample, cuda, ort), engines=["onnxruntime"],
                                      device=device, feeds=sample, warmup=warmup, repeat=repeat, baseline=baseline,
-                                     io=io))
+                                     io=io, call=call))
         if "torch" in engines:
             example = tuple(torch.from_numpy(sample[n]) for n in names)
             options = {"example_inputs": example, "precision_mode": "cast-all"}  # like the bare module.half()
             chosen = [c for c in torch_configs(cuda) if c[0] in configs.split(",")]
             results.append(xrt.bench(module, policies=chosen, engines=["torch"], device=device,
                                      feeds=sample, warmup=warmup, repeat=repeat, baseline=baseline, io=io,
-                                     engine_options={"torch": options}))
+                                     engine_options={"torch": options}, call=call))
     rows = []
     for result in results:
         by_label = {r.label: r for r in result.rows}
         for r in result.rows:
             if r.kind != "xpuruntime":
                 continue
-            bare = by_label.get(f"bare {r.label}")
-            same = by_label.get(f"same-instance {r.label}")
+            base = r.label.removesuffix(" (prepared)")  # a prepared row shares its run row's twins
+            bare = by_label.get(f"bare {base}")
+            same = by_label.get(f"same-instance {base}")
             ok = r.p50_ms and bare is not None and bare.p50_ms
             ok_same = r.p50_ms and same is not None and same.p50_ms
-            rows.append({"model": name, "batch": batch, "config": r.label, "xpuruntime_p50_ms": r.p50_ms,
+            rows.append({"model": name, "batch": batch, "config": base, "call": r.call, "xpuruntime_p50_ms": r.p50_ms,
                          "bare_p50_ms": bare.p50_ms if bare else None,
                          "ratio": r.overhead if ok else None, "ratio_ci95": r.overhead_ci if ok else None,
                          "ratio_of_p50s": r.p50_ms / bare.p50_ms if ok else None, "io": io,
@@ -116,23 +119,25 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="added to the JSON file's name")
     parser.add_argument("--baseline", default="both", choices=["separate", "same", "both"],
                         help="bare twins: a separate instance, the candidate's own instance by hand, or both")
+    parser.add_argument("--call", default="both", choices=["run", "prepared", "both"],
+                        help="xpuruntime through session.run, a prepared run (session.prepare), or both")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             rows += measure(name, batch, args.device, args.engines.split(","), args.warmup, args.repeat,
-                            args.torch_configs, args.io, args.ort_configs, args.baseline)
+                            args.torch_configs, args.io, args.ort_configs, args.baseline, args.call)
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"xpuruntime over the bare engine, same settings, io={args.io} (p50 ms; overhead 1.00 = no cost)")
-    for col in ("model", "batch", "config", "xpuruntime", "bare", "overhead (95%)", "extra us/call",
+    for col in ("model", "batch", "config", "call", "xpuruntime", "bare", "overhead (95%)", "extra us/call",
                 "same instance", "overhead (95%) ", "extra us/call ", "error"):
         table.add_column(col)
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for r in rows:
-        table.add_row(r["model"], str(r["batch"]), r["config"], fmt(r["xpuruntime_p50_ms"], ".3f"),
+        table.add_row(r["model"], str(r["batch"]), r["config"], r["call"], fmt(r["xpuruntime_p50_ms"], ".3f"),
                       fmt(r["bare_p50_ms"], ".3f"), _ratio(r["ratio"], r["ratio_ci95"]), fmt(r["delta_us"], ".0f"),
                       fmt(r["same_instance_p50_ms"], ".3f"),
                       _ratio(r["ratio_same_instance"], r["ratio_same_instance_ci95"]),
@@ -145,7 +150,7 @@ def main() -> None:
         "python": platform.python_version(), "versions": _versions(),
         "settings": {"warmup": args.warmup, "repeat": args.repeat, "io": args.io,
                      "order": "interleaved, shuffled each round; ratio = median of same-round ratios",
-                     "baseline": args.baseline},
+                     "baseline": args.baseline, "call": args.call},
         "rows": rows})
 
 

@@ -214,3 +214,24 @@ def test_a_prepared_row_of_a_candidate_that_failed_is_not_run(tmp_path: Path) ->
                        repeat=1, call="both")
     assert all(r.error for r in result.rows)
     assert result.rows[1].error.startswith("not run: onnxruntime:default failed")
+
+
+def test_the_prepared_cuda_graph_call_is_the_graph_bindings_replay_written_out(bert: Path) -> None:
+    """ONNX Runtime's CUDA-graph path on the CPU provider (a GraphBinding over CPU OrtValues, as
+    test_ort_graph_binding does): the prepared call copies the new feeds into the bound inputs, runs the binding and
+    returns copies, as GraphBinding.run does."""
+    import onnxruntime as ort
+
+    from xpuruntime.inference.engines import _onnxruntime as tr
+
+    with xrt.InferenceSession(str(bert)) as sess, xrt.InferenceSession(str(bert)) as plain:
+        eng = sess.engine
+        eng._graphs, eng._graph = True, tr.GraphBinding(ort, eng.session, 0, device="cpu")
+        run = sess.prepare(_feeds(0))
+        results = []
+        for seed in (1, 2, 3):
+            got = run(_feeds(seed))
+            results.append(got)
+            np.testing.assert_allclose(got["hidden"], plain.run(_feeds(seed))["hidden"], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(results[0]["hidden"], results[1]["hidden"])  # each result its own copy
+        assert run.calls == 3

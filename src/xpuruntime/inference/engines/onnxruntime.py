@@ -342,30 +342,50 @@ class OnnxRuntimeEngine(Engine):
         """The hand-written loop's call for this configuration: ``session.run`` of numpy feeds; the CUDA-graph
         binding's in-place copies and replay; ``run_with_iobinding`` of the binding of the device feeds and
         caller-owned outputs (built by the run ``prepare`` made, kept here while later runs bind other buffers)."""
-        names = list(output_names)
+        names, lock, session = list(output_names), self._run_lock, self.session
+        # without execution_timeout_ms every run shares one RunOptions: the session's methods are called as a hand
+        # loop calls them; with it, each run goes through _guarded (a RunOptions per run, that a timer terminates)
+        direct = self._timeout_ms is None
+        ro = self._run_options if direct else None
         if self._graphs and not outputs:
-            graph, lock, run = self._graph, self._run_lock, self._run_binding
+            graph = self._graph
+            staged = [(name, graph.inputs.get(name)) for name in feeds]
+            if direct and graph.binding is not None and all(v is not None for _, v in staged) \
+                    and all(type(v) is np.ndarray for v in feeds.values()):
+                binding, replay, outs = graph.binding, session.run_with_iobinding, [graph.outputs[n] for n in names]
+                copy = graph.device == "cpu"  # a CPU OrtValue's numpy() is a view of the buffer the next run writes
 
-            def graph_call(given: dict[str, Any]) -> list[Any]:
+                def graph_call(given: dict[str, Any]) -> list[Any]:  # GraphBinding.run's replay, written out
+                    with lock:
+                        for name, value in staged:
+                            value.update_inplace(given[name])
+                        replay(binding, ro)
+                        return [o.numpy().copy() for o in outs] if copy else [o.numpy() for o in outs]
+                return graph_call
+            run = self._run_binding
+
+            def graph_run(given: dict[str, Any]) -> list[Any]:
                 with lock:
                     return graph.run(given, names, run)  # type: ignore[no-any-return]
-            return graph_call
+            return graph_run
         if not outputs and not _has_device_feeds(feeds):
-            method = self.session.run
-            if self._timeout_ms is not None:  # a RunOptions per run, that a timer terminates
+            method = session.run
+            if not direct:
                 guarded = self._guarded
                 return lambda given: guarded(method, names, given)  # type: ignore[no-any-return]
-            ro = self._run_options
             return lambda given: method(names, given, ro)  # type: ignore[no-any-return]
         bound = getattr(self, "_bound", None)
         if outputs and all(n in outputs for n in names) and bound is not None and not bound[2] \
                 and all(isinstance(v, DeviceArray) for v in feeds.values()):
-            binding, lock, run_binding, results = bound[1], self._run_lock, self._run_binding, \
-                [outputs[n] for n in names]
+            binding, results = bound[1], [outputs[n] for n in names]
+            run_binding, run_with = self._run_binding, session.run_with_iobinding
 
             def bound_call(_given: dict[str, Any]) -> list[Any]:
                 with lock:
-                    run_binding(binding)
+                    if direct:
+                        run_with(binding, ro)
+                    else:
+                        run_binding(binding)
                 return results
             return bound_call
         return None
