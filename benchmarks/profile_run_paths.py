@@ -172,6 +172,15 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
                 graph.replay()
                 return [t.cpu().numpy() for t in outs]
             calls["xrt graph, hand replay"] = hand_replay
+    # session.prepare's run: with the feed check, without it (the prepared feeds again), its lean call alone
+    if io == "device" and eng.name == "onnxruntime":
+        prepared = eng.prepare(dev, outputs=outputs)
+        calls["prepared(feeds)"] = lambda: prepared(dev)
+    else:
+        prepared = eng.prepare(feeds)
+        calls["prepared(feeds)"] = lambda: prepared(feeds)
+        calls["prepared lean call"] = lambda: prepared._call(feeds)
+    calls["prepared()"] = prepared
     return calls
 
 

@@ -29,6 +29,7 @@ import importlib.util
 import pkgutil
 import re
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,9 @@ class Engine(ABC):
     option_keys: ClassVar[tuple[str, ...]] = ()  # accepted ``engine_options`` keys
     #: kinds of caller-owned output buffers ``run(outputs=...)`` takes (``feeds.OUTPUT_BUFFER_KINDS``)
     output_buffers: ClassVar[tuple[str, ...]] = ("numpy", "cuda")
+    #: a prepared run checks that numpy feeds are C-contiguous (False: the engine's lean calls take strided arrays,
+    #: its library copying them as its own run does)
+    contiguous_feeds: ClassVar[bool] = True
 
     def __init__(self, model: Any, device: DeviceSpec, policy: Policy, options: Mapping[str, Any],
                  fingerprint_hash: str, tuning: Mapping[str, Any] | None = None) -> None:
@@ -164,6 +168,7 @@ class Engine(ABC):
         self.lock_record: dict[str, Any] | None = None  # the lock the policy came from (create(lock=...))
         self._closed = False
         self._again: _Again | None = None  # the last device-I/O run, while it can be repeated as it is
+        self._prepared: weakref.WeakSet[PreparedRun] = weakref.WeakSet()  # closed with the engine
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -423,6 +428,8 @@ class Engine(ABC):
         """Release the engine's resources; later runs raise."""
         self._closed = True
         self._again = None
+        for prepared in list(self._prepared):
+            prepared._close()
         self.close_impl()
 
     # -- receipts --------------------------------------------------------------------------

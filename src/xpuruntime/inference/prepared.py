@@ -13,14 +13,14 @@ own work (``benchmarks/profile_in_situ.py``): about 30 us a call, 5-10% of a 0.3
 that runs one configuration over and over pays that for nothing; a prepared run pays it once.
 
 The contract, for device tensors (ONNX Runtime IO binding, a CUDA graph's static inputs): refill them in place
-(``x.copy_(new)``) and call ``run()`` with no feeds. Do not resize or re-point one after ``prepare`` (``resize_``,
+(``x.copy_(new)``) and call ``run()`` with no feeds. The same works for numpy feeds (``run.inputs``), and is the
+leanest call: nothing is checked. Do not resize or re-point one after ``prepare`` (``resize_``,
 ``set_``): an engine bound to its address (IO binding, a graph's input copy) keeps reading and writing its first
 memory, which the prepared run holds alive (never freed memory, never another tensor's), and an engine that takes
 the tensor itself raises on the new shape. Prepare again instead.
 
 Spans: a prepared call records its trace span (and NVTX range) only while a
-:func:`xpuruntime.runtime.profiler.profile` is collecting or an NVTX tool is attached (Nsight Systems); ``calls``
-counts the calls.
+:func:`xpuruntime.runtime.profiler.profile` is collecting or an NVTX tool is attached (Nsight Systems).
 
 >>> run = sess.prepare({"x": x})        # doctest: +SKIP
 >>> y = run()["y"]                      # the same feeds again
@@ -61,8 +61,8 @@ class PreparedRun:
     shares), but its device buffers are the caller's: refill them from one thread.
     """
 
-    __slots__ = ("_engine", "_call", "_names", "_spec", "_given", "_host", "_as_dict", "_results", "_traced",
-                 "_keep", "_profile", "calls")
+    __slots__ = ("_engine", "_call", "_names", "_spec", "_given", "_host", "_plain", "_as_dict", "_results",
+                 "_traced", "_keep", "_profile", "_contiguous", "__weakref__")
 
     def __init__(self, engine: Engine, feeds: Any, checked: dict[str, Any], names: Sequence[str],
                  outputs: Mapping[str, Any] | None, call: LeanCall) -> None:
@@ -82,19 +82,35 @@ class PreparedRun:
                        for name, _, dtype in spec}
         self._as_dict = isinstance(feeds, Mapping)
         self._results = dict(outputs) if outputs else None
+        self._plain = self._as_dict and self._results is None  # results as a new dict of the lean call's list
+        self._contiguous = engine.contiguous_feeds
         self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
         self._traced = _nvtx_attached()
         self._profile = lambda: engine._profile(self._given, self._names)
-        self.calls = 0
+        engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
 
     @property
     def output_names(self) -> list[str]:
         return list(self._names)
 
-    def __call__(self, feeds: Any = None) -> Any:
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The prepared feeds by name (the caller's numpy arrays and device tensors): refill them in place
+        (``np.copyto(run.inputs["x"], new)``, ``x.copy_(new)``) and call ``run()``, the leanest call (no feed
+        check at all)."""
+        named = {name: shape for name, shape, dtype in self._spec if dtype is None}
+        return {name: named.get(name, value) for name, value in self._given.items()}
+
+    def _close(self) -> None:
+        """The session closed: every later call raises (set once here, not checked per call)."""
         engine = self._engine
-        if engine._closed:
+
+        def closed(_given: dict[str, Any]) -> list[Any]:
             engine._check_open()
+            raise AssertionError("unreachable: the engine is closed")  # pragma: no cover
+        self._call = closed
+
+    def __call__(self, feeds: Any = None) -> Any:
         if feeds is None:
             given = self._given
         elif type(feeds) is dict and len(feeds) == len(self._spec):  # the prepared shapes, written out: every call
@@ -104,9 +120,9 @@ class PreparedRun:
                     if value is not shape:
                         given = self._checked(feeds)
                         break
-                elif type(value) is not np.ndarray or value.shape != shape or value.dtype != dtype \
-                        or not value.flags.c_contiguous:
-                    given = self._checked(feeds)
+                elif type(value) is not np.ndarray or value.shape != shape or value.dtype is not dtype \
+                        or self._contiguous and not value.flags.c_contiguous:  # (dtype: numpy's own instance;
+                    given = self._checked(feeds)            # an equal other one: the full check, then the run)
                     break
             else:
                 given = feeds if self._host else self._merged(feeds)
@@ -119,11 +135,10 @@ class PreparedRun:
         except XpuRuntimeError:
             raise
         except Exception as exc:  # noqa: BLE001 - the engine library's own errors, as Engine.run wraps them
-            raise engine.run_error(exc) from None
-        self.calls += 1
-        if self._results is not None or not self._as_dict:
-            return self._deliver(results)
-        return dict(zip(self._names, results))
+            raise self._engine.run_error(exc) from None
+        if self._plain:
+            return dict(zip(self._names, results))
+        return self._deliver(results)
 
     def _traced_call(self, given: dict[str, Any]) -> Any:
         """The call with its trace span (NVTX range, a profile's record, the receipt's bounded span list)."""
@@ -138,7 +153,6 @@ class PreparedRun:
             raise engine.run_error(exc) from None
         finally:
             spans.end(mark, self._profile, {"prepared": True})
-        self.calls += 1
         return self._deliver(results)
 
     def _deliver(self, results: list[Any]) -> Any:
@@ -180,7 +194,7 @@ class PreparedRun:
 
     def __repr__(self) -> str:
         feeds = ", ".join(f"{n}: {d}{list(s)}" if d is not None else f"{n}: bound tensor" for n, s, d in self._spec)
-        return f"PreparedRun({self._engine.name}, {{{feeds}}} -> {self._names}, calls={self.calls})"
+        return f"PreparedRun({self._engine.name}, {{{feeds}}} -> {self._names})"
 
 
 def _nvtx_attached() -> bool:

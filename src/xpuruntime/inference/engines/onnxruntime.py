@@ -76,6 +76,7 @@ class OnnxRuntimeEngine(Engine):
     devices = ("cpu", "cuda", "gpu", "npu")
     option_keys = _OPTION_KEYS
     tensorrt = False
+    contiguous_feeds = False  # session.run and OrtValue.update_inplace copy strided numpy arrays themselves
 
     @classmethod
     def version(cls) -> str | None:
