@@ -253,3 +253,37 @@ def test_strided_numpy_feeds_run_as_run_runs_them(bert: Path) -> None:
     feed = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
     reversed_ = np.ascontiguousarray(feed[::-1])[::-1]
     np.testing.assert_array_equal(run({name: reversed_})[out], sess.run({name: feed})[out])
+
+
+@pytest.mark.parametrize("policy", [{}, {"precision": "bf16"}])
+def test_a_transformers_model_on_torch_prepared_picks_its_outputs_by_attribute(policy: dict[str, Any]) -> None:
+    """transformers' BertModel through the torch engine: the prepared numpy path reads ModelOutput fields as
+    attributes (its __getitem__ rebuilds a dict per call) and gives what run gives."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from xpuruntime.inference.engines.torch import _Picker
+
+    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                  vocab_size=100, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    feeds = _feeds()
+    example = (torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+    with xrt.InferenceSession(model, engine="torch", exec_policy=policy or None,
+                              engine_options={"example_inputs": example,
+                                              "input_names": ["input_ids", "attention_mask"]}) as sess:
+        run = sess.prepare(feeds)
+        for seed in (1, 2):
+            got, want = run(_feeds(seed)), sess.run(_feeds(seed))
+            assert list(got) == list(want) == sess.engine._output_list
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name])
+    pick = _Picker(["last_hidden_state", "pooler_output"])
+    with torch.inference_mode():
+        out = model(*example)
+    tensors = pick(out)
+    assert tensors[0] is out.last_hidden_state and tensors[1] is out.pooler_output
+    assert pick.by_type[type(out)].__qualname__.endswith("<lambda>")  # attribute reads, not the flattening fallback
+    assert _Picker([0])(out.last_hidden_state)[0] is out.last_hidden_state
+    assert [t.shape for t in _Picker([1, 0])((out.pooler_output, (out.last_hidden_state,)))] == \
+        [out.last_hidden_state.shape, out.pooler_output.shape]

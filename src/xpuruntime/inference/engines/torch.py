@@ -430,13 +430,19 @@ class TorchEngine(Engine):
         values = [_deliver(t, home, as_tensors) for t in picked]
         return [_into(outputs[n], v) if outputs and n in outputs else v for n, v in zip(output_names, values)]
 
-    def _host_runner(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None]:
+    def _host_runner(self, prepared: Sequence[str] | None = None
+                     ) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None]:
         """The hot path of numpy feeds through the module (eager or compiled, no captured graph) into numpy results,
         built after the first such run: what :meth:`run_impl` does for them, with what it decides per run (feed
         kinds, modes, the function, the cast, the policy's scope) decided once. Each array becomes an inference
         tensor on the target (as ``with torch.inference_mode(): model(torch.from_numpy(x))`` makes it), is cast like
         the weights, and each floating output comes back as float32 numpy. Returns None (take the general path)
-        for anything but numpy arrays."""
+        for anything but numpy arrays.
+
+        ``prepared``: the output names of a prepared run (:meth:`prepare_impl`), whose feeds are checked already and
+        whose errors :meth:`run_error` maps: no feed-kind test, no error context, and the outputs picked from the
+        model's result by a picker built for its type on the first call (an attribute read per output of a
+        transformers ``ModelOutput``, an item of a plain dict) instead of flattening it."""
         torch = _torch()
         names = [i.name for i in self._inputs]
         fn = self._compiled if self._compiled is not None else self.module
@@ -452,16 +458,31 @@ class TorchEngine(Engine):
             t = t.cpu()
             return (t.float() if t.dtype == bf16 else t).numpy()
 
+        if prepared is None:
+            def outputs_of(result: Any, output_names: Sequence[str]) -> list[Any]:
+                flat = dict(_flatten(result))
+                return [host(flat[key]) for key in keys_of(output_names)]
+        else:
+            pick = _Picker(keys_of(prepared))
+
+            def outputs_of(result: Any, output_names: Sequence[str]) -> list[Any]:
+                return [host(t) for t in pick(result)]
+
         def forward(values: list[Any], output_names: Sequence[str]) -> list[Any]:
             with inference_mode():
                 inputs = [from_numpy(contiguous(v)).to(target) for v in values]
                 if dtype is not None:
                     inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
-                flat = dict(_flatten(fn(*inputs)))
-                return [host(flat[key]) for key in keys_of(output_names)]
+                return outputs_of(fn(*inputs), output_names)
 
         inline = _state().prepared(policy, plan, kind)
         if inline is None:  # switches to write or contexts to enter: the policy's scope object
+            if prepared is not None:
+                def run_prepared(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
+                    with _RUN_LOCK, applied(policy, plan, device_type=kind, receipt=False):
+                        return forward([feeds[n] for n in names], output_names)
+                return run_prepared
+
             def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
                 values = [feeds[n] for n in names]
                 for v in values:
@@ -476,25 +497,34 @@ class TorchEngine(Engine):
         active, state, kvar, kpolicy = inline
         no_kernel_error = _state().no_kernel_error
 
+        def scoped(values: list[Any], output_names: Sequence[str]) -> list[Any]:
+            token = active.set(state)
+            ktoken = kvar.set(kpolicy) if kvar is not None else None
+            try:
+                return forward(values, output_names)
+            except RuntimeError as exc:
+                violation = no_kernel_error(exc, state)
+                if violation is not None:
+                    raise violation from exc
+                raise
+            finally:
+                if ktoken is not None:
+                    kvar.reset(ktoken)
+                active.reset(token)
+
+        if prepared is not None:
+            def run_inline_prepared(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
+                with _RUN_LOCK:
+                    return scoped([feeds[n] for n in names], output_names)
+            return run_inline_prepared
+
         def run_inline(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
             values = [feeds[n] for n in names]
             for v in values:
                 if type(v) is not ndarray:
                     return None
             with _RUN_LOCK, _torch_errors():
-                token = active.set(state)
-                ktoken = kvar.set(kpolicy) if kvar is not None else None
-                try:
-                    return forward(values, output_names)
-                except RuntimeError as exc:
-                    violation = no_kernel_error(exc, state)
-                    if violation is not None:
-                        raise violation from exc
-                    raise
-                finally:
-                    if ktoken is not None:
-                        kvar.reset(ktoken)
-                    active.reset(token)
+                return scoped(values, output_names)
         return run_inline
 
     def _replayer(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
@@ -567,12 +597,9 @@ class TorchEngine(Engine):
                     return results
                 return device_replay
             return None
-        runner = self._replay
-        if host and not outputs and runner is not None:
-            def host_run(given: dict[str, Any]) -> list[Any]:
-                done = runner(given, names)
-                return done if done is not None else self.run_impl(given, names, None)
-            return host_run
+        if host and not outputs and self._replay is not None:  # the numpy path through the module was taken
+            runner = self._host_runner(prepared=names)
+            return lambda given: runner(given, names)  # type: ignore[no-any-return]
         return None
 
     def run_error(self, exc: Exception) -> XpuRuntimeError:
@@ -777,6 +804,42 @@ def _info_from_meta(name: str, value: Any) -> TensorInfo:
                              expected="tensor inputs and outputs", received=type(value).__name__)
     dims = tuple(int(d) if str(d).lstrip("-").isdigit() else str(d) for d in value.shape)
     return TensorInfo(name, dims, _dtype_name(value.dtype))
+
+
+class _Picker:
+    """The tensors of output ``keys`` (``_output_keys``: str for a mapping's keys, int for the flattened leaves) from a
+    model's result, by an accessor built for the result's type on first sight: attribute reads for a dataclass
+    mapping whose fields the keys are (transformers' ``ModelOutput``, whose ``__getitem__`` rebuilds a dict), items
+    of a plain dict, the tensor itself; :func:`_flatten` for anything else (nested sequences, other mappings)."""
+
+    __slots__ = ("keys", "by_type")
+
+    def __init__(self, keys: Sequence[Any]) -> None:
+        self.keys = list(keys)
+        self.by_type: dict[type, Callable[[Any], list[Any]]] = {}
+
+    def __call__(self, result: Any) -> list[Any]:
+        accessor = self.by_type.get(type(result))
+        if accessor is None:
+            accessor = self.by_type[type(result)] = self._accessor(result)
+        return accessor(result)
+
+    def _accessor(self, result: Any) -> Callable[[Any], list[Any]]:
+        torch = _torch()
+        keys = self.keys
+        if isinstance(result, torch.Tensor) and keys == [0]:
+            return lambda r: [r]
+        if keys and all(type(k) is str for k in keys):
+            if type(result) is dict:
+                return lambda r: [r[k] for k in keys]
+            fields = {f.name for f in dataclasses.fields(result)} if dataclasses.is_dataclass(result) else set()
+            if isinstance(result, Mapping) and set(keys) <= fields:
+                return lambda r: [getattr(r, k) for k in keys]
+
+        def flattened(r: Any) -> list[Any]:
+            flat = dict(_flatten(r))
+            return [flat[k] for k in keys]
+        return flattened
 
 
 def _flatten(result: Any) -> list[tuple[Any, Any]]:
