@@ -287,3 +287,86 @@ def test_a_transformers_model_on_torch_prepared_picks_its_outputs_by_attribute(p
     assert _Picker([0])(out.last_hidden_state)[0] is out.last_hidden_state
     assert [t.shape for t in _Picker([1, 0])((out.pooler_output, (out.last_hidden_state,)))] == \
         [out.last_hidden_state.shape, out.pooler_output.shape]
+
+
+def _two_io() -> Any:
+    """a, b -> s = a + b, p = a * b (two inputs, two outputs)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])], "two_io",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("a", "b")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("s", "p")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def _ab(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.standard_normal((2, 4)).astype(np.float32), "b": rng.standard_normal((2, 4)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_caller_buffers_for_some_outputs_and_in_another_order_give_what_run_gives(engine: str) -> None:
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    with xrt.InferenceSession(_two_io(), engine=engine) as sess:
+        buffer = np.empty((2, 4), np.float32)
+        run = sess.prepare(_ab(), outputs={"s": buffer})  # one buffer, both outputs requested
+        got, want = run(_ab(1)), sess.run(_ab(1))
+        assert list(got) == ["s", "p"] and got["s"] is buffer
+        np.testing.assert_allclose(got["p"], want["p"])
+        bp, bs = np.empty((2, 4), np.float32), np.empty((2, 4), np.float32)
+        listed = sess.prepare([_ab()["a"], _ab()["b"]], outputs={"p": bp, "s": bs})  # buffers named in another order
+        out = listed()
+        assert out[0] is bs and out[1] is bp  # the model's output order, as run() gives it
+        assert isinstance(listed(_ab(2)), dict)  # the form follows the call's feeds, as run()'s does
+
+
+def test_an_array_refilled_in_place_is_seen_even_when_prepare_had_to_convert_it() -> None:
+    sess, _module, x = _torch_session()
+    name, out = sess.input_info[0].name, sess.output_info[0].name
+    feed = np.asfortranarray(x.numpy())  # not C-contiguous: the torch engine converts it
+    run = sess.prepare({name: feed})
+    assert run.inputs[name] is feed
+    new = np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32)
+    feed[...] = new
+    np.testing.assert_array_equal(run()[out], sess.run({name: new})[out])
+    with xrt.InferenceSession(_two_io()) as ort_sess:  # ONNX Runtime takes the strided array itself
+        fortran = {k: np.asfortranarray(v) for k, v in _ab().items()}
+        ort_run = ort_sess.prepare(fortran)
+        fortran["a"][...] = 3.0
+        np.testing.assert_allclose(ort_run()["s"], ort_sess.run({"a": np.full((2, 4), 3.0, np.float32),
+                                                                  "b": _ab()["b"]})["s"])
+
+
+def test_torch_models_returning_int_keyed_dicts_and_a_bare_tensor_feed() -> None:
+    torch = pytest.importorskip("torch")
+
+    class IntKeys(torch.nn.Module):
+        def forward(self, a: Any, b: Any) -> Any:
+            return {0: a + b, 1: a * b}
+
+    ab = _ab()
+    with xrt.InferenceSession(IntKeys(), engine="torch", engine_options={
+            "example_inputs": (torch.from_numpy(ab["a"]), torch.from_numpy(ab["b"])), "input_names": ["a", "b"]}) as s:
+        run = s.prepare(ab)
+        got, want = run(_ab(1)), s.run(_ab(1))
+        assert list(got) == list(want) == ["0", "1"]
+        np.testing.assert_array_equal(got["1"], want["1"])
+    sess, module, x = _torch_session()
+    run = sess.prepare(x)  # one input, fed as a bare tensor
+    assert isinstance(run(x), list) and isinstance(run([x]), list)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x)[0], module(x))  # tensors in, tensors out, as run() gives
+
+
+def test_an_ndarray_subclass_given_to_prepare_is_a_host_feed(tmp_path: Path) -> None:
+    ab = _ab()
+    mapped = np.memmap(tmp_path / "a.bin", dtype=np.float32, mode="w+", shape=(2, 4))
+    mapped[:] = ab["a"]
+    with xrt.InferenceSession(_two_io()) as sess:
+        run = sess.prepare({"a": mapped, "b": ab["b"]})
+        assert "bound tensor" not in repr(run)
+        np.testing.assert_allclose(run(_ab(3))["p"], sess.run(_ab(3))["p"])

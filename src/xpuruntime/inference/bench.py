@@ -305,11 +305,18 @@ def _first_run(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> No
     if first is not None and first.error:  # a twin (a prepared row) of a candidate that failed: nothing to compare
         c.row.error, c.call = f"not run: {first.label} failed", None
         return
+    prepared = c.row.kind == "xpuruntime" and c.row.call == "prepared"
     try:
-        c.call = _caller(c, feeds, io, device)
+        if prepared:  # session.prepare is the first run: timed and measured as one
+            _io_buffers(c, feeds, io, device)
+        else:
+            c.call = _caller(c, feeds, io, device)
         with _memory(c.row, device, accumulate=True):
             start = time.perf_counter()
-            c.call()
+            if prepared:
+                c.call = _caller(c, feeds, io, device)
+            else:
+                c.call()
             _sync(device)
             c.row.first_run_ms = (time.perf_counter() - start) * 1e3
     except Exception as exc:  # noqa: BLE001 - any failure of one candidate goes in its row; the others run
@@ -327,13 +334,21 @@ def _caller(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> Calla
             run = eng.prepare(feeds)
             return lambda: run(feeds)  # new numpy feeds each call, as a hand loop passes them
         return lambda: eng.run(feeds)
-    # device I/O: a prepared row runs its run row's buffers (one engine binds one set: two would rebind every call)
-    sibling = c.sibling.buffers if c.sibling is not None else None
-    c.buffers = sibling or _device_buffers(eng, feeds)
-    dev_feeds, outputs = c.buffers
+    dev_feeds, outputs = _io_buffers(c, feeds, io, device)
     if prepared:
         return eng.prepare(dev_feeds, outputs=outputs)  # type: ignore[no-any-return]
     return lambda: eng.run(dev_feeds, outputs=outputs)
+
+
+def _io_buffers(c: _Candidate, feeds: dict[str, Any], io: str, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Device I/O: the CUDA feeds and outputs an xpuruntime row runs, made once (a prepared row runs its run row's:
+    one engine binds one set of buffers, two would rebind on every call); ({}, {}) for host I/O."""
+    if io == "host" or not device.startswith("cuda") or c.row.kind != "xpuruntime":
+        return {}, {}
+    if c.buffers is None:
+        sibling = c.sibling.buffers if c.sibling is not None else None
+        c.buffers = sibling or _device_buffers(c.engine, feeds)  # type: ignore[attr-defined]
+    return c.buffers
 
 
 def _device_buffers(eng: Any, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -61,12 +61,13 @@ class PreparedRun:
     shares), but its device buffers are the caller's: refill them from one thread.
     """
 
-    __slots__ = ("_engine", "_call", "_names", "_spec", "_given", "_host", "_plain", "_as_dict", "_results",
-                 "_traced", "_keep", "_profile", "_contiguous", "__weakref__")
+    __slots__ = ("_engine", "_call", "_names", "_spec", "_given", "_host", "_as_dict", "_refresh", "_traced",
+                 "_keep", "_contiguous", "__weakref__")
 
     def __init__(self, engine: Engine, feeds: Any, checked: dict[str, Any], names: Sequence[str],
                  outputs: Mapping[str, Any] | None, call: LeanCall) -> None:
         self._engine, self._call, self._names = engine, call, list(names)
+        self._contiguous = engine.contiguous_feeds
         # per input: (name, shape, dtype) of a numpy feed, or (name, the prepared object, None) of a device feed
         named = _named(feeds, list(checked))
         spec: list[tuple[str, Any, Any]] = []
@@ -75,18 +76,22 @@ class PreparedRun:
             spec.append((name, host.shape, host.dtype) if host is not None else (name, named.get(name), None))
         self._spec = tuple(spec)
         self._host = all(dtype is not None for _, _, dtype in spec)
-        # the prepared feeds as the lean call takes them: device values as the engine checked them, numpy arrays as
-        # checked (the caller's own array unless it needed a conversion) or as given (an engine that checks them
-        # into tensors: its general run path takes numpy too)
-        self._given = {name: checked[name] if dtype is None or type(checked[name]) is np.ndarray else named[name]
-                       for name, _, dtype in spec}
+        # the prepared feeds as the lean call takes them: device values as the engine checked them; numpy arrays as
+        # the caller gave them where they are arrays (so that refilling them in place is seen), else as checked
+        given, refresh = {}, []
+        for name, _, dtype in spec:
+            source = named.get(name)
+            if dtype is None or not isinstance(source, np.ndarray):
+                given[name] = checked[name]
+            elif checked[name] is source or type(checked[name]) is not np.ndarray or not self._contiguous:
+                given[name] = source  # the caller's array (an engine checking into tensors, or one taking strides)
+            else:  # converted for an engine that needs C order: converted again on every call without feeds
+                given[name] = checked[name]
+                refresh.append((name, source))
+        self._given, self._refresh = given, tuple(refresh)
         self._as_dict = isinstance(feeds, Mapping)
-        self._results = dict(outputs) if outputs else None
-        self._plain = self._as_dict and self._results is None  # results as a new dict of the lean call's list
-        self._contiguous = engine.contiguous_feeds
         self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
         self._traced = _nvtx_attached()
-        self._profile = lambda: engine._profile(self._given, self._names)
         engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
 
     @property
@@ -99,6 +104,7 @@ class PreparedRun:
         (``np.copyto(run.inputs["x"], new)``, ``x.copy_(new)``) and call ``run()``, the leanest call (no feed
         check at all)."""
         named = {name: shape for name, shape, dtype in self._spec if dtype is None}
+        named.update(self._refresh)
         return {name: named.get(name, value) for name, value in self._given.items()}
 
     def _close(self) -> None:
@@ -111,8 +117,10 @@ class PreparedRun:
         self._call = closed
 
     def __call__(self, feeds: Any = None) -> Any:
+        as_dict = True
         if feeds is None:
-            given = self._given
+            given = self._given if not self._refresh else self._refreshed()
+            as_dict = self._as_dict
         elif type(feeds) is dict and len(feeds) == len(self._spec):  # the prepared shapes, written out: every call
             for name, shape, dtype in self._spec:                      # comes here, and each frame costs several
                 value = feeds.get(name)                                # times its warm price after the engine's work
@@ -128,21 +136,21 @@ class PreparedRun:
                 given = feeds if self._host else self._merged(feeds)
         else:
             given = self._checked(feeds)
+            as_dict = isinstance(feeds, Mapping)
         if self._traced or _ACTIVE.get() is not None:
-            return self._traced_call(given)
+            return self._traced_call(given, as_dict)
         try:
             results = self._call(given)
         except XpuRuntimeError:
             raise
         except Exception as exc:  # noqa: BLE001 - the engine library's own errors, as Engine.run wraps them
             raise self._engine.run_error(exc) from None
-        if self._plain:
-            return dict(zip(self._names, results))
-        return self._deliver(results)
+        return dict(zip(self._names, results)) if as_dict else list(results)  # the form of the feeds, as run()
 
-    def _traced_call(self, given: dict[str, Any]) -> Any:
-        """The call with its trace span (NVTX range, a profile's record, the receipt's bounded span list)."""
-        engine = self._engine
+    def _traced_call(self, given: dict[str, Any], as_dict: bool) -> Any:
+        """The call with its trace span (NVTX range, a profile's record, the receipt's bounded span list); a profile
+        replays this call's feeds."""
+        engine, names = self._engine, self._names
         spans = engine._spans
         mark = spans.begin("run")
         try:
@@ -152,15 +160,18 @@ class PreparedRun:
         except Exception as exc:  # noqa: BLE001 - as in __call__
             raise engine.run_error(exc) from None
         finally:
-            spans.end(mark, self._profile, {"prepared": True})
-        return self._deliver(results)
-
-    def _deliver(self, results: list[Any]) -> Any:
-        if self._results is not None:
-            return dict(self._results) if self._as_dict else list(self._results.values())
-        return dict(zip(self._names, results)) if self._as_dict else results
+            spans.end(mark, lambda: engine._profile(given, names), {"prepared": True})
+        return dict(zip(names, results)) if as_dict else list(results)
 
     # -- feeds -----------------------------------------------------------------------------
+    def _refreshed(self) -> dict[str, Any]:
+        """The prepared feeds, with each numpy array the engine needed converted (not C-contiguous) converted again
+        from the caller's array as it is now."""
+        given = dict(self._given)
+        for name, source in self._refresh:
+            given[name] = np.ascontiguousarray(source)
+        return given
+
     def _merged(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The prepared device values with the new numpy feeds."""
         if all(dtype is None for _, _, dtype in self._spec):
@@ -172,22 +183,22 @@ class PreparedRun:
         error), then each checked feed compared with the prepared configuration."""
         engine = self._engine
         checked = engine.check_feeds(feeds, engine._feeds)
-        named = _named(feeds, list(checked)) if isinstance(feeds, (Mapping, list, tuple)) else {}
+        named = _named(feeds, list(checked))
         for name, shape, dtype in self._spec:
-            value = _host_value(checked.get(name), named.get(name))
+            given = named.get(name)
+            value = _host_value(checked.get(name), given)
             if dtype is None:
-                if named.get(name) is not shape:
+                if given is not shape:
                     raise InputError(f"input {name!r} is not the device tensor this run was prepared with",
                                      expected="the same tensor, refilled in place (x.copy_(new)), or no feeds",
-                                     received=f"{type(named.get(name)).__name__}",
+                                     received=f"another {type(given).__name__}",
                                      hint="call run() with no feeds after refilling the prepared tensors, or "
                                           "prepare another run (session.prepare) for these feeds")
             elif value is None or value.shape != shape or value.dtype != dtype:
-                got = f"{getattr(value, 'dtype', type(value).__name__)}{list(getattr(value, 'shape', ()))}"
+                got = f"{value.dtype}{list(value.shape)}" if value is not None else f"a {type(given).__name__}"
                 raise InputError(f"input {name!r} does not fit this prepared run",
                                  expected=f"a numpy array {dtype}{list(shape)}", received=got,
-                                 hint="prepare another run (session.prepare) for these shapes, or call "
-                                      "session.run")
+                                 hint="prepare another run (session.prepare) for these feeds, or call session.run")
         if self._host:
             return checked
         return {name: checked[name] if dtype is not None else self._given[name] for name, _, dtype in self._spec}
@@ -205,10 +216,11 @@ def _nvtx_attached() -> bool:
 
 
 def _host_value(checked: Any, given: Any) -> np.ndarray | None:
-    """The numpy array a feed is on the host (as checked, else as the caller gave it), or None for a device feed."""
-    if type(checked) is np.ndarray:
+    """The numpy array a feed is on the host (as checked, else as the caller gave it: subclasses such as
+    ``np.memmap`` included), or None for a device feed."""
+    if isinstance(checked, np.ndarray):
         return checked
-    return given if type(given) is np.ndarray else None
+    return given if isinstance(given, np.ndarray) else None
 
 
 def _named(feeds: Any, names: list[str]) -> dict[str, Any]:

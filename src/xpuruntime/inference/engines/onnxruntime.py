@@ -375,10 +375,10 @@ class OnnxRuntimeEngine(Engine):
                 guarded = self._guarded
                 return lambda given: guarded(method, names, given)  # type: ignore[no-any-return]
             return lambda given: method(names, given, ro)  # type: ignore[no-any-return]
-        bound = getattr(self, "_bound", None)
-        if outputs and all(n in outputs for n in names) and bound is not None and not bound[2] \
-                and all(isinstance(v, DeviceArray) for v in feeds.values()):
-            binding, results = bound[1], [outputs[n] for n in names]
+        if outputs and all(n in outputs for n in names) and all(isinstance(v, DeviceArray) for v in feeds.values()):
+            with lock:  # the binding of exactly these buffers (another thread's run may have bound others since)
+                binding = self._binding(feeds, names, outputs)
+            results = [outputs[n] for n in names]
             run_binding, run_with = self._run_binding, session.run_with_iobinding
 
             def bound_call(_given: dict[str, Any]) -> list[Any]:

@@ -583,7 +583,9 @@ class TorchEngine(Engine):
                 return host_replay
             tensors_out = outputs and all(isinstance(outputs.get(n), torch.Tensor) for n in names)
             if tensors_out and not any(type(v) is np.ndarray for v in feeds.values()):
-                pairs = [(static, self._as_tensor(feeds[n])) for n, static in statics]  # the prepared tensors, once
+                # the caller's tensors themselves (detached views: a refill in place is seen, on any device)
+                pairs = [(static, feeds[n].detach() if isinstance(feeds[n], torch.Tensor) else self._as_tensor(feeds[n]))
+                         for n, static in statics]
                 copies = [(outputs[n], t) for n, t in zip(names, outs)]
                 results = [outputs[n] for n in names]
 
@@ -830,7 +832,7 @@ class _Picker:
         if isinstance(result, torch.Tensor) and keys == [0]:
             return lambda r: [r]
         if keys and all(type(k) is str for k in keys):
-            if type(result) is dict:
+            if type(result) is dict and all(k in result for k in keys):  # (keys are str() of the model's keys)
                 return lambda r: [r[k] for k in keys]
             fields = {f.name for f in dataclasses.fields(result)} if dataclasses.is_dataclass(result) else set()
             if isinstance(result, Mapping) and set(keys) <= fields:
