@@ -584,8 +584,8 @@ class TorchEngine(Engine):
             tensors_out = outputs and all(isinstance(outputs.get(n), torch.Tensor) for n in names)
             if tensors_out and not any(type(v) is np.ndarray for v in feeds.values()):
                 # the caller's tensors themselves (detached views: a refill in place is seen, on any device)
-                pairs = [(static, feeds[n].detach() if isinstance(feeds[n], torch.Tensor) else self._as_tensor(feeds[n]))
-                         for n, static in statics]
+                pairs = [(static, v.detach() if isinstance(v, torch.Tensor) else self._as_tensor(v))
+                         for static, v in ((static, feeds[n]) for n, static in statics)]
                 copies = [(outputs[n], t) for n, t in zip(names, outs)]
                 results = [outputs[n] for n in names]
 
