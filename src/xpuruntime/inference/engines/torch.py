@@ -567,7 +567,9 @@ class TorchEngine(Engine):
                 return None
             flat = dict(_flatten(graph.outputs))
             outs = [flat[key] for key in self._keys_of(names)]
-            replay = graph.replay
+            # CapturedGraph.replay written out below: the graph's own replay, or under a named range while torch's
+            # profiler records
+            named_replay, bare_replay, profiler = graph.replay, graph.graph.replay, torch.autograd.profiler
             if host and not outputs:
                 from_numpy = torch.from_numpy
                 plain = all(t.is_cuda and t.dtype != torch.bfloat16 and not t.requires_grad for t in outs)
@@ -576,7 +578,10 @@ class TorchEngine(Engine):
                     with _RUN_LOCK:
                         for name, static in statics:
                             static.copy_(from_numpy(given[name]))
-                        replay()
+                        if getattr(profiler, "_is_profiler_enabled", True):
+                            named_replay()
+                        else:
+                            bare_replay()
                         if plain:  # a copy to the host is a new tensor: what a hand loop reads back
                             return [t.cpu().numpy() for t in outs]
                         return [_to_host(t, reused=True) for t in outs]
@@ -593,7 +598,10 @@ class TorchEngine(Engine):
                     with _RUN_LOCK:
                         for static, tensor in pairs:
                             static.copy_(tensor)
-                        replay()
+                        if getattr(profiler, "_is_profiler_enabled", True):
+                            named_replay()
+                        else:
+                            bare_replay()
                         for buffer, tensor in copies:
                             buffer.copy_(tensor)
                     return results
