@@ -81,3 +81,24 @@ def test_torch_prepared_runs_on_cuda_match_run(execution: dict[str, object]) -> 
         assert into()[out] is buffer
         torch.cuda.synchronize()
         np.testing.assert_allclose(buffer.cpu().numpy(), sess.run({name: _x(seed)})[out], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.torch
+@pytest.mark.gpu("torch")
+def test_torch_graph_prepared_with_a_host_tensor_sees_it_refilled() -> None:
+    """A CPU tensor fed to a CUDA-graph session: the prepared call copies the caller's tensor (not a device copy
+    made once at prepare), so a refill in place is seen."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
+    sess = xrt.InferenceSession(module, device="cuda", engine="torch",
+                                exec_policy={"precision": "fp16", "static_shape": True, "cuda_graphs": True},
+                                engine_options={"example_inputs": (torch.randn(32, 64),)})
+    name, out = sess.input_info[0].name, sess.output_info[0].name
+    feed, buffer = torch.from_numpy(_x(0)), torch.empty(32, 64, device="cuda")
+    run = sess.prepare({name: feed}, outputs={out: buffer})
+    feed.copy_(torch.from_numpy(_x(3)))
+    run()
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(buffer.cpu().numpy(), sess.run({name: _x(3)})[out], rtol=1e-3, atol=1e-3)
