@@ -9,12 +9,14 @@ alone, without the few percent two instances of one engine differ by (where thei
 
 Each maker takes a loaded xpuruntime engine and returns ``(make, notes)``; ``make(feeds, io)`` returns the
 zero-argument call that is timed. A same-instance ``make`` is called after the xpuruntime candidate's first run
-(what it drives, a captured graph say, exists by then).
+(what it drives, a captured graph say, exists by then). A call that is one library call is a ``functools.partial``
+(no Python frame of its own), as :func:`xpuruntime.inference.bench.bench` calls xpuruntime's rows.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +46,7 @@ def _ort_maker(eng: Any, sess: Any, graph_loop: Callable[[dict[str, Any], str], 
 
     def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
         if not on_cuda or (io == "host" and not graphs):
-            return lambda: sess.run(None, feeds)
+            return functools.partial(sess.run, None, feeds)
         if graphs:
             return graph_loop(feeds, io)
         return _ort_bound_loop(sess, feeds, io)
@@ -87,7 +89,7 @@ def _bound_call(sess: Any, binding: Any, inputs: dict[str, Any], outputs: list[A
     """The timed call over a built binding: device I/O runs it alone; host I/O copies the feeds into the bound
     inputs in place first and reads the outputs back."""
     if io == "device":
-        return lambda: sess.run_with_iobinding(binding)
+        return functools.partial(sess.run_with_iobinding, binding)
 
     def host_call() -> Any:
         for k, v in inputs.items():
@@ -207,7 +209,7 @@ def openvino(eng: Any) -> Maker:
     request = compiled.create_infer_request()
 
     def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
-        return lambda: request.infer(feeds)
+        return functools.partial(request.infer, feeds)
 
     return make, [f"openvino compile_model on {eng.plan.device} with the same config"]
 
@@ -273,6 +275,6 @@ def _same_openvino(eng: Any) -> Maker:
     request = eng.compiled.create_infer_request()  # a request of xpuruntime's own compiled model
 
     def make(feeds: dict[str, Any], io: str) -> Callable[[], Any]:
-        return lambda: request.infer(feeds)
+        return functools.partial(request.infer, feeds)
 
     return make, ["an infer request of xpuruntime's own compiled OpenVINO model"]
