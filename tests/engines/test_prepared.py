@@ -370,3 +370,50 @@ def test_an_ndarray_subclass_given_to_prepare_is_a_host_feed(tmp_path: Path) -> 
         run = sess.prepare({"a": mapped, "b": ab["b"]})
         assert "bound tensor" not in repr(run)
         np.testing.assert_allclose(run(_ab(3))["p"], sess.run(_ab(3))["p"])
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["contextvars-inline", "scope-object"])
+def test_the_prepared_torch_module_path_runs_under_the_policy_like_run(inline: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prepared numpy path through a module (one frame when the plan sets nothing: bf16 with no NVTX range to
+    open) runs with the engine's policy in force, the weights' cast and inference tensors, gives run()'s results,
+    and a model's own error is an XpuRuntimeError."""
+    torch = pytest.importorskip("torch")
+    from xpuruntime.pytorch import _state
+
+    monkeypatch.setattr(_state, "nvtx_attached", lambda: not inline)
+    monkeypatch.setattr(_state, "_HOT", {})
+    seen: list[object] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x: Any, ids: Any) -> Any:
+            from xpuruntime.kernels import active_policy
+
+            state = _state.active()
+            seen.append((state.policy.execution.precision if state else None, x.dtype, x.is_inference(),
+                         state is not None and active_policy().hash == state.policy.hash))
+            if bool((ids < 0).any()):
+                raise RuntimeError("negative id")
+            return {"y": self.lin(x), "n": ids.sum(-1)}
+
+    x, ids = torch.randn(2, 4), torch.ones(2, 3, dtype=torch.int64)
+    with xrt.InferenceSession(Probe(), engine="torch", exec_policy={"precision": "bf16"},
+                              engine_options={"example_inputs": (x, ids)}) as sess:
+        feeds = {"x": x.numpy(), "ids": ids.numpy()}
+        run = sess.prepare(feeds)
+        runner = next(c.cell_contents for c in run._call.__closure__ if callable(c.cell_contents))
+        assert runner.__name__ == ("run_inline_prepared" if inline else "run_prepared")
+        seen.clear()
+        got = run(feeds)
+        assert seen == [("bf16", torch.bfloat16, True, True)]
+        want = sess.run(feeds)
+        for k in ("y", "n"):
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k])
+        assert _state.active() is None  # the scope was left
+        with pytest.raises(xrt.XpuRuntimeError, match="negative id"):
+            run({"x": feeds["x"], "ids": -feeds["ids"]})
+        assert _state.active() is None and run(feeds)["n"].tolist() == [3, 3]

@@ -283,7 +283,7 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
     """From the second numpy run on, the torch engine runs a prepared path (no per-run decisions): the results,
     the policy in force inside the module, the cast and the error wrapping are those of the general path. A plan
     that sets nothing (bf16 here, with no NVTX range to open) has its scope's two ContextVars set inline."""
-    monkeypatch.setattr(_state, "nvtx_available", lambda: not inline)
+    monkeypatch.setattr(_state, "nvtx_attached", lambda: not inline)
     monkeypatch.setattr(_state, "_HOT", {})
     seen: list[object] = []
 

@@ -29,7 +29,6 @@ Spans: a prepared call records its trace span (and NVTX range) only while a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,7 @@ class PreparedRun:
         self._given, self._refresh = given, tuple(refresh)
         self._as_dict = isinstance(feeds, Mapping)
         self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
-        self._traced = _nvtx_attached()
+        self._traced = _profiler.nvtx_attached()
         engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
 
     @property
@@ -206,13 +205,6 @@ class PreparedRun:
     def __repr__(self) -> str:
         feeds = ", ".join(f"{n}: {d}{list(s)}" if d is not None else f"{n}: bound tensor" for n, s, d in self._spec)
         return f"PreparedRun({self._engine.name}, {{{feeds}}} -> {self._names})"
-
-
-def _nvtx_attached() -> bool:
-    """True when NVTX ranges reach a tool: ``nvtx`` installed and a tool injected (Nsight Systems sets
-    ``NVTX_INJECTION64_PATH``; without one every NVTX call is a no-op)."""
-    return _profiler.nvtx_available() and bool(os.environ.get("NVTX_INJECTION64_PATH")
-                                                or os.environ.get("NVTX_INJECTION32_PATH"))
 
 
 def _host_value(checked: Any, given: Any) -> np.ndarray | None:

@@ -31,7 +31,7 @@ from xpuruntime.policies import ExecutionPolicy, KernelPolicy, Policy, coerce_po
 from xpuruntime.pytorch import _flags, _kernels, _sdpa_check
 from xpuruntime.pytorch._translate import TorchPlan, translate
 from xpuruntime.receipts import ExecutionReport, Violation, enforce_fallback
-from xpuruntime.runtime.profiler import nvtx_available, nvtx_range
+from xpuruntime.runtime.profiler import nvtx_attached, nvtx_available, nvtx_range
 
 __all__ = ["Active", "active", "policy", "set_kernel_policy", "get_kernel_policy", "clear_kernel_policy",
            "push_autocast", "reset", "applied", "note_violation", "apply_report", "no_kernel_error", "sink", "Sink"]
@@ -419,7 +419,7 @@ def _hot(effective: Policy, plan: TorchPlan, outer: Active | None, device_type: 
                    (*(outer.violations if outer else ()), *_unique([*plan.violations, *failures])),
                    (*(outer.notes if outer else ()), *plan.notes))
     makers: list[Any] = []
-    if nvtx_available():
+    if nvtx_attached():  # a range per run only where a tool records it
         name = _nvtx_name(effective)
         makers.append(lambda: nvtx_range(name))
     if plan.autocast is not None:

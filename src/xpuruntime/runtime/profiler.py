@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 
 from xpuruntime.errors import XpuRuntimeError
 
-__all__ = ["nvtx_available", "nvtx_range", "SpanLog", "Profile", "profile", "active_profile"]
+__all__ = ["nvtx_available", "nvtx_attached", "nvtx_range", "SpanLog", "Profile", "profile", "active_profile"]
 
 try:  # decided once: without nvtx a range is a shared no-op context
     import nvtx as _nvtx
@@ -47,6 +48,18 @@ def nvtx_available() -> bool:
     False
     """
     return _nvtx is not None
+
+
+def nvtx_attached() -> bool:
+    """True when NVTX ranges reach a tool: ``nvtx`` installed and a tool injected into this process (Nsight Systems
+    and Nsight Compute set ``NVTX_INJECTION64_PATH`` when they launch it; without one every NVTX call is a no-op).
+    The per-run hot paths open their ranges only then; :func:`nvtx_range` itself works whenever nvtx is installed.
+
+    >>> nvtx_attached()
+    False
+    """
+    injected = os.environ.get("NVTX_INJECTION64_PATH") or os.environ.get("NVTX_INJECTION32_PATH")
+    return _nvtx is not None and bool(injected)
 
 
 def nvtx_range(name: str, color: str | None = None) -> Any:
@@ -103,7 +116,7 @@ class SpanLog:
     def begin(self, name: str) -> tuple[str, int, Any]:
         """Start span ``name`` without a ``with`` block (a session's every run); close it with :meth:`end`."""
         rng = None
-        if _nvtx is not None:
+        if _nvtx is not None and nvtx_attached():  # a range only where a tool records it (a run's every span)
             rng = nvtx_range(f"{self.label} {name}")
             rng.__enter__()
         return name, time.time_ns(), rng
