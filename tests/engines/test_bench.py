@@ -4,7 +4,6 @@ reuse on ONNX Runtime. Real engines, small models; no timed assertions."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +27,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real BERT (transformers BertModel, random weights) exported to ONNX."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                  vocab_size=100, max_position_embeddings=64)
-    torch.manual_seed(0)
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = transformers.BertModel(cfg).eval()
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
-    ids, mask = torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapped().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                        "last_hidden_state": {0: "batch", 1: "seq"}})
-    proto = onnx.load(str(path))
-    proto.ir_version = 10
-    onnx.save(proto, str(path))
-    return path
+def bert(bert_onnx: Any) -> Path:
+    """A real BERT (transformers BertModel, random weights) exported to ONNX (tests/engines/conftest.py)."""
+    return bert_onnx(False)
 
 
 def _bert_feeds(batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:

@@ -6,7 +6,6 @@ time the prepared call beside ``run``. The CUDA paths (IO binding, CUDA graphs) 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,35 +23,9 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """transformers' BertModel (random weights) exported to ONNX, two inputs, two outputs."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                  vocab_size=100, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.BertModel(cfg).eval()
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = model
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-            return out.last_hidden_state, out.pooler_output
-
-    path = tmp_path_factory.mktemp("prepared") / "bert.onnx"
-    ids, mask = torch.randint(0, 100, (1, 16)), torch.ones(1, 16, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrapped().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["hidden", "pooled"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}})
-    proto = onnx.load(str(path))
-    proto.ir_version = 10
-    onnx.save(proto, str(path))
-    return path
+def bert(bert_onnx: Any) -> Path:
+    """transformers' BertModel (random weights) exported to ONNX: two inputs, two outputs (conftest.py)."""
+    return bert_onnx(True)
 
 
 def _feeds(seed: int = 0, batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
@@ -256,17 +229,14 @@ def test_strided_numpy_feeds_run_as_run_runs_them(bert: Path) -> None:
 
 
 @pytest.mark.parametrize("policy", [{}, {"precision": "bf16"}])
-def test_a_transformers_model_on_torch_prepared_picks_its_outputs_by_attribute(policy: dict[str, Any]) -> None:
+def test_a_transformers_model_on_torch_prepared_picks_its_outputs_by_attribute(policy: dict[str, Any],
+                                                                              bert_module: Any) -> None:
     """transformers' BertModel through the torch engine: the prepared numpy path reads ModelOutput fields as
     attributes (its __getitem__ rebuilds a dict per call) and gives what run gives."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     from xpuruntime.inference.engines.torch import _Picker
 
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                                  vocab_size=100, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.BertModel(cfg).eval()
+    model = bert_module
     feeds = _feeds()
     example = (torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
     with xrt.InferenceSession(model, engine="torch", exec_policy=policy or None,
@@ -370,50 +340,3 @@ def test_an_ndarray_subclass_given_to_prepare_is_a_host_feed(tmp_path: Path) -> 
         run = sess.prepare({"a": mapped, "b": ab["b"]})
         assert "bound tensor" not in repr(run)
         np.testing.assert_allclose(run(_ab(3))["p"], sess.run(_ab(3))["p"])
-
-
-@pytest.mark.parametrize("inline", [True, False], ids=["contextvars-inline", "scope-object"])
-def test_the_prepared_torch_module_path_runs_under_the_policy_like_run(inline: bool,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The prepared numpy path through a module (one frame when the plan sets nothing: bf16 with no NVTX range to
-    open) runs with the engine's policy in force, the weights' cast and inference tensors, gives run()'s results,
-    and a model's own error is an XpuRuntimeError."""
-    torch = pytest.importorskip("torch")
-    from xpuruntime.pytorch import _state
-
-    monkeypatch.setattr(_state, "nvtx_attached", lambda: not inline)
-    monkeypatch.setattr(_state, "_HOT", {})
-    seen: list[object] = []
-
-    class Probe(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 3)
-
-        def forward(self, x: Any, ids: Any) -> Any:
-            from xpuruntime.kernels import active_policy
-
-            state = _state.active()
-            seen.append((state.policy.execution.precision if state else None, x.dtype, x.is_inference(),
-                         state is not None and active_policy().hash == state.policy.hash))
-            if bool((ids < 0).any()):
-                raise RuntimeError("negative id")
-            return {"y": self.lin(x), "n": ids.sum(-1)}
-
-    x, ids = torch.randn(2, 4), torch.ones(2, 3, dtype=torch.int64)
-    with xrt.InferenceSession(Probe(), engine="torch", exec_policy={"precision": "bf16"},
-                              engine_options={"example_inputs": (x, ids)}) as sess:
-        feeds = {"x": x.numpy(), "ids": ids.numpy()}
-        run = sess.prepare(feeds)
-        runner = next(c.cell_contents for c in run._call.__closure__ if callable(c.cell_contents))
-        assert runner.__name__ == ("run_inline_prepared" if inline else "run_prepared")
-        seen.clear()
-        got = run(feeds)
-        assert seen == [("bf16", torch.bfloat16, True, True)]
-        want = sess.run(feeds)
-        for k in ("y", "n"):
-            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k])
-        assert _state.active() is None  # the scope was left
-        with pytest.raises(xrt.XpuRuntimeError, match="negative id"):
-            run({"x": feeds["x"], "ids": -feeds["ids"]})
-        assert _state.active() is None and run(feeds)["n"].tolist() == [3, 3]

@@ -282,7 +282,8 @@ def test_numpy_feeds_reach_the_module_as_inference_tensors_as_a_hand_written_loo
 def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_scope_and_errors(inline, monkeypatch):
     """From the second numpy run on, the torch engine runs a prepared path (no per-run decisions): the results,
     the policy in force inside the module, the cast and the error wrapping are those of the general path. A plan
-    that sets nothing (bf16 here, with no NVTX range to open) has its scope's two ContextVars set inline."""
+    that sets nothing (bf16 here, with no NVTX range to open) has its scope's two ContextVars set inline. A prepared
+    run (``session.prepare``) runs the same body."""
     monkeypatch.setattr(_state, "nvtx_attached", lambda: not inline)
     monkeypatch.setattr(_state, "_HOT", {})
     seen: list[object] = []
@@ -325,6 +326,16 @@ def test_numpy_runs_after_the_first_take_the_lean_path_with_the_same_results_sco
     from xpuruntime.kernels import active_policy
 
     assert active_policy() is not eng.policy and not list(active_policy().kernels.ops)  # nor the kernels policy
+    # session.prepare's call (the same one-frame body, without the feed-kind test): the same policy, cast, results
+    run = sess.prepare(feeds)
+    seen.clear()
+    got = run(feeds)
+    assert seen == [("bf16", torch.bfloat16, True, True)]
+    for k in ("y", "n"):
+        assert got[k].dtype == first[k].dtype and np.array_equal(got[k], first[k])
+    with pytest.raises(xrt.XpuRuntimeError, match="negative id"):
+        run({"x": x.numpy(), "ids": -ids.numpy()})
+    assert run(feeds)["n"].tolist() == [3, 3] and not _state._stack and _state.active() is None
 
 
 def test_a_cast_model_returning_a_namedtuple_gives_float32_on_the_first_run_and_after():

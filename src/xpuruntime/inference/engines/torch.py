@@ -42,6 +42,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -436,13 +437,12 @@ class TorchEngine(Engine):
         built after the first such run: what :meth:`run_impl` does for them, with what it decides per run (feed
         kinds, modes, the function, the cast, the policy's scope) decided once. Each array becomes an inference
         tensor on the target (as ``with torch.inference_mode(): model(torch.from_numpy(x))`` makes it), is cast like
-        the weights, and each floating output comes back as float32 numpy. Returns None (take the general path)
-        for anything but numpy arrays.
+        the weights, and each floating output comes back as float32 numpy; the outputs are picked from the model's
+        result by a :class:`_Picker` (an attribute read per output of a transformers ``ModelOutput``). Returns None
+        (take the general path) for anything but numpy arrays.
 
         ``prepared``: the output names of a prepared run (:meth:`prepare_impl`), whose feeds are checked already and
-        whose errors :meth:`run_error` maps: no feed-kind test, no error context, and the outputs picked from the
-        model's result by a picker built for its type on the first call (an attribute read per output of a
-        transformers ``ModelOutput``, an item of a plain dict) instead of flattening it."""
+        whose errors :meth:`run_error` maps: no feed-kind test and no error context around the call."""
         torch = _torch()
         names = [i.name for i in self._inputs]
         fn = self._compiled if self._compiled is not None else self.module
@@ -451,109 +451,62 @@ class TorchEngine(Engine):
         applied, inference_mode, from_numpy, keys_of = _applied_policy(), torch.inference_mode, torch.from_numpy, \
             self._keys_of
         bf16, ndarray, contiguous = torch.bfloat16, np.ndarray, np.ascontiguousarray
+        pickers: dict[tuple[str, ...], _Picker] = {}
 
-        def host(t: Any) -> Any:
-            if dtype is not None and t.dtype == dtype:
-                t = t.float()  # the model's I/O types stay those of fp32 (_float_outputs)
-            t = t.cpu()
-            return (t.float() if t.dtype == bf16 else t).numpy()
-
-        pick = _Picker(keys_of(prepared) if prepared is not None else [])
-        if prepared is None:
-            def outputs_of(result: Any, output_names: Sequence[str]) -> list[Any]:
-                flat = dict(_flatten(result))
-                return [host(flat[key]) for key in keys_of(output_names)]
-        else:
-            def outputs_of(result: Any, output_names: Sequence[str]) -> list[Any]:
-                return [host(t) for t in pick(result)]
-
-        def forward(values: list[Any], output_names: Sequence[str]) -> list[Any]:
-            with inference_mode():
-                inputs = [from_numpy(contiguous(v)).to(target) for v in values]
-                if dtype is not None:
-                    inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
-                return outputs_of(fn(*inputs), output_names)
-
+        def picker(output_names: Sequence[str]) -> _Picker:
+            key = tuple(output_names)
+            found = pickers.get(key)
+            if found is None:
+                found = pickers[key] = _Picker(keys_of(output_names))
+            return found
+        fixed_names, fixed = (prepared, picker(prepared)) if prepared is not None else (None, None)
         inline = _state().prepared(policy, plan, kind)
-        if inline is None:  # switches to write or contexts to enter: the policy's scope object
-            if prepared is not None:
-                def run_prepared(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
-                    with _RUN_LOCK, applied(policy, plan, device_type=kind, receipt=False):
-                        return forward([feeds[n] for n in names], output_names)
-                return run_prepared
-
-            def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
-                values = [feeds[n] for n in names]
-                for v in values:
-                    if type(v) is not ndarray:
-                        return None
-                with _RUN_LOCK, _torch_errors(), applied(policy, plan, device_type=kind, receipt=False):
-                    return forward(values, output_names)
-            return run
-        # the scope of a plan that sets nothing (fp16/bf16 on CUDA): its two ContextVars set and reset here, the
-        # same state as applied() sets, without a scope object per run (each layer costs several times its warm
-        # price between GPU waits: benchmarks/profile_in_situ.py)
-        active, state, kvar, kpolicy = inline
+        # the scope of a plan that sets nothing (fp16/bf16 on CUDA): its two ContextVars set and reset in the call
+        # itself, the same state as applied() sets, without a scope object per run; otherwise the policy's scope
+        active, state, kvar, kpolicy = inline if inline is not None else (None, None, None, None)
         no_kernel_error = _state().no_kernel_error
 
-        def scoped(values: list[Any], output_names: Sequence[str]) -> list[Any]:
-            token = active.set(state)
-            ktoken = kvar.set(kpolicy) if kvar is not None else None
-            try:
-                return forward(values, output_names)
-            except RuntimeError as exc:
-                violation = no_kernel_error(exc, state)
-                if violation is not None:
-                    raise violation from exc
-                raise
-            finally:
-                if ktoken is not None:
-                    kvar.reset(ktoken)
-                active.reset(token)
+        def call(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
+            """The run in one frame (each frame costs several times its warm price right after the engine's work)."""
+            with _RUN_LOCK, (applied(policy, plan, device_type=kind, receipt=False) if inline is None else _NO_SCOPE):
+                token = active.set(state) if active is not None else None
+                ktoken = kvar.set(kpolicy) if kvar is not None else None
+                try:
+                    with inference_mode():
+                        inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
+                        if dtype is not None:
+                            inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
+                        result = fn(*inputs)
+                        pick = fixed if output_names is fixed_names else picker(output_names)
+                        accessor = pick.by_type.get(type(result))
+                        out = []
+                        for t in accessor(result) if accessor is not None else pick(result):
+                            if dtype is not None and t.dtype == dtype:
+                                t = t.float()  # the model's I/O types stay those of fp32 (_float_outputs)
+                            t = t.cpu()
+                            out.append((t.float() if t.dtype == bf16 else t).numpy())
+                        return out
+                except RuntimeError as exc:
+                    violation = no_kernel_error(exc, state) if token is not None else None
+                    if violation is not None:
+                        raise violation from exc
+                    raise
+                finally:
+                    if ktoken is not None:
+                        kvar.reset(ktoken)
+                    if token is not None:
+                        active.reset(token)
 
         if prepared is not None:
-            # the prepared run's call in one frame (scoped, forward, the picker's accessor and host written out):
-            # each frame costs several times its warm price right after the engine's work
-            by_type, cast_back = pick.by_type, dtype
+            return call
 
-            def run_inline_prepared(feeds: dict[str, Any], _output_names: Sequence[str]) -> list[Any]:
-                with _RUN_LOCK:
-                    token = active.set(state)
-                    ktoken = kvar.set(kpolicy) if kvar is not None else None
-                    try:
-                        with inference_mode():
-                            inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
-                            if cast_back is not None:
-                                inputs = [t.to(cast_back) if t.is_floating_point() else t for t in inputs]
-                            result = fn(*inputs)
-                            accessor = by_type.get(type(result))
-                            tensors = accessor(result) if accessor is not None else pick(result)
-                            out = []
-                            for t in tensors:
-                                if cast_back is not None and t.dtype == cast_back:
-                                    t = t.float()
-                                t = t.cpu()
-                                out.append((t.float() if t.dtype == bf16 else t).numpy())
-                            return out
-                    except RuntimeError as exc:
-                        violation = no_kernel_error(exc, state)
-                        if violation is not None:
-                            raise violation from exc
-                        raise
-                    finally:
-                        if ktoken is not None:
-                            kvar.reset(ktoken)
-                        active.reset(token)
-            return run_inline_prepared
-
-        def run_inline(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
-            values = [feeds[n] for n in names]
-            for v in values:
-                if type(v) is not ndarray:
+        def run(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
+            for n in names:
+                if type(feeds[n]) is not ndarray:
                     return None
-            with _RUN_LOCK, _torch_errors():
-                return scoped(values, output_names)
-        return run_inline
+            with _torch_errors():
+                return call(feeds, output_names)
+        return run if inline is None else _named_fn(run, "run_inline")
 
     def _replayer(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
         """The hot path of a captured graph fed numpy arrays: each array copied straight into the graph's static
@@ -637,7 +590,7 @@ class TorchEngine(Engine):
             return None
         if host and not outputs and self._replay is not None:  # the numpy path through the module was taken
             runner = self._host_runner(prepared=names)
-            return lambda given: runner(given, names)  # type: ignore[no-any-return]
+            return lambda given: runner(given, names)  # type: ignore[no-any-return]  # (names: the picker's key)
         return None
 
     def run_error(self, exc: Exception) -> XpuRuntimeError:
@@ -801,6 +754,14 @@ def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
     kwargs = dict(option) if isinstance(option, Mapping) else {"mode": option} if isinstance(option, str) else {}
     kwargs.setdefault("dynamic", False if policy.execution.static_shape else None)
     return kwargs
+
+
+_NO_SCOPE = contextlib.nullcontext()  # shared: entering and leaving it keeps no state
+
+
+def _named_fn(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    fn.__name__ = fn.__qualname__ = name
+    return fn
 
 
 class _torch_errors:  # noqa: N801 - a context manager, named like contextlib's
