@@ -116,3 +116,20 @@ def test_failing_runs_among_good_ones_under_threads(engine: str, execution: dict
     for outs in in_threads(work)[::2]:
         for out in outs:
             np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.slow
+def test_threads_sharing_prepared_runs_get_the_serial_results(engine: str, mm: Any,
+                                                              inputs: list[list[np.ndarray]]) -> None:
+    """One prepared run per input shape, shared by every thread, beside session.run on the same session."""
+    sess = InferenceSession(mm, engine=engine)
+    want = serial(sess, inputs)
+    prepared = {rows: sess.prepare({"x": np.zeros((rows, 8), np.float32)}) for rows in (1, 2, 3)}
+
+    def work(t: int) -> list[np.ndarray]:
+        out = []
+        for i, x in enumerate(inputs[t]):
+            out.append(prepared[x.shape[0]]({"x": x})["y"] if (t + i) % 4 else sess.run({"x": x})["y"])
+        return out
+
+    assert_identical(in_threads(work), want)
