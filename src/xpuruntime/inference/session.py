@@ -114,7 +114,8 @@ class InferenceSession:
 
         Feeds may be numpy arrays or DLPack/CUDA-array-interface tensors (torch, cupy). With
         ``outputs={"name": preallocated_tensor}`` results are written into caller-owned buffers
-        (zero-copy on a GPU, through IO binding).
+        (zero-copy on a GPU, through IO binding). Every call checks its feeds and buffers and records a trace span;
+        a loop over one configuration pays that once with :meth:`prepare`.
         """
         return self._engine.run(feeds, output_names, outputs=outputs)
 
