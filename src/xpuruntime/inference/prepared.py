@@ -198,9 +198,7 @@ class PreparedRun:
                 raise InputError(f"input {name!r} does not fit this prepared run",
                                  expected=f"a numpy array {dtype}{list(shape)}", received=got,
                                  hint="prepare another run (session.prepare) for these feeds, or call session.run")
-        if self._host:
-            return checked
-        return {name: checked[name] if dtype is not None else self._given[name] for name, _, dtype in self._spec}
+        return checked if self._host else self._merged(checked)
 
     def __repr__(self) -> str:
         feeds = ", ".join(f"{n}: {d}{list(s)}" if d is not None else f"{n}: bound tensor" for n, s, d in self._spec)

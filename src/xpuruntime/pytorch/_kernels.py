@@ -70,16 +70,6 @@ def shared_policy(policy: Any, *, persistent: bool = False) -> Iterator[None]:
         yield
 
 
-def shared_policy_maker(policy: Any) -> Callable[[], Any]:
-    """A maker of :func:`shared_policy` blocks for one policy, with the kernels module looked up and the policy
-    coerced once (an engine's every run enters one)."""
-    mod = _module()
-    if mod is None:
-        return contextlib.nullcontext
-    coerced = mod.use_policy(policy).policy
-    return lambda: mod.use_policy(coerced)
-
-
 def shared_policy_var(policy: Any) -> tuple[Any, Any] | None:
     """``(ContextVar, coerced policy)``: what :func:`shared_policy` sets, for an engine's every run to set itself
     (one ``ContextVar.set`` and ``reset``, no context object); None without xpuruntime.kernels."""

@@ -50,6 +50,11 @@ def nvtx_available() -> bool:
     return _nvtx is not None
 
 
+# decided once, as _nvtx is: the profiling tools inject themselves when they launch the process
+_ATTACHED = _nvtx is not None and bool(os.environ.get("NVTX_INJECTION64_PATH")
+                                        or os.environ.get("NVTX_INJECTION32_PATH"))
+
+
 def nvtx_attached() -> bool:
     """True when NVTX ranges reach a tool: ``nvtx`` installed and a tool injected into this process (Nsight Systems
     and Nsight Compute set ``NVTX_INJECTION64_PATH`` when they launch it; without one every NVTX call is a no-op).
@@ -58,8 +63,7 @@ def nvtx_attached() -> bool:
     >>> nvtx_attached()
     False
     """
-    injected = os.environ.get("NVTX_INJECTION64_PATH") or os.environ.get("NVTX_INJECTION32_PATH")
-    return _nvtx is not None and bool(injected)
+    return _ATTACHED
 
 
 def nvtx_range(name: str, color: str | None = None) -> Any:
@@ -116,7 +120,7 @@ class SpanLog:
     def begin(self, name: str) -> tuple[str, int, Any]:
         """Start span ``name`` without a ``with`` block (a session's every run); close it with :meth:`end`."""
         rng = None
-        if _nvtx is not None and nvtx_attached():  # a range only where a tool records it (a run's every span)
+        if _ATTACHED:  # a range only where a tool records it (a run's every span)
             rng = nvtx_range(f"{self.label} {name}")
             rng.__enter__()
         return name, time.time_ns(), rng

@@ -508,10 +508,14 @@ class TorchEngine(Engine):
                 return call(feeds, output_names)
         return run if inline is None else _named_fn(run, "run_inline")
 
-    def _replayer(self) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
+    def _replayer(self, prepared: Sequence[str] | None = None
+                  ) -> Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None:
         """The hot path of a captured graph fed numpy arrays: each array copied straight into the graph's static
         input (one host-to-device copy, no intermediate tensor), one replay, the static outputs read back to the host.
-        Returns None (take the general path) for anything else: tensors, another shape."""
+        Returns None (take the general path) for anything else: tensors, another shape.
+
+        ``prepared``: the output names of a prepared run (:meth:`prepare_impl`), whose feeds are checked already and
+        whose errors :meth:`run_error` maps: the call itself, without the feed test and the error context."""
         graph = self._graph
         if graph is None or not graph.captured:
             return None
@@ -519,18 +523,37 @@ class TorchEngine(Engine):
         pairs = list(zip([i.name for i in self._inputs], graph.static_args))
         if not all(isinstance(static, torch.Tensor) for _, static in pairs):
             return None
-        flat = dict(_flatten(graph.outputs))
+        flat, keys_of, from_numpy = dict(_flatten(graph.outputs)), self._keys_of, torch.from_numpy
+        fixed = [flat[key] for key in keys_of(prepared)] if prepared is not None else None
+        # a CUDA output that is not bf16 is read back as a hand loop reads it (a copy to the host is a new tensor)
+        plain = fixed is not None and all(t.is_cuda and t.dtype != torch.bfloat16 and not t.requires_grad
+                                          for t in fixed)
+        # CapturedGraph.replay written out: the graph's own replay, or under a named range while torch's profiler
+        # records (one frame less per call)
+        named_replay, bare_replay, profiler = graph.replay, graph.graph.replay, torch.autograd.profiler
+
+        def call(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
+            with _RUN_LOCK:
+                for name, static in pairs:
+                    static.copy_(from_numpy(feeds[name]))
+                if getattr(profiler, "_is_profiler_enabled", True):
+                    named_replay()
+                else:
+                    bare_replay()
+                if output_names is prepared:
+                    return [t.cpu().numpy() if plain else _to_host(t, reused=True) for t in fixed]
+                return [_to_host(flat[key], reused=True) for key in keys_of(output_names)]
+
+        if prepared is not None:
+            return call
 
         def replay(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any] | None:
             for name, static in pairs:
                 value = feeds[name]
                 if type(value) is not np.ndarray or value.shape != static.shape:
                     return None
-            with _RUN_LOCK, _torch_errors():
-                for name, static in pairs:
-                    static.copy_(torch.from_numpy(feeds[name]))
-                graph.replay()
-                return [_to_host(flat[key], reused=True) for key in self._keys_of(output_names)]
+            with _torch_errors():
+                return call(feeds, output_names)
         return replay
 
     def prepare_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
@@ -546,27 +569,13 @@ class TorchEngine(Engine):
             statics = [(i.name, static) for i, static in zip(self._inputs, graph.static_args)]
             if not all(isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(feeds[n].shape) for n, t in statics):
                 return None
+            if host and not outputs:
+                replayer = self._replayer(prepared=names)
+                return lambda given: replayer(given, names)  # type: ignore[misc,no-any-return]  # (names: its key)
             flat = dict(_flatten(graph.outputs))
             outs = [flat[key] for key in self._keys_of(names)]
-            # CapturedGraph.replay written out below: the graph's own replay, or under a named range while torch's
-            # profiler records
+            # CapturedGraph.replay written out, as in _replayer
             named_replay, bare_replay, profiler = graph.replay, graph.graph.replay, torch.autograd.profiler
-            if host and not outputs:
-                from_numpy = torch.from_numpy
-                plain = all(t.is_cuda and t.dtype != torch.bfloat16 and not t.requires_grad for t in outs)
-
-                def host_replay(given: dict[str, Any]) -> list[Any]:
-                    with _RUN_LOCK:
-                        for name, static in statics:
-                            static.copy_(from_numpy(given[name]))
-                        if getattr(profiler, "_is_profiler_enabled", True):
-                            named_replay()
-                        else:
-                            bare_replay()
-                        if plain:  # a copy to the host is a new tensor: what a hand loop reads back
-                            return [t.cpu().numpy() for t in outs]
-                        return [_to_host(t, reused=True) for t in outs]
-                return host_replay
             tensors_out = outputs and all(isinstance(outputs.get(n), torch.Tensor) for n in names)
             if tensors_out and not any(type(v) is np.ndarray for v in feeds.values()):
                 # the caller's tensors themselves (detached views: a refill in place is seen, on any device)
@@ -594,12 +603,8 @@ class TorchEngine(Engine):
         return None
 
     def run_error(self, exc: Exception) -> XpuRuntimeError:
-        """torch's own failure during a run (a prepared run's): out of memory as OutOfMemoryError."""
-        if isinstance(exc, _torch().cuda.OutOfMemoryError):
-            return OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
-                                    hint="use smaller inputs, precision='bf16', or free other sessions")
-        return XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
-                               hint="the session stays usable; check the inputs")
+        """torch's own failure during a run (a prepared run's), as :class:`_torch_errors` maps it."""
+        return _run_failure(exc)
 
     def _keys_of(self, output_names: Sequence[str]) -> list[Any]:
         """The model's output keys of ``output_names`` (built once per list of names)."""
@@ -772,16 +777,18 @@ class _torch_errors:  # noqa: N801 - a context manager, named like contextlib's
         return None
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, RuntimeError):
+        if exc is None or not isinstance(exc, RuntimeError) or isinstance(exc, XpuRuntimeError):
             return False
-        torch = _torch()
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
-                                   hint="use smaller inputs, precision='bf16', or free other sessions") from exc
-        if isinstance(exc, XpuRuntimeError):
-            return False
-        raise XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
-                              hint="the session stays usable; check the inputs") from exc
+        raise _run_failure(exc) from exc
+
+
+def _run_failure(exc: Exception) -> XpuRuntimeError:
+    """torch's own failure during a run as an xpuruntime error: out of memory as OutOfMemoryError."""
+    if isinstance(exc, _torch().cuda.OutOfMemoryError):
+        return OutOfMemoryError(f"the GPU ran out of memory during the run: {_first_line(exc)}",
+                                hint="use smaller inputs, precision='bf16', or free other sessions")
+    return XpuRuntimeError(f"torch failed during the run: {_first_line(exc)}",
+                           hint="the session stays usable; check the inputs")
 
 
 def _first_line(exc: BaseException) -> str:
