@@ -17,18 +17,9 @@ import pytest
 from xpuruntime.errors import InputError
 from xpuruntime.inference import InferenceSession
 from xpuruntime.inference.engines import _onnxruntime as tr
-from xpuruntime.inference.samples import matmul_relu, tiny_transformer
+from xpuruntime.inference.samples import add_mul, matmul_relu, tiny_transformer
 
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # onnx comes with the onnxruntime extra
-
-
-def _two_inputs() -> Any:
-    """``y = a + b``, ``z = a * b``: two inputs, two outputs, float32 [2, 8]."""
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 8]) for n in ("a", "b", "y", "z")]
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Mul", ["a", "b"], ["z"])],
-                              "two", io[:2], io[2:])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
 def _bare(sess: InferenceSession) -> Any:
@@ -53,7 +44,8 @@ def _graph_session(model: Any, feeds: dict[str, np.ndarray]) -> InferenceSession
 
 @pytest.fixture(scope="module")
 def two() -> Any:
-    return _two_inputs()
+    """``y = a + b``, ``z = a * b``: two inputs, two outputs, float32 [2, 8]."""
+    return add_mul(2, 8)
 
 
 # -- the host path -----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import xpuruntime as xrt
 from xpuruntime.cli import app
-from xpuruntime.inference.samples import matmul_relu, tiny_transformer
+from xpuruntime.inference.samples import add_mul, matmul_relu, tiny_transformer
 from xpuruntime.runtime.profiler import profile
 
 pytest.importorskip("onnxruntime")
@@ -259,17 +259,9 @@ def test_a_transformers_model_on_torch_prepared_picks_its_outputs_by_attribute(p
         [out.last_hidden_state.shape, out.pooler_output.shape]
 
 
-def _two_io() -> Any:
-    """a, b -> s = a + b, p = a * b (two inputs, two outputs)."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])], "two_io",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("a", "b")],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 4]) for n in ("s", "p")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model
+def _sum_product() -> Any:
+    """a, b -> s = a + b, p = a * b, float32 [n, 4]."""
+    return add_mul("n", 4, outputs=("s", "p"))
 
 
 def _ab(seed: int = 0) -> dict[str, np.ndarray]:
@@ -281,7 +273,7 @@ def _ab(seed: int = 0) -> dict[str, np.ndarray]:
 def test_caller_buffers_for_some_outputs_and_in_another_order_give_what_run_gives(engine: str) -> None:
     if engine == "openvino":
         pytest.importorskip("openvino")
-    with xrt.InferenceSession(_two_io(), engine=engine) as sess:
+    with xrt.InferenceSession(_sum_product(), engine=engine) as sess:
         buffer = np.empty((2, 4), np.float32)
         run = sess.prepare(_ab(), outputs={"s": buffer})  # one buffer, both outputs requested
         got, want = run(_ab(1)), sess.run(_ab(1))
@@ -303,7 +295,7 @@ def test_an_array_refilled_in_place_is_seen_even_when_prepare_had_to_convert_it(
     new = np.random.default_rng(5).standard_normal((4, 16)).astype(np.float32)
     feed[...] = new
     np.testing.assert_array_equal(run()[out], sess.run({name: new})[out])
-    with xrt.InferenceSession(_two_io()) as ort_sess:  # ONNX Runtime takes the strided array itself
+    with xrt.InferenceSession(_sum_product()) as ort_sess:  # ONNX Runtime takes the strided array itself
         fortran = {k: np.asfortranarray(v) for k, v in _ab().items()}
         ort_run = ort_sess.prepare(fortran)
         fortran["a"][...] = 3.0
@@ -336,7 +328,7 @@ def test_an_ndarray_subclass_given_to_prepare_is_a_host_feed(tmp_path: Path) -> 
     ab = _ab()
     mapped = np.memmap(tmp_path / "a.bin", dtype=np.float32, mode="w+", shape=(2, 4))
     mapped[:] = ab["a"]
-    with xrt.InferenceSession(_two_io()) as sess:
+    with xrt.InferenceSession(_sum_product()) as sess:
         run = sess.prepare({"a": mapped, "b": ab["b"]})
         assert "bound tensor" not in repr(run)
         np.testing.assert_allclose(run(_ab(3))["p"], sess.run(_ab(3))["p"])

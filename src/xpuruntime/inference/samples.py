@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["tiny_transformer", "matmul_relu", "tiny_convnet", "IR_VERSION", "OPSET"]
+__all__ = ["tiny_transformer", "matmul_relu", "add_mul", "tiny_convnet", "IR_VERSION", "OPSET"]
 
 IR_VERSION = 10
 OPSET = 17
@@ -105,6 +105,16 @@ def matmul_relu(m: int | str = "m", k: int = 256, n: int = 256, seed: int = 0) -
     x = b.helper.make_tensor_value_info("x", b.tp.FLOAT, [m, k])
     y = b.helper.make_tensor_value_info("y", b.tp.FLOAT, [m, n])
     return b.model([x], [y], "matmul_relu")
+
+
+def add_mul(rows: int | str = "n", cols: int = 4, outputs: tuple[str, str] = ("y", "z")) -> Any:
+    """``a + b`` and ``a * b``: two float32 ``[rows, cols]`` inputs ``a`` and ``b``, two outputs (named ``outputs``),
+    no weights: the smallest model with several inputs and outputs."""
+    b = _Builder(0)
+    b.nodes += [b.helper.make_node("Add", ["a", "b"], [outputs[0]], name="add"),
+                b.helper.make_node("Mul", ["a", "b"], [outputs[1]], name="mul")]
+    io = [b.helper.make_tensor_value_info(n, b.tp.FLOAT, [rows, cols]) for n in ("a", "b", *outputs)]
+    return b.model(io[:2], io[2:], "add_mul")
 
 
 def tiny_convnet(channels: int = 8, size: int = 32, classes: int = 10, batch: int | str = "batch",
