@@ -105,8 +105,13 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
             eng.run(feeds)
             graph = eng._graph
             staged, outs = graph.inputs, [graph.outputs[n] for n in names]
+            host, send, packed = graph.host, graph.device_buffer, list(graph.packed.items())
 
-            def hand_graph_loop() -> Any:
+            def hand_graph_loop() -> Any:  # its small inputs as xpuruntime sends them (packed: one update_inplace)
+                for k, view in packed:
+                    np.copyto(view, feeds[k])
+                if packed:
+                    send.update_inplace(host)
                 for k, v in staged.items():
                     v.update_inplace(feeds[k])
                 eng.session.run_with_iobinding(graph.binding, ro)
@@ -172,6 +177,16 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
                 graph.replay()
                 return [t.cpu().numpy() for t in outs]
             calls["xrt graph, hand replay"] = hand_replay
+            from xpuruntime.inference.engines import _torch_staging as staging
+
+            fill = staging.GraphFeeder(torch, order, graph.static_args, eng._packed).fill
+            read = staging.reader(torch, outs) or (lambda: [t.cpu().numpy() for t in outs])
+
+            def hand_staged() -> Any:  # the same, sending and reading as xpuruntime does (pinned, one wait)
+                fill(feeds, torch.from_numpy)
+                graph.graph.replay()
+                return read()
+            calls["xrt graph, hand replay, staged I/O"] = hand_staged
     # session.prepare's run: with the feed check, without it (the prepared feeds again), its lean call alone
     if io == "device" and eng.name == "onnxruntime":
         prepared = eng.prepare(dev, outputs=outputs)

@@ -64,6 +64,7 @@ from xpuruntime.errors import (
     did_you_mean,
 )
 from xpuruntime.inference.engine import Engine, register_engine
+from xpuruntime.inference.engines import _torch_staging as _staging
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
 from xpuruntime.inference.plan import Plan
 from xpuruntime.policies import Policy
@@ -210,6 +211,7 @@ class TorchEngine(Engine):
         self.weights_cast = _cast_weights(self.module, self.cast_dtype, norms_fp32=self.norms_fp32) \
             if self.cast_dtype else None
         self._graph: Any = None
+        self._packed: Any = None  # (device buffer, indices): the graph's small static inputs packed (_torch_staging)
         self._replay: Callable[[dict[str, Any], Sequence[str]], list[Any] | None] | None = None
         self._compiled: Callable[..., Any] | None = None
         self._raw_dtypes: tuple[str, ...] | None = None  # the cast model's floating outputs, before the cast back
@@ -366,7 +368,8 @@ class TorchEngine(Engine):
         from xpuruntime.pytorch import capture_graph
 
         if self._graph is None:
-            static = tuple(t.clone() for t in inputs)
+            # the static inputs to capture on: the small CUDA ones packed in one buffer (one copy a call, not one each)
+            static, self._packed = _staging.packed_clones(_torch(), inputs)
             self._graph = capture_graph(lambda *xs: self._forward(xs), *static,
                                         fallback=self.policy.execution.fallback)
             self.violations.extend(v for v in self._graph.violations if v not in self.violations)
@@ -451,6 +454,10 @@ class TorchEngine(Engine):
         applied, inference_mode, from_numpy, keys_of = _applied_policy(), torch.inference_mode, torch.from_numpy, \
             self._keys_of
         bf16, ndarray, contiguous = torch.bfloat16, np.ndarray, np.ascontiguousarray
+        # on CUDA: small feeds and results through pinned buffers, one wait per call (_torch_staging)
+        cuda = self.device_kind == "cuda"
+        send = _staging.ModuleFeeder(torch, target) if cuda else None
+        read = _staging.ModuleReader(torch) if cuda else None
         pickers: dict[tuple[str, ...], _Picker] = {}
 
         def picker(output_names: Sequence[str]) -> _Picker:
@@ -473,19 +480,22 @@ class TorchEngine(Engine):
                 ktoken = kvar.set(kpolicy) if kvar is not None else None
                 try:
                     with inference_mode():
-                        inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
+                        if send is not None:
+                            inputs = send([feeds[n] for n in names])
+                        else:
+                            inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
                         if dtype is not None:
                             inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
                         result = fn(*inputs)
                         pick = fixed if output_names is fixed_names else picker(output_names)
                         accessor = pick.by_type.get(type(result))
-                        out = []
-                        for t in accessor(result) if accessor is not None else pick(result):
-                            if dtype is not None and t.dtype == dtype:
-                                t = t.float()  # the model's I/O types stay those of fp32 (_float_outputs)
-                            t = t.cpu()
-                            out.append((t.float() if t.dtype == bf16 else t).numpy())
-                        return out
+                        picked = accessor(result) if accessor is not None else pick(result)
+                        # the model's I/O types stay those of fp32 (_float_outputs); bf16 as float32 (numpy has none)
+                        picked = [t.float() if (dtype is not None and t.dtype == dtype) or t.dtype == bf16 else t
+                                  for t in picked]
+                        if read is not None:
+                            return read(picked)
+                        return [t.cpu().numpy() for t in picked]
                 except RuntimeError as exc:
                     violation = no_kernel_error(exc, state) if token is not None else None
                     if violation is not None:
@@ -524,25 +534,32 @@ class TorchEngine(Engine):
         if not all(isinstance(static, torch.Tensor) for _, static in pairs):
             return None
         flat, keys_of, from_numpy = dict(_flatten(graph.outputs)), self._keys_of, torch.from_numpy
-        fixed = [flat[key] for key in keys_of(prepared)] if prepared is not None else None
-        # a CUDA output that is not bf16 is read back as a hand loop reads it (a copy to the host is a new tensor)
-        plain = fixed is not None and all(t.is_cuda and t.dtype != torch.bfloat16 and not t.requires_grad
-                                          for t in fixed)
+        # the feeds into the static inputs (the packed ones in one asynchronous copy), the outputs read back with
+        # one wait where they are small CUDA tensors (_torch_staging), else as a hand loop reads them
+        fill = _staging.GraphFeeder(torch, [name for name, _ in pairs], graph.static_args, self._packed).fill
+        readers: dict[tuple[str, ...], Callable[[], list[Any]]] = {}
+
+        def reader_of(output_names: Sequence[str]) -> Callable[[], list[Any]]:
+            key = tuple(output_names)
+            found = readers.get(key)
+            if found is None:
+                tensors = [flat[k] for k in keys_of(output_names)]
+                found = _staging.reader(torch, tensors) or (lambda: [_to_host(t, reused=True) for t in tensors])
+                readers[key] = found
+            return found
+        fixed = reader_of(prepared) if prepared is not None else None
         # CapturedGraph.replay written out: the graph's own replay, or under a named range while torch's profiler
         # records (one frame less per call)
         named_replay, bare_replay, profiler = graph.replay, graph.graph.replay, torch.autograd.profiler
 
         def call(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
             with _RUN_LOCK:
-                for name, static in pairs:
-                    static.copy_(from_numpy(feeds[name]))
+                fill(feeds, from_numpy)
                 if getattr(profiler, "_is_profiler_enabled", True):
                     named_replay()
                 else:
                     bare_replay()
-                if output_names is prepared:
-                    return [t.cpu().numpy() if plain else _to_host(t, reused=True) for t in fixed]
-                return [_to_host(flat[key], reused=True) for key in keys_of(output_names)]
+                return fixed() if output_names is prepared else reader_of(output_names)()  # type: ignore[misc]
 
         if prepared is not None:
             return call
@@ -680,6 +697,7 @@ class TorchEngine(Engine):
         self.module = None
         self._compiled = None
         self._graph = None
+        self._packed = None
         self._replay = None
 
 
