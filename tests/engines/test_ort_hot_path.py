@@ -163,6 +163,15 @@ def test_graph_path_packs_only_small_host_inputs_and_equals_the_bare_session(
         graph.run(small, ["y"], sess.engine.session.run_with_iobinding)
 
 
+def test_outputs_in_host_memory_are_read_with_numpy_not_a_pinned_reader(two: Any) -> None:
+    """The page-locked reader is for CUDA values only; a CPU binding reads (and copies) with numpy()."""
+    sess = _graph_session(two, _feeds(0))
+    sess.run(_feeds(0))
+    graph = sess.engine._graph
+    assert tr.pinned_reader(list(graph.outputs.values()), 0) is None
+    assert type(graph.reader(["y"])).__name__ == "function"
+
+
 def test_packed_inputs_take_any_float_dtype_as_copy_converts_it(two: Any) -> None:
     """A packed input is copied into its view of the host array with numpy's conversion; the feed checks refuse a
     wrong dtype before (no silent cast reaches the model)."""

@@ -354,8 +354,7 @@ class OnnxRuntimeEngine(Engine):
             staged = [(name, graph.inputs.get(name)) for name in feeds if name not in graph.packed]
             if direct and graph.binding is not None and all(v is not None for _, v in staged) \
                     and all(type(v) is np.ndarray for v in feeds.values()):
-                binding, replay, outs = graph.binding, session.run_with_iobinding, [graph.outputs[n] for n in names]
-                copy = graph.device == "cpu"  # a CPU OrtValue's numpy() is a view of the buffer the next run writes
+                binding, replay, read = graph.binding, session.run_with_iobinding, graph.reader(names)
                 host, send, copyto = graph.host, graph.device_buffer.update_inplace if packed else None, np.copyto
 
                 def graph_call(given: dict[str, Any]) -> list[Any]:  # GraphBinding.run's replay, written out
@@ -367,7 +366,7 @@ class OnnxRuntimeEngine(Engine):
                         for name, value in staged:
                             value.update_inplace(given[name])
                         replay(binding, ro)
-                        return [o.numpy().copy() for o in outs] if copy else [o.numpy() for o in outs]
+                        return read()
                 return graph_call
             run = self._run_binding
 
