@@ -163,6 +163,13 @@ def test_graph_path_packs_only_small_host_inputs_and_equals_the_bare_session(
         graph.run(small, ["y"], sess.engine.session.run_with_iobinding)
 
 
+def test_staged_io_off_binds_each_input_on_its_own(two: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XPURUNTIME_STAGED_IO", "0")
+    sess = _graph_session(two, _feeds(0))
+    _assert_equals_bare_call_after_call(sess, 3)
+    assert not sess.engine._graph.packed and set(sess.engine._graph.inputs) == {"a", "b"}
+
+
 def test_outputs_in_host_memory_are_read_with_numpy_not_a_pinned_reader(two: Any) -> None:
     """The page-locked reader is for CUDA values only; a CPU binding reads (and copies) with numpy()."""
     sess = _graph_session(two, _feeds(0))

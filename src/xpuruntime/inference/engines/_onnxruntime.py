@@ -41,7 +41,7 @@ import numpy as np
 from xpuruntime import _cache
 from xpuruntime._models import ModelSource
 from xpuruntime.errors import InputError, ModelLoadError, UnsupportedOperationError
-from xpuruntime.inference.feeds import DeviceArray
+from xpuruntime.inference.feeds import DeviceArray, staged_io
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import Violation
 
@@ -930,7 +930,7 @@ class GraphBinding:
         binding = self.session.io_binding()
         small = {n: v for n, v in feeds.items() if type(v) is np.ndarray and v.nbytes <= PACKED_BYTES
                  and not v.dtype.hasobject}
-        if len(small) >= 2:
+        if len(small) >= 2 and staged_io():
             self._pack(binding, small)
         for name, value in feeds.items():
             if name in self.packed:
@@ -1035,7 +1035,7 @@ def pinned_reader(values: Sequence[Any], device_id: int) -> PinnedReader | None:
     :data:`PACKED_BYTES`, on the calling thread's current device, ``cuda.bindings`` importable; else None (read them
     with ``numpy()``)."""
     try:
-        if not values or any(v.tensor_size_in_bytes() > PACKED_BYTES or v.device_name().lower() != "cuda"
+        if not values or not staged_io() or any(v.tensor_size_in_bytes() > PACKED_BYTES or v.device_name().lower() != "cuda"
                              for v in values):
             return None
         for v in values:

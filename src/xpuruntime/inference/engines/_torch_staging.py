@@ -14,7 +14,8 @@ What the engine does instead, for tensors of at most :data:`STAGED_BYTES` each:
   then copied into new numpy arrays: results never alias a buffer the next call writes, and no pinned memory is
   handed out (page-locked memory held by callers would grow with every result they keep).
 
-Larger tensors take the hand loop's path (a host memcpy of megabytes costs what the wait saves). Every call ends
+``XPURUNTIME_STAGED_IO=0`` (:func:`xpuruntime.inference.feeds.staged_io`) turns all of this off for sessions
+made afterwards. Larger tensors take the hand loop's path (a host memcpy of megabytes costs what the wait saves). Every call ends
 with that one synchronous copy, which also means the previous call's asynchronous input copies are done before a
 pinned buffer is written again; calls are serialised by the engine's run lock.
 """
@@ -25,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from xpuruntime.inference.feeds import staged_io
 
 __all__ = ["STAGED_BYTES", "GraphFeeder", "ModuleFeeder", "ModuleReader", "Reader", "numpy_dtype", "packed_clones",
            "reader"]
@@ -57,7 +60,7 @@ def packed_clones(torch: Any, inputs: Sequence[Any]) -> tuple[tuple[Any, ...], t
     """Clones of a graph's example inputs to capture it on: the small CUDA ones (one device) as contiguous views of
     one device buffer at aligned offsets. Returns (the clones, (that buffer, the packed indices)) or (clones, None)
     when nothing is packed."""
-    small = [i for i, t in enumerate(inputs) if _stageable(torch, t)]
+    small = [i for i, t in enumerate(inputs) if _stageable(torch, t)] if staged_io() else []
     if not small or len({inputs[i].device for i in small}) != 1:
         return tuple(t.clone() for t in inputs), None
     offsets, total = [], 0
@@ -135,7 +138,7 @@ class Reader:
 def reader(torch: Any, tensors: Sequence[Any]) -> Reader | None:
     """A :class:`Reader` of ``tensors`` when every one is a small CUDA tensor numpy can hold, else None (read them
     as a hand loop does: ``t.cpu()``)."""
-    if not tensors or not all(_stageable(torch, t) and not t.requires_grad for t in tensors):
+    if not tensors or not staged_io() or not all(_stageable(torch, t) and not t.requires_grad for t in tensors):
         return None
     return Reader(torch, tensors)
 

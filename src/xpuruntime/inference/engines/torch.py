@@ -65,7 +65,7 @@ from xpuruntime.errors import (
 )
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _torch_staging as _staging
-from xpuruntime.inference.feeds import DeviceArray, TensorInfo
+from xpuruntime.inference.feeds import DeviceArray, TensorInfo, staged_io
 from xpuruntime.inference.plan import Plan
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
@@ -455,7 +455,7 @@ class TorchEngine(Engine):
             self._keys_of
         bf16, ndarray, contiguous = torch.bfloat16, np.ndarray, np.ascontiguousarray
         # on CUDA: small feeds and results through pinned buffers, one wait per call (_torch_staging)
-        cuda = self.device_kind == "cuda"
+        cuda = self.device_kind == "cuda" and staged_io()
         send = _staging.ModuleFeeder(torch, target) if cuda else None
         read = _staging.ModuleReader(torch) if cuda else None
         pickers: dict[tuple[str, ...], _Picker] = {}
