@@ -11,11 +11,11 @@ export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor-cache}"
 B="python3 benchmarks/bench_overhead.py --device cuda --warmup 30 --repeat ${REPEAT:-600} --batches ${BATCHES:-1}"
 MODELS="${MODELS:-minilm,bert}"
 if [[ $WHAT == ort || $WHAT == all ]]; then
-  $B --engines onnxruntime --models "$MODELS" --ort-configs default,fp16-fusions,fp16-fusions-graphs --tag ort
+  $B --engines onnxruntime --models "$MODELS" --ort-configs default,fp16-fusions,fp16-fusions-graphs --tag "ort${TAG_SUFFIX:-}"
 fi
 if [[ $WHAT == ort-device || $WHAT == all ]]; then
-  $B --engines onnxruntime --models "$MODELS" --ort-configs default,fp16-fusions --io device --tag ort
+  $B --engines onnxruntime --models "$MODELS" --ort-configs default,fp16-fusions --io device --tag "ort${TAG_SUFFIX:-}"
 fi
 if [[ $WHAT == torch || $WHAT == all ]]; then
-  $B --engines torch --models "$MODELS" --torch-configs "${TORCH_CONFIGS:-fp16,fp16-graphs,fp16-compile-graphs,fp16-reduce-overhead}" --tag torch
+  $B --engines torch --models "$MODELS" --torch-configs "${TORCH_CONFIGS:-fp16,fp16-graphs,fp16-compile-graphs,fp16-reduce-overhead}" --tag "torch${TAG_SUFFIX:-}"
 fi
