@@ -1,5 +1,6 @@
 """Host I/O of CUDA runs with fewer waits (issue 13): small numpy feeds packed into one transfer, small results read
-back through pinned buffers with one wait (``engines/_torch_staging.py``, ``GraphBinding.packed``). Each case mixes
+back through page-locked buffers with one wait (``engines/_torch_staging.py`` for torch's captured graphs;
+``GraphBinding.packed`` and ``PinnedReader`` for ONNX Runtime's). Each case mixes
 small tensors (staged) with one over the 1 MiB limit (copied as a hand loop copies it), feeds new values every call,
 and checks every result against a CPU reference and that earlier results are never overwritten. Run on a machine
 with an NVIDIA GPU."""
@@ -85,47 +86,6 @@ def test_torch_graph_packs_small_inputs_and_reads_small_outputs_with_one_wait(bi
     assert statics[3].untyped_storage().data_ptr() not in storages  # the 1.2 MB input: a buffer of its own
     prepared = sess.prepare(dict(zip(names, _feeds(0).values())))
     _check_calls(lambda f: list(prepared(dict(zip(names, f.values()))).values()), module, [2] * 4)
-
-
-@pytest.mark.torch
-@pytest.mark.gpu("torch")
-def test_torch_module_path_stages_feeds_and_results() -> None:
-    import torch
-
-    module = _module(True)
-    example = tuple(torch.from_numpy(v) for v in _feeds(0).values())
-    sess = xrt.InferenceSession(module, engine="torch", device="cuda", exec_policy={"fallback": "error"},
-                                engine_options={"example_inputs": example, "copy": True})
-    names = [i.name for i in sess.input_info]
-
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return list(sess.run(dict(zip(names, feeds.values()))).values())
-
-    _check_calls(run, module, [2] * 6)
-    prepared = sess.prepare(dict(zip(names, _feeds(0).values())))
-    _check_calls(lambda f: list(prepared(dict(zip(names, f.values()))).values()), module, [2] * 4)
-
-
-@pytest.mark.torch
-@pytest.mark.gpu("torch")
-def test_module_feeder_and_reader_keep_a_bounded_set_of_pinned_buffers() -> None:
-    """Feeds of changing shapes (a module with dynamic shapes): each (position, shape, dtype) gets a pinned buffer,
-    the oldest dropped past 64; every tensor sent and read back is the array given."""
-    import torch
-
-    from xpuruntime.inference.engines import _torch_staging as staging
-
-    send, read = staging.ModuleFeeder(torch, torch.device("cuda")), staging.ModuleReader(torch)
-    rng = np.random.default_rng(0)
-    for n in range(1, 80):
-        arrays = [rng.standard_normal((n, 8)).astype(np.float32), rng.integers(0, 9, (n,)).astype(np.int64),
-                  rng.standard_normal(BIG).astype(np.float32)]  # the last: over the limit, sent as a hand loop does
-        tensors = send(arrays)
-        assert all(t.is_cuda for t in tensors)
-        back = read([t * 1 for t in tensors])
-        for a, b in zip(arrays, back):
-            np.testing.assert_array_equal(a, b)
-        assert len(send.pins) <= 64 and len(read.pins) <= 64
 
 
 def _ort_model() -> Any:

@@ -1,23 +1,25 @@
-"""Host I/O of the torch engine's CUDA runs through pinned buffers: fewer synchronisations per call.
+"""Host I/O of the torch engine's captured CUDA graphs through pinned buffers: fewer waits per call.
 
-A hand-written loop over a CUDA model fed numpy arrays makes one synchronous copy per tensor: ``static.copy_(
+A hand-written CUDA-graph loop fed numpy arrays makes one synchronous copy per tensor: ``static.copy_(
 torch.from_numpy(x))`` per input and ``t.cpu()`` per output each wait for the device (a copy from pageable memory
-goes through the driver's staging). Every wait costs a round trip (about 10 us on an H100 host), several of them
-per call, and the device idles meanwhile: on a BERT-shaped call (three int64 inputs, two fp16 outputs) the I/O of
-the hand loop took 101-125 us against 49-74 us staged (``benchmarks/probe_transfers.py``).
+goes through the driver's staging). Every wait costs a round trip, several per call, and the device idles
+meanwhile: on a BERT-shaped call (three int64 inputs, two fp16 outputs) the I/O of the hand loop took 101-125 us
+on an H100 host against 49-74 us staged (``benchmarks/probe_transfers.py``).
 
-What the engine does instead, for tensors of at most :data:`STAGED_BYTES` each:
+What the engine does instead, for a captured graph's tensors of at most :data:`STAGED_BYTES` each:
 
-- inputs are copied (a host memcpy) into pinned buffers the engine keeps, and sent with asynchronous copies; a
-  captured graph's small static inputs are views of one device buffer, filled by one copy from one pinned buffer;
-- outputs are copied into pinned buffers with asynchronous copies, the last one synchronous (one wait for all),
-  then copied into new numpy arrays: results never alias a buffer the next call writes, and no pinned memory is
-  handed out (page-locked memory held by callers would grow with every result they keep).
+- the small static inputs are views of one device buffer (:func:`packed_clones`, at capture), filled from one pinned
+  host buffer (a host memcpy per feed) by one asynchronous copy (:class:`GraphFeeder`);
+- small outputs are copied into pinned buffers asynchronously, the last copy synchronous (one wait for all), then
+  copied into new numpy arrays (:class:`Reader`): results never alias a buffer the next call writes, and no
+  page-locked memory is handed out (memory held by callers would grow with every result they keep).
 
-``XPURUNTIME_STAGED_IO=0`` (:func:`xpuruntime.inference.feeds.staged_io`) turns all of this off for sessions
-made afterwards. Larger tensors take the hand loop's path (a host memcpy of megabytes costs what the wait saves). Every call ends
-with that one synchronous copy, which also means the previous call's asynchronous input copies are done before a
-pinned buffer is written again; calls are serialised by the engine's run lock.
+Larger tensors take the hand loop's path (a host memcpy of megabytes costs what the wait saves). Every call ends
+with a synchronous copy, so the previous call's asynchronous input copy is done before the pinned buffer is written
+again; calls are serialised by the engine's run lock. The module path (eager, ``torch.compile``) is left as a hand
+loop runs it: staging its feeds and results measured no faster there (``benchmarks/gpu_staged.sh``).
+``XPURUNTIME_STAGED_IO=0`` (:func:`xpuruntime.inference.feeds.staged_io`) turns staging off for sessions made
+afterwards.
 """
 
 from __future__ import annotations
@@ -29,13 +31,11 @@ import numpy as np
 
 from xpuruntime.inference.feeds import staged_io
 
-__all__ = ["STAGED_BYTES", "GraphFeeder", "ModuleFeeder", "ModuleReader", "Reader", "numpy_dtype", "packed_clones",
-           "reader"]
+__all__ = ["STAGED_BYTES", "GraphFeeder", "Reader", "numpy_dtype", "packed_clones", "reader"]
 
 #: tensors up to this size travel through the engine's pinned buffers (larger ones as a hand loop copies them)
 STAGED_BYTES = 1 << 20
 _ALIGN = 256  # byte offset of each packed tensor: any dtype's view of the buffer is aligned
-_CACHED = 64  # pinned buffers kept per runner (feeds of changing shapes: the oldest are dropped)
 
 
 _NUMPY: dict[Any, Any] = {}
@@ -141,78 +141,3 @@ def reader(torch: Any, tensors: Sequence[Any]) -> Reader | None:
     if not tensors or not staged_io() or not all(_stageable(torch, t) and not t.requires_grad for t in tensors):
         return None
     return Reader(torch, tensors)
-
-
-class ModuleFeeder:
-    """Numpy feeds of a module (eager or compiled) sent to a CUDA device: each small array copied into a pinned
-    buffer kept per (position, shape, dtype) and sent asynchronously; larger ones as a hand loop sends them. The
-    tensors are made in the caller's mode (inference mode: inference tensors, as ``torch.from_numpy(x).to(dev)``)."""
-
-    __slots__ = ("torch", "target", "pins")
-
-    def __init__(self, torch: Any, target: Any) -> None:
-        self.torch, self.target = torch, target
-        self.pins: dict[tuple[int, tuple[int, ...], str], tuple[Any, np.ndarray]] = {}
-
-    def __call__(self, arrays: Sequence[np.ndarray]) -> list[Any]:
-        out, pins, target = [], self.pins, self.target
-        for i, a in enumerate(arrays):
-            if a.nbytes > STAGED_BYTES or a.dtype.hasobject:
-                out.append(self.torch.from_numpy(np.ascontiguousarray(a)).to(target))
-                continue
-            key = (i, a.shape, a.dtype.str)
-            found = pins.get(key)
-            if found is None:
-                found = self._pin(key, a)
-            np.copyto(found[1], a)
-            out.append(found[0].to(target, non_blocking=True))
-        return out
-
-    def _pin(self, key: tuple[int, tuple[int, ...], str], a: np.ndarray) -> tuple[Any, np.ndarray]:
-        if len(self.pins) >= _CACHED:
-            self.pins.pop(next(iter(self.pins)))
-        with self.torch.inference_mode(False):
-            pin = self.torch.empty(a.shape, dtype=self.torch.from_numpy(np.empty(0, a.dtype)).dtype, pin_memory=True)
-        found = self.pins[key] = (pin, pin.numpy())
-        return found
-
-
-class ModuleReader:
-    """A module's results read back to new numpy arrays with one wait: the small CUDA ones through pinned buffers kept
-    per (position, shape, dtype), copied asynchronously, the last of them synchronously (:class:`Reader` for results
-    that are new tensors on every call); the others as a hand loop reads them (``t.cpu()``). Pass tensors numpy can
-    hold (bfloat16 converted on the device first)."""
-
-    __slots__ = ("torch", "pins")
-
-    def __init__(self, torch: Any) -> None:
-        self.torch = torch
-        self.pins: dict[tuple[int, tuple[int, ...], Any], tuple[Any, np.ndarray]] = {}
-
-    def __call__(self, tensors: Sequence[Any]) -> list[np.ndarray]:
-        torch, pins = self.torch, self.pins
-        staged = []
-        for i, t in enumerate(tensors):
-            if _stageable(torch, t):
-                key = (i, tuple(t.shape), t.dtype)
-                found = pins.get(key)
-                if found is None:
-                    found = self._pin(key, t)
-                staged.append((i, found, t))
-        last = len(staged) - 1
-        for n, (_, (pin, _), t) in enumerate(staged):
-            pin.copy_(t, non_blocking=n < last)  # the last copy waits for the stream: for every copy before it
-        out: list[Any] = list(tensors)
-        for i, (_, host), _ in staged:
-            out[i] = host.copy()
-        if not staged and not any(t.is_cuda for t in tensors):  # no wait below: the feeds' copies must be done
-            torch.cuda.current_stream().synchronize()            # before their pinned buffers are written again
-        return [t if type(t) is np.ndarray else t.cpu().numpy() for t in out]
-
-    def _pin(self, key: tuple[int, tuple[int, ...], Any], t: Any) -> tuple[Any, np.ndarray]:
-        if len(self.pins) >= _CACHED:
-            self.pins.pop(next(iter(self.pins)))
-        with self.torch.inference_mode(False):
-            pin = self.torch.empty(tuple(t.shape), dtype=t.dtype, pin_memory=True)
-        found = self.pins[key] = (pin, pin.numpy())
-        return found

@@ -65,7 +65,7 @@ from xpuruntime.errors import (
 )
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _torch_staging as _staging
-from xpuruntime.inference.feeds import DeviceArray, TensorInfo, staged_io
+from xpuruntime.inference.feeds import DeviceArray, TensorInfo
 from xpuruntime.inference.plan import Plan
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
@@ -454,10 +454,6 @@ class TorchEngine(Engine):
         applied, inference_mode, from_numpy, keys_of = _applied_policy(), torch.inference_mode, torch.from_numpy, \
             self._keys_of
         bf16, ndarray, contiguous = torch.bfloat16, np.ndarray, np.ascontiguousarray
-        # on CUDA: small feeds and results through pinned buffers, one wait per call (_torch_staging)
-        cuda = self.device_kind == "cuda" and staged_io()
-        send = _staging.ModuleFeeder(torch, target) if cuda else None
-        read = _staging.ModuleReader(torch) if cuda else None
         pickers: dict[tuple[str, ...], _Picker] = {}
 
         def picker(output_names: Sequence[str]) -> _Picker:
@@ -480,22 +476,19 @@ class TorchEngine(Engine):
                 ktoken = kvar.set(kpolicy) if kvar is not None else None
                 try:
                     with inference_mode():
-                        if send is not None:
-                            inputs = send([feeds[n] for n in names])
-                        else:
-                            inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
+                        inputs = [from_numpy(contiguous(feeds[n])).to(target) for n in names]
                         if dtype is not None:
                             inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
                         result = fn(*inputs)
                         pick = fixed if output_names is fixed_names else picker(output_names)
                         accessor = pick.by_type.get(type(result))
-                        picked = accessor(result) if accessor is not None else pick(result)
-                        # the model's I/O types stay those of fp32 (_float_outputs); bf16 as float32 (numpy has none)
-                        picked = [t.float() if (dtype is not None and t.dtype == dtype) or t.dtype == bf16 else t
-                                  for t in picked]
-                        if read is not None:
-                            return read(picked)
-                        return [t.cpu().numpy() for t in picked]
+                        out = []
+                        for t in accessor(result) if accessor is not None else pick(result):
+                            if dtype is not None and t.dtype == dtype:
+                                t = t.float()  # the model's I/O types stay those of fp32 (_float_outputs)
+                            t = t.cpu()
+                            out.append((t.float() if t.dtype == bf16 else t).numpy())
+                        return out
                 except RuntimeError as exc:
                     violation = no_kernel_error(exc, state) if token is not None else None
                     if violation is not None:
