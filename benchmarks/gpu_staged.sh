@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Staged CUDA host I/O on and off (XPURUNTIME_STAGED_IO), one after the other on one machine: the overhead tables of
-# gpu_overhead.sh twice, JSON tagged _staged and _unstaged. ONNX Runtime GPU staged at /tmp/ortsite for the ort rows.
+# gpu_overhead.sh twice, JSON tagged _staged and _unstaged. Staging is the torch engine's (captured graphs); the ort
+# tables measured the same idea for ONNX Runtime's CUDA-graph binding (removed: it was slower there, BENCHMARKS.md).
 #   OUT=/some/dir bash benchmarks/gpu_staged.sh [torch|ort] [on|off|both]
 set -uo pipefail
 cd "$(dirname "$0")/.."

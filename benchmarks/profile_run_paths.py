@@ -105,13 +105,8 @@ def _bisect(xrt: Any, feeds: dict[str, Any], io: str, device: str) -> dict[str, 
             eng.run(feeds)
             graph = eng._graph
             staged, outs = graph.inputs, [graph.outputs[n] for n in names]
-            host, send, packed = graph.host, graph.device_buffer, list(graph.packed.items())
 
-            def hand_graph_loop() -> Any:  # its small inputs as xpuruntime sends them (packed: one update_inplace)
-                for k, view in packed:
-                    np.copyto(view, feeds[k])
-                if packed:
-                    send.update_inplace(host)
+            def hand_graph_loop() -> Any:
                 for k, v in staged.items():
                     v.update_inplace(feeds[k])
                 eng.session.run_with_iobinding(graph.binding, ro)

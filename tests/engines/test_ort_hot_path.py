@@ -118,9 +118,7 @@ def test_every_run_names_its_graph_so_onnx_runtime_looks_nothing_up_in_vain(two:
 def test_graph_path_follows_new_inputs_and_equals_the_bare_session(two: Any) -> None:
     sess = _graph_session(two, _feeds(0))
     _assert_equals_bare_call_after_call(sess, 5)  # each call's outputs its own, not views of the captured buffers
-    graph = sess.engine._graph
-    # both inputs are small: packed into one buffer, sent with one update_inplace per call
-    assert graph.binding is not None and set(graph.packed) == {"a", "b"} and not graph.inputs
+    assert sess.engine._graph.binding is not None and set(sess.engine._graph.inputs) == {"a", "b"}
 
 
 def test_graph_path_keeps_one_binding_and_the_callers_arrays_untouched(two: Any) -> None:
@@ -129,64 +127,13 @@ def test_graph_path_keeps_one_binding_and_the_callers_arrays_untouched(two: Any)
     kept = {k: v.copy() for k, v in feeds.items()}
     sess.run(feeds)
     graph = sess.engine._graph
-    binding, packed, host, device = graph.binding, dict(graph.packed), graph.host, graph.device_buffer
+    binding, staged = graph.binding, dict(graph.inputs)
     for seed in (1, 2):
         sess.run(_feeds(seed))
         sess.run([*_feeds(seed).values()], ["y"])
-    # updated in place, never rebound
-    assert graph.binding is binding and graph.packed == packed and graph.host is host
-    assert graph.device_buffer is device
+    assert graph.binding is binding and graph.inputs == staged  # updated in place, never rebound
     for k, v in feeds.items():
         np.testing.assert_array_equal(v, kept[k])
-
-
-@pytest.mark.parametrize("limit", [0, 64, 1 << 20])
-def test_graph_path_packs_only_small_host_inputs_and_equals_the_bare_session(
-        two: Any, limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inputs of at most PACKED_BYTES are packed in one buffer (one update_inplace a call) when there are two or more;
-    the others keep OrtValues of their own. Every mix gives the bare session's results, call after call."""
-    monkeypatch.setattr(tr, "PACKED_BYTES", limit)
-    sess = _graph_session(two, _feeds(0))
-    _assert_equals_bare_call_after_call(sess, 4)
-    graph = sess.engine._graph
-    packed = limit >= _feeds(0)["a"].nbytes
-    assert set(graph.packed) == ({"a", "b"} if packed else set())
-    assert set(graph.inputs) == (set() if packed else {"a", "b"})
-    run = sess.prepare(_feeds(1))
-    for seed in (2, 3):
-        got = run(_feeds(seed))
-        np.testing.assert_array_equal(got["y"], sum(_feeds(seed).values()))
-        np.testing.assert_array_equal(got["z"], np.multiply(*_feeds(seed).values()))
-    assert run._call.__name__ == "graph_call"
-    small = {"a": np.ones((1, 8), np.float32), "b": np.ones((1, 8), np.float32)}
-    with pytest.raises(InputError, match="changed shape under cuda_graphs"):  # the binding's own check
-        graph.run(small, ["y"], sess.engine.session.run_with_iobinding)
-
-
-def test_staged_io_off_binds_each_input_on_its_own(two: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XPURUNTIME_STAGED_IO", "0")
-    sess = _graph_session(two, _feeds(0))
-    _assert_equals_bare_call_after_call(sess, 3)
-    assert not sess.engine._graph.packed and set(sess.engine._graph.inputs) == {"a", "b"}
-
-
-def test_outputs_in_host_memory_are_read_with_numpy_not_a_pinned_reader(two: Any) -> None:
-    """The page-locked reader is for CUDA values only; a CPU binding reads (and copies) with numpy()."""
-    sess = _graph_session(two, _feeds(0))
-    sess.run(_feeds(0))
-    graph = sess.engine._graph
-    assert tr.pinned_reader(list(graph.outputs.values()), 0) is None
-    assert type(graph.reader(["y"])).__name__ == "function"
-
-
-def test_packed_inputs_take_any_float_dtype_as_copy_converts_it(two: Any) -> None:
-    """A packed input is copied into its view of the host array with numpy's conversion; the feed checks refuse a
-    wrong dtype before (no silent cast reaches the model)."""
-    sess = _graph_session(two, _feeds(0))
-    sess.run(_feeds(0))
-    with pytest.raises(InputError):
-        sess.run({k: v.astype(np.float64) for k, v in _feeds(1).items()})
-    np.testing.assert_array_equal(sess.run(_feeds(1))["y"], sum(_feeds(1).values()))
 
 
 def test_graph_path_subset_of_outputs_and_a_transformer(two: Any) -> None:

@@ -6,13 +6,10 @@ Two kinds. :func:`onnxruntime`, :func:`torch` and :func:`openvino` build a **sep
 **the xpuruntime engine's own instance** (its ``InferenceSession`` and CUDA-graph binding, its cast, compiled or
 captured module, its compiled OpenVINO model) from a hand-written loop: the difference is xpuruntime's Python
 alone, without the few percent two instances of one engine differ by (where their memory and objects landed).
-
-The separate instances are driven the way each engine's documentation shows (ONNX Runtime's CUDA-graph recipe:
-``update_inplace`` per input; torch: ``static.copy_`` per input and ``.cpu()`` per output). The same-instance loop
-drives the buffers the engine made: where xpuruntime packed a CUDA-graph binding's small inputs into one buffer
-(:class:`~xpuruntime.inference.engines._onnxruntime.GraphBinding`), the loop sends them packed, as xpuruntime does;
-the torch loop copies into the captured graph's static inputs one by one and reads each output with ``.cpu()``
-(xpuruntime's own call sends and reads them through pinned buffers: ``engines/_torch_staging.py``).
+Both kinds run the loop each engine's documentation shows: ONNX Runtime's CUDA-graph recipe (``update_inplace`` per
+input, ``numpy()`` per output); torch's ``static.copy_`` per input and ``.cpu()`` per output, which is one wait per
+tensor where xpuruntime's own replay of a captured graph sends and reads small tensors with one wait in all
+(``engines/_torch_staging.py``).
 
 Each maker takes a loaded xpuruntime engine and returns ``(make, notes)``; ``make(feeds, io)`` returns the
 zero-argument call that is timed. A same-instance ``make`` is called after the xpuruntime candidate's first run
@@ -100,24 +97,6 @@ def _bound_call(sess: Any, binding: Any, inputs: dict[str, Any], outputs: list[A
 
     def host_call() -> Any:
         for k, v in inputs.items():
-            v.update_inplace(feeds[k])
-        sess.run_with_iobinding(binding)
-        return [v.numpy() for v in outputs]
-    return host_call
-
-
-def _packed_call(sess: Any, graph: Any, outputs: list[Any], feeds: dict[str, Any]) -> Callable[[], Any]:
-    """The timed host-I/O call over a CUDA-graph binding whose small inputs are packed in one device buffer
-    (``GraphBinding.packed``): each copied into its view of the host array, the array sent with one
-    ``update_inplace``, the others updated one by one, then the replay and ``numpy()`` per output."""
-    binding, host, send = graph.binding, graph.host, graph.device_buffer.update_inplace
-    packed, loose = list(graph.packed.items()), list(graph.inputs.items())
-
-    def host_call() -> Any:
-        for k, view in packed:
-            np.copyto(view, feeds[k])
-        send(host)
-        for k, v in loose:
             v.update_inplace(feeds[k])
         sess.run_with_iobinding(binding)
         return [v.numpy() for v in outputs]
@@ -256,8 +235,6 @@ def _same_onnxruntime(eng: Any) -> Maker:
             raise ValueError("no same-instance loop for CUDA graphs with device I/O (one graph per session, "
                              "bound to xpuruntime's buffers)")
         outs = list(graph.outputs.values())
-        if graph.packed:  # its packed inputs as xpuruntime sends them: into the host views, one update_inplace
-            return _packed_call(eng.session, graph, outs, feeds)
         return _bound_call(eng.session, graph.binding, dict(graph.inputs), outs, feeds, io)  # its captured buffers
 
     # device I/O without graphs: a second binding of the same session, over buffers of its own

@@ -26,8 +26,8 @@ __all__ = ["check_output_buffer", "check_output_dims", "OUTPUT_BUFFER_KINDS", "T
 
 
 def staged_io() -> bool:
-    """Whether CUDA runs send small host feeds packed and read small results through page-locked memory (one wait
-    per call instead of one per tensor: ``engines/_torch_staging.py``, ``GraphBinding``). On by default;
+    """Whether the torch engine's captured CUDA graphs send small host feeds packed and read small results through
+    page-locked memory (one wait per call instead of one per tensor: ``engines/_torch_staging.py``). On by default;
     ``XPURUNTIME_STAGED_IO=0`` turns it off for sessions made afterwards (each tensor copied as a hand loop copies
     it), where page-locked memory is scarce or to compare."""
     return os.environ.get("XPURUNTIME_STAGED_IO", "1").strip().lower() not in ("0", "false", "off", "no")

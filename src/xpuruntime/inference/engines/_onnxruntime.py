@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import logging
@@ -29,7 +28,6 @@ import os
 import tempfile
 import threading
 import warnings
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,7 +39,7 @@ import numpy as np
 from xpuruntime import _cache
 from xpuruntime._models import ModelSource
 from xpuruntime.errors import InputError, ModelLoadError, UnsupportedOperationError
-from xpuruntime.inference.feeds import DeviceArray, staged_io
+from xpuruntime.inference.feeds import DeviceArray
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import Violation
 
@@ -838,11 +836,6 @@ def _read_cache(folder: Path, name: str, model: ModelSource, variant: str) -> Mo
 
 
 # -- CUDA graphs --------------------------------------------------------------------------------
-#: host feeds of a CUDA-graph binding up to this size are packed into one transfer (GraphBinding)
-PACKED_BYTES = 1 << 20
-_ALIGN = 256  # byte offset of each packed input: any dtype's slice is aligned
-
-
 class GraphBinding:
     """The binding of one CUDA-graph session, built on its first run.
 
@@ -857,25 +850,13 @@ class GraphBinding:
     output of the session is bound, whatever a call asks for. Host feeds are copied into device buffers the
     binding owns (``update_inplace``); device feeds must stay at the address they were captured at.
 
-    Two or more small host feeds (at most :data:`PACKED_BYTES` each) are packed: bound by address to aligned slices
-    of one device buffer, written into the matching views of one host array (a host memcpy each) and sent with one
-    ``update_inplace``. Each ``update_inplace`` is a synchronous copy that waits for the device (``cudaMemcpy``,
-    about 7 us on an H100 host): three BERT inputs cost 43 us one by one and 23 us packed at batch 1
-    (``benchmarks/probe_transfers.py``). ``packed`` maps those inputs to their host views, ``inputs`` the others
-    to their own OrtValues.
-
     ``device`` is the OrtValue device (``"cuda"``; ``"cpu"`` lets the CPU tests exercise the same binding).
     """
 
     def __init__(self, ort: Any, session: Any, device_id: int, device: str = "cuda") -> None:
         self.ort, self.session, self.device_id, self.device = ort, session, device_id, device
         self.binding: Any = None
-        self.inputs: dict[str, Any] = {}  # host inputs in OrtValues of their own
-        self.packed: dict[str, np.ndarray] = {}  # packed host inputs: their views of self.host
-        self.host: np.ndarray | None = None  # the packed inputs' host array, sent whole into self.device_buffer
-        self.device_buffer: Any = None
-        self._owned: np.ndarray | None = None  # the array a CPU device_buffer wraps
-        self._readers: dict[tuple[str, ...], Callable[[], list[np.ndarray]]] = {}
+        self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
         self.pointers: dict[str, int] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}  # host inputs' shapes at capture
@@ -894,47 +875,22 @@ class GraphBinding:
             for value in self.outputs.values():
                 _ort_type(value)  # an output numpy cannot hold is refused (the graph is captured: no rebuild)
         else:
-            inputs, packed, shapes = self.inputs, self.packed, self.shapes
+            inputs, shapes = self.inputs, self.shapes
             for name, value in feeds.items():
-                if type(value) is np.ndarray and value.shape == shapes.get(name):
-                    view = packed.get(name)
-                    if view is not None:
-                        np.copyto(view, value, casting="unsafe")
-                        continue
-                    staged = inputs.get(name)
-                    if staged is not None:
-                        staged.update_inplace(value)
-                        continue
-                self._update(name, value)
-            if packed:
-                self.device_buffer.update_inplace(self.host)
+                staged = inputs.get(name)
+                if staged is not None and type(value) is np.ndarray and value.shape == shapes[name]:
+                    staged.update_inplace(value)
+                else:
+                    self._update(name, value)
             run(binding)
-        return self.reader(names)()
-
-    def reader(self, names: Sequence[str]) -> Callable[[], list[np.ndarray]]:
-        """The call that reads outputs ``names`` back as new numpy arrays (built once per list of names): small CUDA
-        outputs through page-locked memory with one wait (:class:`PinnedReader`), else ``numpy()`` per output (a
-        copy from the device; of a CPU OrtValue, a view of the buffer the next run overwrites: copied)."""
-        key = tuple(names)
-        found = self._readers.get(key)
-        if found is None:
-            outs = [self.outputs[n] for n in names]
-            found = pinned_reader(outs, self.device_id) if self.device == "cuda" else None
-            if found is None:
-                copy = self.device == "cpu"
-                found = (lambda: [o.numpy().copy() for o in outs]) if copy else (lambda: [o.numpy() for o in outs])
-            self._readers[key] = found
-        return found
+        outputs = self.outputs
+        if self.device == "cpu":  # a CPU OrtValue's numpy() is a view of the buffer the next run overwrites
+            return [outputs[n].numpy().copy() for n in names]
+        return [outputs[n].numpy() for n in names]  # a copy from the device
 
     def _build(self, feeds: dict[str, Any]) -> Any:
         binding = self.session.io_binding()
-        small = {n: v for n, v in feeds.items() if type(v) is np.ndarray and v.nbytes <= PACKED_BYTES
-                 and not v.dtype.hasobject}
-        if len(small) >= 2 and staged_io():
-            self._pack(binding, small)
         for name, value in feeds.items():
-            if name in self.packed:
-                continue
             if isinstance(value, DeviceArray):
                 binding.bind_input(name, self.device, value.device_id, value.dtype, list(value.shape), value.ptr)
                 self.pointers[name] = value.ptr
@@ -949,25 +905,6 @@ class GraphBinding:
             binding.bind_output(name, self.device, self.device_id)
         return binding
 
-    def _pack(self, binding: Any, small: dict[str, np.ndarray]) -> None:
-        """Bind ``small`` (host feeds) to aligned slices of one device buffer, their values copied in."""
-        offsets, total = {}, 0
-        for name, value in small.items():
-            offsets[name] = total
-            total += -(-max(value.nbytes, 1) // _ALIGN) * _ALIGN
-        self.host = np.zeros(total, dtype=np.uint8)
-        device = np.zeros(total, dtype=np.uint8)  # a CPU OrtValue wraps the array itself: kept alive by the views
-        self.device_buffer = self.ort.OrtValue.ortvalue_from_numpy(device, self.device, self.device_id)
-        self._owned = device
-        base = self.device_buffer.data_ptr()
-        for name, value in small.items():
-            start = offsets[name]
-            view = self.host[start:start + value.nbytes].view(value.dtype).reshape(value.shape)
-            np.copyto(view, value)
-            self.packed[name], self.shapes[name] = view, tuple(value.shape)
-            binding.bind_input(name, self.device, self.device_id, value.dtype, list(value.shape), base + start)
-        self.device_buffer.update_inplace(self.host)
-
     def _update(self, name: str, value: Any) -> None:
         """One feed off the fast path of :meth:`run`: a device tensor at its captured address, else refused."""
         if isinstance(value, DeviceArray):
@@ -976,83 +913,16 @@ class GraphBinding:
                                  expected="the same tensor every run (update it in place)",
                                  received=f"a tensor at 0x{value.ptr:x}",
                                  hint="copy new data into the first tensor: x.copy_(new_x)")
-        elif name not in self.shapes:
+        elif name not in self.inputs:
             raise InputError(f"input {name!r} was a device tensor when the CUDA graph was captured",
                              expected="the same kind of feed every run", received="a host array",
                              hint="use one session per kind of feed")
-        elif tuple(value.shape) != self.shapes[name]:
+        elif tuple(value.shape) != tuple(self.inputs[name].shape()):
             raise InputError(f"input {name!r} changed shape under cuda_graphs",
-                             expected=f"shape {list(self.shapes[name])} (captured)",
+                             expected=f"shape {list(self.inputs[name].shape())} (captured)",
                              received=f"shape {list(value.shape)}", hint="use one session per shape")
-        elif name in self.packed:
-            np.copyto(self.packed[name], value, casting="unsafe")
         else:
             self.inputs[name].update_inplace(value)
-
-
-class PinnedReader:
-    """CUDA OrtValues at fixed addresses (a captured graph's outputs) read back to new numpy arrays with one wait.
-
-    ``OrtValue.numpy()`` of a CUDA value is a synchronous ``cudaMemcpy`` into new pageable memory: one wait for the
-    device per output (two BERT outputs at batch 1: 52 us, ``benchmarks/probe_transfers.py``). This reader copies
-    every output with ``cudaMemcpyAsync`` into one page-locked buffer on a stream of its own, waits once
-    (``cudaStreamSynchronize``) and copies each slice into a new array, so no result aliases memory the next call
-    writes, and no page-locked memory is handed out. ONNX Runtime has finished its run (it synchronises its stream
-    before ``run_with_iobinding`` returns) when the copies are issued. Through ``cuda.bindings`` (the ``gpu`` extra's
-    ``cuda-core`` depends on it)."""
-
-    def __init__(self, cudart: Any, values: Sequence[Any]) -> None:
-        self.cudart = cudart
-        shapes = [tuple(v.shape()) for v in values]
-        dtypes = [np.dtype(_ort_type(v)) for v in values]
-        sizes = [int(np.prod(s, dtype=np.int64)) * d.itemsize for s, d in zip(shapes, dtypes)]
-        offsets, total = [], 0
-        for size in sizes:
-            offsets.append(total)
-            total += -(-max(size, 1) // _ALIGN) * _ALIGN
-        err, self.ptr = cudart.cudaMallocHost(total)
-        _check_cuda(cudart, err, "cudaMallocHost")
-        self._finalizer = weakref.finalize(self, cudart.cudaFreeHost, self.ptr)
-        err, self.stream = cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking)
-        _check_cuda(cudart, err, "cudaStreamCreateWithFlags")
-        weakref.finalize(self, cudart.cudaStreamDestroy, self.stream)
-        host = np.frombuffer((ctypes.c_uint8 * total).from_address(self.ptr), dtype=np.uint8)
-        self.views = [host[o:o + n].view(d).reshape(s) for o, n, d, s in zip(offsets, sizes, dtypes, shapes)]
-        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self.copies = [(self.ptr + o, v.data_ptr(), n, kind) for o, v, n in zip(offsets, values, sizes)]
-
-    def __call__(self) -> list[np.ndarray]:
-        copy, stream = self.cudart.cudaMemcpyAsync, self.stream
-        for dst, src, size, kind in self.copies:
-            copy(dst, src, size, kind, stream)
-        (err,) = self.cudart.cudaStreamSynchronize(stream)
-        _check_cuda(self.cudart, err, "reading the outputs back (cudaMemcpyAsync)")
-        return [view.copy() for view in self.views]
-
-
-def pinned_reader(values: Sequence[Any], device_id: int) -> PinnedReader | None:
-    """A :class:`PinnedReader` of ``values`` where it pays and can run: each a numeric CUDA value of at most
-    :data:`PACKED_BYTES`, on the calling thread's current device, ``cuda.bindings`` importable; else None (read them
-    with ``numpy()``)."""
-    try:
-        if not values or not staged_io() or any(v.tensor_size_in_bytes() > PACKED_BYTES or v.device_name().lower() != "cuda"
-                             for v in values):
-            return None
-        for v in values:
-            _ort_type(v)
-        from cuda.bindings import runtime as cudart
-
-        err, current = cudart.cudaGetDevice()
-        if err or current != device_id:
-            return None
-        return PinnedReader(cudart, values)
-    except Exception:  # noqa: BLE001 - no cuda.bindings, no page-locked memory, an exotic type: numpy() per output
-        return None
-
-
-def _check_cuda(cudart: Any, err: Any, what: str) -> None:
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError(f"CUDA error in {what}: {err!r}")
 
 
 def _ort_type(value: Any) -> str:
