@@ -81,8 +81,8 @@ def packed_clones(torch: Any, inputs: Sequence[Any]) -> tuple[tuple[Any, ...], t
 class GraphFeeder:
     """The numpy feeds of a captured graph into its static inputs: the packed ones (views of one device buffer, see
     :func:`packed_clones`) through one pinned buffer and one asynchronous copy, the others copied as a hand loop does.
-    Call ``feeder(feeds)`` with a dict of numpy arrays of the captured shapes (dtypes are converted as ``copy_``
-    converts them)."""
+    ``fill(feeds, torch.from_numpy)`` takes a dict of numpy arrays of the captured shapes (dtypes are converted as
+    ``copy_`` converts them)."""
 
     __slots__ = ("packed", "loose", "_host", "_device")
 
