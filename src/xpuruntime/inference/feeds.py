@@ -24,14 +24,6 @@ __all__ = ["check_output_buffer", "check_output_dims", "OUTPUT_BUFFER_KINDS", "T
            "check_seed", "MAX_INPUT_BYTES_ENV", "resolve_shapes", "int_ranges", "embedding_sizes", "onnx_inputs",
            "DEFAULT_INT_RANGE", "MASK_INT_RANGE", "DEFAULT_DIM_WORD"]
 
-
-def staged_io() -> bool:
-    """Whether the torch engine's captured CUDA graphs send small host feeds packed and read small results through
-    page-locked memory (one wait per call instead of one per tensor: ``engines/_torch_staging.py``). On by default;
-    ``XPURUNTIME_STAGED_IO=0`` turns it off for sessions made afterwards (each tensor copied as a hand loop copies
-    it), where page-locked memory is scarce or to compare."""
-    return os.environ.get("XPURUNTIME_STAGED_IO", "1").strip().lower() not in ("0", "false", "off", "no")
-
 MAX_INPUT_BYTES_ENV = "XPURUNTIME_MAX_INPUT_BYTES"
 _DEFAULT_MAX_INPUT = 16 << 30
 _MAX_DIM = int(np.iinfo(np.intp).max)

@@ -18,20 +18,18 @@ Larger tensors take the hand loop's path (a host memcpy of megabytes costs what 
 with a synchronous copy, so the previous call's asynchronous input copy is done before the pinned buffer is written
 again; calls are serialised by the engine's run lock. The module path (eager, ``torch.compile``) is left as a hand
 loop runs it: staging its feeds and results measured no faster there (``benchmarks/gpu_staged.sh``).
-``XPURUNTIME_STAGED_IO=0`` (:func:`xpuruntime.inference.feeds.staged_io`) turns staging off for sessions made
-afterwards.
+``XPURUNTIME_STAGED_IO=0`` (:func:`staged_io`) turns staging off for sessions made afterwards.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from xpuruntime.inference.feeds import staged_io
-
-__all__ = ["STAGED_BYTES", "GraphFeeder", "Reader", "numpy_dtype", "packed_clones", "reader"]
+__all__ = ["STAGED_BYTES", "GraphFeeder", "Reader", "numpy_dtype", "packed_clones", "reader", "staged_io"]
 
 #: tensors up to this size travel through the engine's pinned buffers (larger ones as a hand loop copies them)
 STAGED_BYTES = 1 << 20
@@ -39,6 +37,13 @@ _ALIGN = 256  # byte offset of each packed tensor: any dtype's view of the buffe
 
 
 _NUMPY: dict[Any, Any] = {}
+
+
+def staged_io() -> bool:
+    """Whether captured graphs made from now on stage their small feeds and results (on unless
+    ``XPURUNTIME_STAGED_IO`` is ``0``, ``false``, ``off`` or ``no``: each tensor is then copied as a hand loop copies
+    it, where page-locked memory is scarce or to compare)."""
+    return os.environ.get("XPURUNTIME_STAGED_IO", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def numpy_dtype(torch: Any, dtype: Any) -> Any:
@@ -119,20 +124,19 @@ class Reader:
     copied asynchronously into a pinned buffer, the last copy synchronous, then each buffer copied out. ``reader()``
     returns the list. Use :func:`reader` to get one only where it pays (small, numpy-typed CUDA tensors)."""
 
-    __slots__ = ("pairs", "last")
+    __slots__ = ("early", "last", "hosts")
 
     def __init__(self, torch: Any, tensors: Sequence[Any]) -> None:
-        pins = [torch.empty(tuple(t.shape), dtype=t.dtype, pin_memory=True) for t in tensors]
-        self.pairs = [(p, t, p.numpy()) for p, t in zip(pins, tensors)]
-        self.last = self.pairs[-1]
+        pairs = [(torch.empty(tuple(t.shape), dtype=t.dtype, pin_memory=True), t) for t in tensors]
+        self.early, self.last = pairs[:-1], pairs[-1]
+        self.hosts = [pin.numpy() for pin, _ in pairs]
 
     def __call__(self) -> list[np.ndarray]:
-        last = self.last
-        for pin, t, _ in self.pairs:
-            if pin is not last[0]:
-                pin.copy_(t, non_blocking=True)
-        last[0].copy_(last[1])  # synchronous: waits for the stream, so for every copy before it
-        return [host.copy() for _, _, host in self.pairs]
+        for pin, t in self.early:
+            pin.copy_(t, non_blocking=True)
+        pin, t = self.last
+        pin.copy_(t)  # synchronous: waits for the stream, so for every copy before it
+        return [host.copy() for host in self.hosts]
 
 
 def reader(torch: Any, tensors: Sequence[Any]) -> Reader | None:
