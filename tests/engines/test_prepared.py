@@ -332,3 +332,51 @@ def test_an_ndarray_subclass_given_to_prepare_is_a_host_feed(tmp_path: Path) -> 
         run = sess.prepare({"a": mapped, "b": ab["b"]})
         assert "bound tensor" not in repr(run)
         np.testing.assert_allclose(run(_ab(3))["p"], sess.run(_ab(3))["p"])
+
+
+# -- the call written out per configuration -----------------------------------------------------------------------
+def test_the_call_written_out_gives_what_the_general_call_gives_and_hands_it_the_rest(bert: Path) -> None:
+    general = xrt.PreparedRun.__call__  # the class the session documents; each run's own class only adds its call
+    with xrt.InferenceSession(str(bert)) as sess:
+        run, again = sess.prepare(_feeds()), sess.prepare(_feeds(1))
+        assert isinstance(run, xrt.PreparedRun) and type(run) is not xrt.PreparedRun
+        assert type(run).__name__ == "PreparedRun" and type(run) is type(again)  # one class per configuration
+        for feeds in (_feeds(2), None):
+            got, want = run(feeds), general(run, feeds)
+            assert list(got) == list(want) == ["hidden", "pooled"]
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name])
+        # what the written-out tests let through goes to the general call: each of these still runs or is refused
+        feeds = _feeds(3)
+        strided = {k: np.asfortranarray(v) for k, v in feeds.items()}  # not C order: converted there
+        np.testing.assert_allclose(run(strided)["pooled"], sess.run(feeds)["pooled"], rtol=1e-5, atol=1e-5)
+
+        class Feeds(dict):  # type: ignore[type-arg]
+            pass
+        np.testing.assert_allclose(run(Feeds(feeds))["pooled"], sess.run(feeds)["pooled"], rtol=1e-5, atol=1e-5)
+        with pytest.raises(xrt.InputError, match="does not fit this prepared run"):
+            run({"input_ids": feeds["input_ids"][:1], "attention_mask": feeds["attention_mask"][:1]})
+        with pytest.raises(xrt.InputError, match="unknown input"):
+            run({"input_ids": feeds["input_ids"], "bogus": feeds["attention_mask"]})
+
+
+def test_input_and_output_names_of_any_spelling_enter_the_written_out_call_as_data() -> None:
+    from onnx import TensorProto, helper
+
+    names = ["x'\"\\n", "a\nb", "{0} __import__('os')", "π"]
+    outs = [f"out {name}" for name in names]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [n], [o]) for n, o in zip(names, outs)], "names",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in names],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [2]) for o in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    feeds = {n: np.full(2, i, np.float32) for i, n in enumerate(names)}
+    with xrt.InferenceSession(model) as sess:
+        run = sess.prepare(feeds)
+        got = run({n: v + 1 for n, v in feeds.items()})
+        assert list(got) == outs
+        for i, o in enumerate(outs):
+            np.testing.assert_array_equal(got[o], np.full(2, i + 1, np.float32))
+        listed = sess.prepare(list(feeds.values()))
+        assert isinstance(listed(), list) and len(listed()) == 4

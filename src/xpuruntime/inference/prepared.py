@@ -29,6 +29,7 @@ Spans: a prepared call records its trace span (and NVTX range) only while a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,10 @@ class PreparedRun:
         self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
         self._traced = _profiler.nvtx_attached()
         engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
+        specialised = _specialised(self._spec if self._host else None, tuple(self._names), self._contiguous,
+                                   self._as_dict)
+        if specialised is not None:
+            self.__class__ = specialised  # (the same slots: only __call__ differs)
 
     @property
     def output_names(self) -> list[str]:
@@ -116,6 +121,8 @@ class PreparedRun:
         self._call = closed
 
     def __call__(self, feeds: Any = None) -> Any:
+        """Run the prepared configuration: ``run()`` (the prepared feeds as they are now) or ``run(feeds)`` (new
+        numpy feeds of the prepared shapes and dtypes); results as the session's ``run`` gives them."""
         as_dict = True
         if feeds is None:
             given = self._given if not self._refresh else self._refreshed()
@@ -203,6 +210,59 @@ class PreparedRun:
     def __repr__(self) -> str:
         feeds = ", ".join(f"{n}: {d}{list(s)}" if d is not None else f"{n}: bound tensor" for n, s, d in self._spec)
         return f"PreparedRun({self._engine.name}, {{{feeds}}} -> {self._names})"
+
+
+#: the most inputs and outputs a prepared run's call is written out for (beyond: the general ``__call__``)
+_SPECIALISE_MAX = 32
+
+
+@functools.lru_cache(maxsize=256)
+def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str, ...], contiguous: bool,
+                 as_dict: bool) -> type[PreparedRun] | None:
+    """A subclass of :class:`PreparedRun` whose ``__call__`` is this configuration's fast path written out, or None.
+
+    Right after the engine's work each bytecode, attribute load and frame of the per-call layer costs several
+    times its warm price (``benchmarks/profile_in_situ.py``), so the call is generated once per configuration, as
+    ``dataclasses`` and ``namedtuple`` generate theirs: the checks of each numpy feed unrolled (exact ``ndarray``,
+    the prepared shape, numpy's own dtype instance, C order where the engine needs it), the result dict built in
+    one expression. Anything else (other feeds, a trace being collected, a closed session) takes
+    :meth:`PreparedRun.__call__`, which checks fully and raises what it raises. ``spec``: the numpy feeds'
+    (name, shape, dtype), or None where a feed is a device tensor (only ``run()`` is written out then). Shapes
+    and dtypes live in the generated function's namespace; names enter the source through ``repr``."""
+    if len(names) > _SPECIALISE_MAX or (spec is not None and len(spec) > _SPECIALISE_MAX):
+        return None
+    namespace: dict[str, Any] = {"ndarray": np.ndarray, "active": _ACTIVE.get, "XpuRuntimeError": XpuRuntimeError,
+                                 "general": PreparedRun.__call__}
+    as_mapping = "{" + ", ".join(f"{name!r}: r[{i}]" for i, name in enumerate(names)) + "}"
+    call = ["try:",
+            "    r = self._call({given})",
+            "except XpuRuntimeError:",
+            "    raise",
+            "except Exception as exc:  # the engine library's own errors, as Engine.run wraps them",
+            "    raise self._engine.run_error(exc) from None"]
+    lines = ["def __call__(self, feeds=None):"]
+    if spec is not None:
+        tests = []
+        lines.append(f"    if type(feeds) is dict and len(feeds) == {len(spec)} and not self._traced "
+                     "and active() is None:")
+        for i, (name, shape, dtype) in enumerate(spec):
+            namespace[f"shape{i}"], namespace[f"dtype{i}"] = shape, dtype
+            lines.append(f"        v{i} = feeds.get({name!r})")
+            tests.append(f"type(v{i}) is ndarray and v{i}.shape == shape{i} and v{i}.dtype is dtype{i}"
+                         + (f" and v{i}.flags.c_contiguous" if contiguous else ""))
+        lines.append("        if " + " and ".join(tests) + ":")
+        lines += ["            " + line.format(given="feeds") for line in call]
+        lines.append(f"            return {as_mapping}")
+    lines.append("    if feeds is None and not self._refresh and not self._traced and active() is None:")
+    lines += ["        " + line.format(given="self._given") for line in call]
+    lines.append(f"        return {as_mapping if as_dict else 'list(r)'}")
+    lines.append("    return general(self, feeds)")
+    exec(compile("\n".join(lines) + "\n", "<xpuruntime.PreparedRun, written out>", "exec"), namespace)  # noqa: S102
+    method = namespace["__call__"]
+    method.__doc__, method.__qualname__ = PreparedRun.__call__.__doc__, "PreparedRun.__call__"
+    return type(PreparedRun)("PreparedRun", (PreparedRun,), {
+        "__slots__": (), "__call__": method, "__module__": __name__, "__qualname__": "PreparedRun",
+        "__doc__": PreparedRun.__doc__})
 
 
 def _host_value(checked: Any, given: Any) -> np.ndarray | None:

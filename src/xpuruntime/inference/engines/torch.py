@@ -42,7 +42,6 @@ once.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -469,9 +468,12 @@ class TorchEngine(Engine):
         active, state, kvar, kpolicy = inline if inline is not None else (None, None, None, None)
         no_kernel_error = _state().no_kernel_error
 
-        def call(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
-            """The run in one frame (each frame costs several times its warm price right after the engine's work)."""
-            with _RUN_LOCK, (applied(policy, plan, device_type=kind, receipt=False) if inline is None else _NO_SCOPE):
+        def call(feeds: dict[str, Any], output_names: Sequence[str] = fixed_names) -> list[Any]:  # type: ignore[assignment]
+            """The run in one frame (each frame costs several times its warm price right after the engine's work);
+            a prepared run calls it with the feeds alone (its output names: the default)."""
+            # (a plan that sets nothing: the run lock entered again instead of a null context, an RLock re-entered
+            # in C where contextlib.nullcontext costs two Python frames)
+            with _RUN_LOCK, (applied(policy, plan, device_type=kind, receipt=False) if inline is None else _RUN_LOCK):
                 token = active.set(state) if active is not None else None
                 ktoken = kvar.set(kpolicy) if kvar is not None else None
                 try:
@@ -545,8 +547,8 @@ class TorchEngine(Engine):
         # records (one frame less per call)
         named_replay, bare_replay, profiler = graph.replay, graph.graph.replay, torch.autograd.profiler
 
-        def call(feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
-            with _RUN_LOCK:
+        def call(feeds: dict[str, Any], output_names: Sequence[str] = prepared) -> list[Any]:  # type: ignore[assignment]
+            with _RUN_LOCK:  # (a prepared run calls it with the feeds alone: its output names are the default)
                 fill(feeds, from_numpy)
                 if getattr(profiler, "_is_profiler_enabled", True):
                     named_replay()
@@ -580,8 +582,7 @@ class TorchEngine(Engine):
             if not all(isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(feeds[n].shape) for n, t in statics):
                 return None
             if host and not outputs:
-                replayer = self._replayer(prepared=names)
-                return lambda given: replayer(given, names)  # type: ignore[misc,no-any-return]  # (names: its key)
+                return self._replayer(prepared=names)  # called with the feeds alone (no frame of its own here)
             flat = dict(_flatten(graph.outputs))
             outs = [flat[key] for key in self._keys_of(names)]
             # CapturedGraph.replay written out, as in _replayer
@@ -608,8 +609,7 @@ class TorchEngine(Engine):
                 return device_replay
             return None
         if host and not outputs and self._replay is not None:  # the numpy path through the module was taken
-            runner = self._host_runner(prepared=names)
-            return lambda given: runner(given, names)  # type: ignore[no-any-return]  # (names: the picker's key)
+            return self._host_runner(prepared=names)  # called with the feeds alone, as above
         return None
 
     def run_error(self, exc: Exception) -> XpuRuntimeError:
@@ -770,9 +770,6 @@ def _compile_kwargs(option: Any, policy: Policy) -> dict[str, Any]:
     kwargs = dict(option) if isinstance(option, Mapping) else {"mode": option} if isinstance(option, str) else {}
     kwargs.setdefault("dynamic", False if policy.execution.static_shape else None)
     return kwargs
-
-
-_NO_SCOPE = contextlib.nullcontext()  # shared: entering and leaving it keeps no state
 
 
 def _named_fn(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
