@@ -188,3 +188,52 @@ def test_graph_path_from_several_threads_gives_each_caller_its_outputs(two: Any)
     for t in threads:
         t.join()
     assert wrong == []
+
+
+# -- ONNX Runtime's C methods ------------------------------------------------------------------------------------
+def test_the_c_methods_behind_onnx_runtimes_python_wrappers_do_what_the_wrappers_do(two: Any) -> None:
+    """``tr.c_session`` / ``binding_call`` / ``value_calls`` (what prepared runs and the binding path call): the same
+    results as the public methods on a real session, and the public methods wherever the C objects are missing."""
+    from types import SimpleNamespace
+
+    with InferenceSession(two) as sess:
+        session, feeds = sess.engine.session, _feeds(0)
+        assert tr.c_session(session) is session._sess
+        y, z = session.run(None, feeds)
+        binding = session.io_binding()
+        values = {k: ort.OrtValue.ortvalue_from_numpy(np.zeros_like(v)) for k, v in feeds.items()}
+        for k, v in values.items():
+            binding.bind_ortvalue_input(k, v)
+            update, read = tr.value_calls(v)
+            update(feeds[k])
+            np.testing.assert_array_equal(read(), feeds[k])
+        for name in ("y", "z"):
+            binding.bind_output(name, "cpu")
+        tr.binding_call(session, binding)(sess.engine._run_options)
+        got = [tr.value_calls(v)[1]() for v in binding.get_outputs()]
+        np.testing.assert_array_equal(got[0], y)
+        np.testing.assert_array_equal(got[1], z)
+    public = SimpleNamespace(run=lambda *a: "run", run_with_iobinding=lambda *a: a, update_inplace=lambda x: x,
+                             numpy=lambda: "numpy")
+    assert tr.c_session(public) is None
+    assert tr.binding_call(public, "binding")("options") == ("binding", "options")
+    assert tr.value_calls(public) == (public.update_inplace, public.numpy)
+
+
+def test_onnx_runtimes_silent_retry_on_the_cpu_provider_is_off(two: Any) -> None:
+    """ONNX Runtime's Python ``run`` moves a session whose provider failed to the CPU provider and runs again
+    (printing two lines); a receipt would not show it, so the engine turns that off and the failure raises."""
+    with InferenceSession(two) as sess:
+        assert sess.engine.session._enable_fallback is False
+
+
+def test_the_prepared_graph_call_copies_strided_feeds_in_c_order(two: Any) -> None:
+    feeds = _feeds(0)
+    with _graph_session(two, feeds) as sess:
+        run = sess.prepare(feeds)
+        assert run._call.__name__ == "graph_call"
+        flipped = {k: np.ascontiguousarray(v[:, ::-1])[:, ::-1] for k, v in _feeds(1).items()}
+        assert not flipped["a"].flags.c_contiguous
+        got, want = run(flipped), _bare(sess).run(None, _feeds(1))
+        np.testing.assert_array_equal(got["y"], want[0])
+        np.testing.assert_array_equal(got["z"], want[1])

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -923,6 +924,47 @@ class GraphBinding:
                              received=f"shape {list(value.shape)}", hint="use one session per shape")
         else:
             self.inputs[name].update_inplace(value)
+
+
+def c_session(session: Any) -> Any:
+    """The C-extension session behind an ``onnxruntime.InferenceSession`` (its ``_sess``), or None.
+
+    ONNX Runtime's Python ``run`` and ``run_with_iobinding`` check their arguments on every call (input names, the
+    run options' graph id, WebGPU capture, OrtValue ownership) and then call this object's method of the same name.
+    A prepared run has checked all of that once (:mod:`xpuruntime.inference.prepared`), so it calls the C method
+    itself: the same work, without the Python frames the hand loop pays right after the engine's work. None (use
+    the public methods) when the layout is not that one (another ONNX Runtime) or a WebGPU graph capture is on
+    (its per-call checks keep captured bindings safe)."""
+    inner = getattr(session, "_sess", None)
+    if inner is None or not all(callable(getattr(inner, m, None)) for m in ("run", "run_with_iobinding")):
+        return None
+    webgpu = getattr(inner, "is_webgpu_graph_capture_enabled", None)
+    try:
+        if webgpu is not None and webgpu():
+            return None
+    except Exception:  # noqa: BLE001 - a build without the query: no WebGPU capture
+        pass
+    return inner
+
+
+def binding_call(session: Any, binding: Any) -> Callable[[Any], Any]:
+    """``run_with_iobinding(binding, run_options)`` as a one-argument call (the run options): the C method of
+    :func:`c_session` on the binding's C object, else the public method."""
+    inner, native = c_session(session), getattr(binding, "_iobinding", None)
+    if inner is not None and native is not None:
+        return functools.partial(inner.run_with_iobinding, native)
+    return functools.partial(session.run_with_iobinding, binding)
+
+
+def value_calls(value: Any) -> tuple[Callable[[np.ndarray], None], Callable[[], np.ndarray]]:
+    """An OrtValue's ``update_inplace`` and ``numpy`` as its C object has them (the Python methods only forward,
+    after type checks a prepared run made once), else the public ones. The update takes C-contiguous numpy arrays
+    only (the public method converts others; the caller passes ``np.ascontiguousarray(x)``)."""
+    native = getattr(value, "_ortvalue", None)
+    update, read = getattr(native, "update_inplace", None), getattr(native, "numpy", None)
+    if callable(update) and callable(read):
+        return update, read
+    return value.update_inplace, value.numpy
 
 
 def _ort_type(value: Any) -> str:

@@ -122,6 +122,10 @@ class OnnxRuntimeEngine(Engine):
         if self.plan.cached_model:
             self.model = load_model_source(Path(self.plan.cached_model))
         self.session = self._create(self._session_options())
+        # ONNX Runtime's Python run() otherwise answers a provider's failure by moving the whole session to the CPU
+        # provider and running again, printing two lines: a silent fallback no receipt would show. Failures raise.
+        if callable(getattr(self.session, "disable_fallback", None)):
+            self.session.disable_fallback()
         if self.plan.selection:
             self.load_notes.append(f"provider_selection {self.plan.selection}: ONNX Runtime chose "
                                    f"{', '.join(self.session.get_providers())}")
@@ -272,7 +276,8 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
-        return self._guarded(self.session.run, list(output_names), feeds)
+        return self._guarded(self._native.run if self._native is not None else self.session.run, list(output_names),
+                             feeds)
 
     @functools.cached_property
     def _run_options(self) -> Any:
@@ -311,8 +316,18 @@ class OnnxRuntimeEngine(Engine):
             raise _run_error(exc, ro) from None
 
     def _run_binding(self, binding: Any) -> None:
-        """``run_with_iobinding(binding)`` under :meth:`_guarded`."""
-        self._guarded(self.session.run_with_iobinding, binding)
+        """``run_with_iobinding(binding)`` under :meth:`_guarded` (ONNX Runtime's C method where there is one:
+        the binding is ours, built for this session)."""
+        native, inner = self._native, getattr(binding, "_iobinding", None)
+        if native is not None and inner is not None:
+            self._guarded(native.run_with_iobinding, inner)
+        else:
+            self._guarded(self.session.run_with_iobinding, binding)
+
+    @functools.cached_property
+    def _native(self) -> Any:
+        """ONNX Runtime's C-extension session (``tr.c_session``), or None: the public methods."""
+        return tr.c_session(self.session)
 
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
@@ -353,15 +368,20 @@ class OnnxRuntimeEngine(Engine):
             staged = [(name, graph.inputs.get(name)) for name in feeds]
             if direct and graph.binding is not None and all(v is not None for _, v in staged) \
                     and all(type(v) is np.ndarray for v in feeds.values()):
-                binding, replay, outs = graph.binding, session.run_with_iobinding, [graph.outputs[n] for n in names]
-                copy = graph.device == "cpu"  # a CPU OrtValue's numpy() is a view of the buffer the next run writes
+                # GraphBinding.run's replay written out, calling ONNX Runtime's C methods (tr.c_session): the
+                # update of each bound input (from a C-contiguous array), the binding's run, each output's copy out
+                replay = tr.binding_call(session, graph.binding)
+                updates = [(name, tr.value_calls(value)[0]) for name, value in staged]
+                reads = [tr.value_calls(graph.outputs[n])[1] for n in names]
+                copy, contiguous = graph.device == "cpu", np.ascontiguousarray  # (a CPU OrtValue's numpy() is a
+                #                                                   view of the buffer the next run writes)
 
-                def graph_call(given: dict[str, Any]) -> list[Any]:  # GraphBinding.run's replay, written out
+                def graph_call(given: dict[str, Any]) -> list[Any]:
                     with lock:
-                        for name, value in staged:
-                            value.update_inplace(given[name])
-                        replay(binding, ro)
-                        return [o.numpy().copy() for o in outs] if copy else [o.numpy() for o in outs]
+                        for name, update in updates:
+                            update(contiguous(given[name]))
+                        replay(ro)
+                        return [read().copy() for read in reads] if copy else [read() for read in reads]
                 return graph_call
             run = self._run_binding
 
@@ -370,7 +390,7 @@ class OnnxRuntimeEngine(Engine):
                     return graph.run(given, names, run)  # type: ignore[no-any-return]
             return graph_run
         if not outputs and not _has_device_feeds(feeds):
-            method = session.run
+            method = self._native.run if self._native is not None else session.run  # (feeds checked: the C run)
             if not direct:
                 guarded = self._guarded
                 return lambda given: guarded(method, names, given)  # type: ignore[no-any-return]
@@ -379,12 +399,12 @@ class OnnxRuntimeEngine(Engine):
             with lock:  # the binding of exactly these buffers (another thread's run may have bound others since)
                 binding = self._binding(feeds, names, outputs)
             results = [outputs[n] for n in names]
-            run_binding, run_with = self._run_binding, session.run_with_iobinding
+            run_binding, run_with = self._run_binding, tr.binding_call(session, binding)
 
             def bound_call(_given: dict[str, Any]) -> list[Any]:
                 with lock:
                     if direct:
-                        run_with(binding, ro)
+                        run_with(ro)
                     else:
                         run_binding(binding)
                 return results
