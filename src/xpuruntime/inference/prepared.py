@@ -216,6 +216,37 @@ class PreparedRun:
 _SPECIALISE_MAX = 32
 
 
+def _feed_tests(spec: tuple[tuple[str, Any, Any], ...], contiguous: bool, namespace: dict[str, Any],
+                indent: str) -> list[str]:
+    """The written-out test of dict feeds against ``spec``: one line binding each feed, then one ``if`` over them
+    all (exact ``ndarray``, the shape, numpy's own dtype instance, C order where the engine needs it)."""
+    lines, tests = [], []
+    for i, (name, shape, dtype) in enumerate(spec):
+        namespace[f"shape{i}"], namespace[f"dtype{i}"] = shape, dtype
+        lines.append(f"{indent}v{i} = feeds.get({name!r})")
+        tests.append(f"type(v{i}) is ndarray and v{i}.shape == shape{i} and v{i}.dtype is dtype{i}"
+                     + (f" and v{i}.flags.c_contiguous" if contiguous else ""))
+    return [*lines, f"{indent}if " + " and ".join(tests) + ":"]
+
+
+def _as_mapping(names: tuple[str, ...]) -> str:
+    """The result dict of ``r`` (the lean call's list) as one expression."""
+    return "{" + ", ".join(f"{name!r}: r[{i}]" for i, name in enumerate(names)) + "}"
+
+
+def _written_out(source: list[str], namespace: dict[str, Any], what: str) -> Any:
+    exec(compile("\n".join(source) + "\n", f"<xpuruntime {what}, written out>", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+_CALL = ["try:",
+         "    r = {call}({given})",
+         "except XpuRuntimeError:",
+         "    raise",
+         "except Exception as exc:  # the engine library's own errors, as Engine.run wraps them",
+         "    raise {run_error}(exc) from None"]
+
+
 @functools.lru_cache(maxsize=256)
 def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str, ...], contiguous: bool,
                  as_dict: bool) -> type[PreparedRun] | None:
@@ -223,46 +254,78 @@ def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str
 
     Right after the engine's work each bytecode, attribute load and frame of the per-call layer costs several
     times its warm price (``benchmarks/profile_in_situ.py``), so the call is generated once per configuration, as
-    ``dataclasses`` and ``namedtuple`` generate theirs: the checks of each numpy feed unrolled (exact ``ndarray``,
-    the prepared shape, numpy's own dtype instance, C order where the engine needs it), the result dict built in
-    one expression. Anything else (other feeds, a trace being collected, a closed session) takes
-    :meth:`PreparedRun.__call__`, which checks fully and raises what it raises. ``spec``: the numpy feeds'
+    ``dataclasses`` and ``namedtuple`` generate theirs: the checks of each numpy feed unrolled (:func:`_feed_tests`),
+    the result dict built in one expression. Anything else (other feeds, a trace being collected, a closed session)
+    takes :meth:`PreparedRun.__call__`, which checks fully and raises what it raises. ``spec``: the numpy feeds'
     (name, shape, dtype), or None where a feed is a device tensor (only ``run()`` is written out then). Shapes
     and dtypes live in the generated function's namespace; names enter the source through ``repr``."""
     if len(names) > _SPECIALISE_MAX or (spec is not None and len(spec) > _SPECIALISE_MAX):
         return None
     namespace: dict[str, Any] = {"ndarray": np.ndarray, "active": _ACTIVE.get, "XpuRuntimeError": XpuRuntimeError,
                                  "general": PreparedRun.__call__}
-    as_mapping = "{" + ", ".join(f"{name!r}: r[{i}]" for i, name in enumerate(names)) + "}"
-    call = ["try:",
-            "    r = self._call({given})",
-            "except XpuRuntimeError:",
-            "    raise",
-            "except Exception as exc:  # the engine library's own errors, as Engine.run wraps them",
-            "    raise self._engine.run_error(exc) from None"]
+    call = [line.replace("{call}", "self._call").replace("{run_error}", "self._engine.run_error") for line in _CALL]
     lines = ["def __call__(self, feeds=None):"]
     if spec is not None:
-        tests = []
         lines.append(f"    if type(feeds) is dict and len(feeds) == {len(spec)} and not self._traced "
                      "and active() is None:")
-        for i, (name, shape, dtype) in enumerate(spec):
-            namespace[f"shape{i}"], namespace[f"dtype{i}"] = shape, dtype
-            lines.append(f"        v{i} = feeds.get({name!r})")
-            tests.append(f"type(v{i}) is ndarray and v{i}.shape == shape{i} and v{i}.dtype is dtype{i}"
-                         + (f" and v{i}.flags.c_contiguous" if contiguous else ""))
-        lines.append("        if " + " and ".join(tests) + ":")
+        lines += _feed_tests(spec, contiguous, namespace, "        ")
         lines += ["            " + line.format(given="feeds") for line in call]
-        lines.append(f"            return {as_mapping}")
+        lines.append(f"            return {_as_mapping(names)}")
     lines.append("    if feeds is None and not self._refresh and not self._traced and active() is None:")
     lines += ["        " + line.format(given="self._given") for line in call]
-    lines.append(f"        return {as_mapping if as_dict else 'list(r)'}")
+    lines.append(f"        return {_as_mapping(names) if as_dict else 'list(r)'}")
     lines.append("    return general(self, feeds)")
-    exec(compile("\n".join(lines) + "\n", "<xpuruntime.PreparedRun, written out>", "exec"), namespace)  # noqa: S102
-    method = namespace["__call__"]
+    method = _written_out(lines, namespace, "PreparedRun")["__call__"]
     method.__doc__, method.__qualname__ = PreparedRun.__call__.__doc__, "PreparedRun.__call__"
     return type(PreparedRun)("PreparedRun", (PreparedRun,), {
         "__slots__": (), "__call__": method, "__module__": __name__, "__qualname__": "PreparedRun",
         "__doc__": PreparedRun.__doc__})
+
+
+#: what a :func:`repeater` returns for feeds it does not take (the session's full ``run`` takes them)
+MISS: Any = object()
+
+
+def repeater(engine: Engine, spec: tuple[tuple[str, Any, Any], ...], names: Sequence[str],
+             call: LeanCall) -> Callable[[Any], Any] | None:
+    """``Engine.run``'s repeat of its last configuration of numpy feeds: the call a prepared run makes, with the
+    run's trace span, or None (too many inputs or outputs to write out).
+
+    ``session.run`` checks every feed against the model on every call; a loop feeding one configuration again
+    pays that for nothing. After the same configuration (dict of C-order numpy arrays the engine took as they
+    are, default outputs) ran twice through the full path, ``Engine.run`` keeps this: the written-out test of
+    :func:`_feed_tests`, the span begun and ended as the full path does, the engine's lean call, the result dict.
+    Anything else returns :data:`MISS` and takes the full path (a profile collecting included: its replay needs
+    the full path's record)."""
+    key = (spec, tuple(names), engine.contiguous_feeds)
+    factory = _repeat_factory(*key)
+    if factory is None:
+        return None
+    spans = engine._spans
+    return factory(call, spans.begin, spans.end, engine.run_error)  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=256)
+def _repeat_factory(spec: tuple[tuple[str, Any, Any], ...], names: tuple[str, ...],
+                    contiguous: bool) -> Callable[..., Callable[[Any], Any]] | None:
+    """The written-out :func:`repeater` of one configuration, as a factory of the engine's own objects."""
+    if len(names) > _SPECIALISE_MAX or len(spec) > _SPECIALISE_MAX:
+        return None
+    namespace: dict[str, Any] = {"ndarray": np.ndarray, "active": _ACTIVE.get, "XpuRuntimeError": XpuRuntimeError,
+                                 "MISS": MISS}
+    call = [line.replace("{call}", "call").replace("{run_error}", "run_error") for line in _CALL]
+    lines = ["def make(call, begin, end, run_error):",
+             "    def repeat(feeds):",
+             f"        if type(feeds) is dict and len(feeds) == {len(spec)} and active() is None:"]
+    lines += _feed_tests(spec, contiguous, namespace, "            ")
+    lines.append("                mark = begin('run')")
+    lines += ["                " + line.format(given="feeds") for line in call]
+    lines += ["                finally:",
+              "                    end(mark)",
+              f"                return {_as_mapping(names)}",
+              "        return MISS",
+              "    return repeat"]
+    return _written_out(lines, namespace, "Engine.run repeat")["make"]  # type: ignore[no-any-return]
 
 
 def _host_value(checked: Any, given: Any) -> np.ndarray | None:
