@@ -147,3 +147,22 @@ def test_torch_runs_repeat_too(policy: dict[str, Any]) -> None:
             got, want = sess.run(f), plain.engine.run_impl(f, plain.engine._output_list, None)
             np.testing.assert_array_equal(next(iter(got.values())), want[0])
         assert sess.run({name: x.numpy()}).keys() == plain.run({name: x.numpy()}).keys()
+
+
+def test_a_few_configurations_keep_their_repeats(bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic moving between a few shapes: each configuration's lean call is made once, then kept (at most four)."""
+    with xrt.InferenceSession(str(bert)) as sess:
+        eng, made = sess.engine, []
+        prepare_impl = eng.prepare_impl
+        monkeypatch.setattr(eng, "prepare_impl", lambda *a: made.append(a[0]["input_ids"].shape) or prepare_impl(*a))
+        shapes = [(1, 8), (2, 16), (1, 8), (2, 16), (1, 8)]
+        for batch, seq in shapes:
+            for seed in range(3):
+                feeds = _feeds(seed, batch, seq)
+                np.testing.assert_allclose(sess.run(feeds)["pooled"], eng.run_impl(feeds, eng._output_list, None)[1],
+                                           rtol=1e-5, atol=1e-5)
+        assert made == [(1, 8), (2, 16)]
+        for seq in (4, 5, 6, 7):
+            for seed in range(2):
+                sess.run(_feeds(seed, 1, seq))
+        assert [key[0][0][1] for key in eng._repeats] == [(1, 4), (1, 5), (1, 6), (1, 7)]  # the oldest dropped

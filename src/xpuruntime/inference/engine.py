@@ -54,6 +54,9 @@ from xpuruntime.receipts import ExecutionReport, enforce_fallback
 from xpuruntime.runtime import profiler as _profiler
 from xpuruntime.runtime.profiler import SpanLog
 
+#: how many configurations of numpy feeds an engine keeps a repeat for (Engine._remember)
+_REPEATS_KEPT = 4
+
 if TYPE_CHECKING:
     from xpuruntime.inference.feeds import TensorInfo
     from xpuruntime.inference.plan import Plan
@@ -174,6 +177,7 @@ class Engine(ABC):
         self._again: _Again | None = None  # the last device-I/O run, while it can be repeated as it is
         self._repeat: Callable[[Any], Any] | None = None  # the last host configuration run twice (_remember)
         self._last_host: tuple[Any, ...] | None = None
+        self._repeats: dict[tuple[Any, ...], Callable[[Any], Any] | None] = {}  # the last few, by configuration
         self._prepared: weakref.WeakSet[PreparedRun] = weakref.WeakSet()  # closed with the engine
 
     # -- construction --------------------------------------------------------------------
@@ -315,6 +319,9 @@ class Engine(ABC):
         if key != self._last_host:
             self._last_host = key
             return
+        if key in self._repeats:  # a configuration repeated before (traffic moving between a few shapes): its
+            self._repeat = self._repeats[key]  # lean call is kept, not made again (a graph's page-locked buffers)
+            return
         call = self.prepare_impl(checked, names, None)
         if call is None:
             run_impl = self.run_impl
@@ -322,6 +329,9 @@ class Engine(ABC):
             def call(given: dict[str, Any]) -> list[Any]:
                 return run_impl(given, names, None)
         self._repeat = repeater(self, key[0], names, call)
+        if len(self._repeats) >= _REPEATS_KEPT:
+            del self._repeats[next(iter(self._repeats))]
+        self._repeats[key] = self._repeat
 
     def _run_again(self, again: _Again) -> dict[str, Any]:
         """The last run again (:class:`_Again`): every check it passed still holds, so only the engine's call."""
@@ -468,6 +478,7 @@ class Engine(ABC):
         """Release the engine's resources; later runs raise."""
         self._closed = True
         self._again = self._repeat = None
+        self._repeats.clear()
         for prepared in list(self._prepared):
             prepared._close()
         self.close_impl()
