@@ -60,3 +60,22 @@ def bert_onnx(bert_module: Any, tmp_path_factory: pytest.TempPathFactory) -> Cal
             made[pooled] = path
         return made[pooled]
     return export
+
+
+@pytest.fixture(scope="module")
+def bert(bert_onnx: Callable[[bool], Path]) -> Path:
+    """transformers' BertModel (random weights) exported to ONNX: inputs ``input_ids`` and ``attention_mask``,
+    outputs ``hidden`` and ``pooled``."""
+    return bert_onnx(True)
+
+
+@pytest.fixture(scope="session")
+def bert_feeds() -> Callable[..., dict[str, Any]]:
+    """``bert_feeds(seed=0, batch=2, seq=16)``: seeded token ids and an all-ones mask for the ``bert`` model."""
+    import numpy as np
+
+    def make(seed: int = 0, batch: int = 2, seq: int = 16) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        return {"input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),
+                "attention_mask": np.ones((batch, seq), np.int64)}
+    return make

@@ -22,12 +22,6 @@ from xpuruntime.runtime.profiler import profile
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def bert(bert_onnx: Any) -> Path:
-    """transformers' BertModel (random weights) exported to ONNX: two inputs, two outputs (conftest.py)."""
-    return bert_onnx(True)
-
-
 def _feeds(seed: int = 0, batch: int = 2, seq: int = 16) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"input_ids": rng.integers(0, 100, (batch, seq)).astype(np.int64),
