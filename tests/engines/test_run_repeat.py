@@ -157,3 +157,22 @@ def test_a_few_configurations_keep_their_repeats(bert_feeds: Any, bert: Path,
             for seed in range(2):
                 sess.run(bert_feeds(seed, 1, seq))
         assert [key[0][0][1] for key in eng._repeats] == [(1, 4), (1, 5), (1, 6), (1, 7)]  # the oldest dropped
+
+
+def test_with_an_nvtx_tool_attached_every_run_takes_the_paths_that_open_its_range(
+        bert: Path, bert_feeds: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Nsight (an NVTX tool injected) each run opens its range: session.run builds no repeat, and a prepared
+    run keeps the general call, which records a span per call."""
+    from xpuruntime.runtime import profiler as _profiler
+
+    monkeypatch.setattr(_profiler, "_ATTACHED", True)  # what nvtx_attached() reads (ranges are no-ops without nvtx)
+    with xrt.InferenceSession(str(bert)) as sess:
+        for seed in range(3):
+            sess.run(bert_feeds(seed))
+        assert sess.engine._repeat is None
+        run = sess.prepare(bert_feeds(0))
+        assert type(run) is xrt.PreparedRun  # not the written-out subclass
+        spans = len(sess.report.spans)
+        np.testing.assert_allclose(run(bert_feeds(4))["pooled"], sess.engine.run_impl(
+            bert_feeds(4), sess.engine._output_list, None)[1], rtol=1e-5, atol=1e-5)
+        assert len(sess.report.spans) == spans + 1

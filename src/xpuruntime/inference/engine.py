@@ -49,7 +49,7 @@ from xpuruntime.errors import (
     short_repr,
 )
 from xpuruntime.inference.feeds import tensor_key  # light (numpy): run's hot path reads it on every call
-from xpuruntime.inference.prepared import MISS, repeater
+from xpuruntime.inference.prepared import MISS, PreparedRun, repeater
 from xpuruntime.receipts import ExecutionReport, enforce_fallback
 from xpuruntime.runtime import profiler as _profiler
 from xpuruntime.runtime.profiler import SpanLog
@@ -60,7 +60,6 @@ _REPEATS_KEPT = 4
 if TYPE_CHECKING:
     from xpuruntime.inference.feeds import TensorInfo
     from xpuruntime.inference.plan import Plan
-    from xpuruntime.inference.prepared import PreparedRun
     from xpuruntime.policies import Policy
     from xpuruntime.runtime.devices import DeviceSpec
 
@@ -306,7 +305,7 @@ class Engine(ABC):
         (:func:`~xpuruntime.inference.prepared.repeater`): the prepared call with the run's span, which later runs
         of that configuration take before any other work. What it skips (checking the feeds against the model)
         was checked for exactly those shapes and dtypes; every other feed still takes the full path."""
-        if _profiler.nvtx_attached():  # every run's NVTX range is opened by the full path
+        if _profiler.nvtx_attached():  # every run's NVTX range is opened by the full path (repeater needs none)
             return
         spec = []
         for name, value in checked.items():
@@ -322,13 +321,7 @@ class Engine(ABC):
         if key in self._repeats:  # a configuration repeated before (traffic moving between a few shapes): its
             self._repeat = self._repeats[key]  # lean call is kept, not made again (a graph's page-locked buffers)
             return
-        call = self.prepare_impl(checked, names, None)
-        if call is None:
-            run_impl = self.run_impl
-
-            def call(given: dict[str, Any]) -> list[Any]:
-                return run_impl(given, names, None)
-        self._repeat = repeater(self, key[0], names, call)
+        self._repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
         if len(self._repeats) >= _REPEATS_KEPT:
             del self._repeats[next(iter(self._repeats))]
         self._repeats[key] = self._repeat
@@ -358,20 +351,25 @@ class Engine(ABC):
         """Run once through :meth:`run` (every check, the first compilation or capture) and return a
         :class:`~xpuruntime.inference.prepared.PreparedRun` that runs this configuration again with only the
         engine's own call (:meth:`prepare_impl`, else :meth:`run_impl` without the per-call checks)."""
-        from xpuruntime.inference.prepared import PreparedRun
-
         self._check_open()
         names = self._resolve_outputs(output_names)
         self.run(feeds, output_names, outputs=outputs)
         checked = self.check_feeds(feeds, self._feeds)
         outs = dict(outputs) if outputs else None
-        call = self.prepare_impl(checked, names, outs)
-        if call is None:
-            run_impl = self.run_impl
+        return PreparedRun(self, feeds, checked, names, outs, self._lean_call(checked, names, outs))
 
-            def call(given: dict[str, Any]) -> list[Any]:
-                return run_impl(given, names, dict(outs) if outs else None)
-        return PreparedRun(self, feeds, checked, names, outs, call)
+    def _lean_call(self, checked: dict[str, Any], names: list[str],
+                   outputs: dict[str, Any] | None) -> Callable[[dict[str, Any]], list[Any]]:
+        """The engine's lean call for a configuration just run (:meth:`prepare_impl`), else :meth:`run_impl`
+        without the per-call checks."""
+        call = self.prepare_impl(checked, names, outputs)
+        if call is not None:
+            return call
+        run_impl = self.run_impl
+
+        def run(given: dict[str, Any]) -> list[Any]:
+            return run_impl(given, names, dict(outputs) if outputs else None)
+        return run
 
     def prepare_impl(self, feeds: dict[str, Any], output_names: Sequence[str],
                      outputs: dict[str, Any] | None) -> Callable[[dict[str, Any]], list[Any]] | None:

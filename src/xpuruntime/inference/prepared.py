@@ -94,8 +94,10 @@ class PreparedRun:
         self._keep = _storages([*named.values(), *(outputs or {}).values()])  # a resized tensor's first memory
         self._traced = _profiler.nvtx_attached()
         engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
-        specialised = _specialised(self._spec if self._host else None, tuple(self._names), self._contiguous,
-                                   self._as_dict)
+        # the call written out for this configuration; with an NVTX tool attached every call records its range,
+        # which only the general __call__ does
+        specialised = None if self._traced else _specialised(self._spec if self._host else None,
+                                                             tuple(self._names), self._contiguous, self._as_dict)
         if specialised is not None:
             self.__class__ = specialised  # (the same slots: only __call__ differs)
 
@@ -128,9 +130,9 @@ class PreparedRun:
         if feeds is None:
             given = self._given if not self._refresh else self._refreshed()
             as_dict = self._as_dict
-        elif type(feeds) is dict and len(feeds) == len(self._spec):  # the prepared shapes, written out: every call
-            for name, shape, dtype in self._spec:                      # comes here, and each frame costs several
-                value = feeds.get(name)                                # times its warm price after the engine's work
+        elif type(feeds) is dict and len(feeds) == len(self._spec):  # the general test of the prepared feeds:
+            for name, shape, dtype in self._spec:                      # device feeds by identity, any number of
+                value = feeds.get(name)                                # inputs (_specialised writes out the rest)
                 if dtype is None:
                     if value is not shape:
                         given = self._checked(feeds)
@@ -256,8 +258,9 @@ def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str
     Right after the engine's work each bytecode, attribute load and frame of the per-call layer costs several
     times its warm price (``benchmarks/profile_in_situ.py``), so the call is generated once per configuration, as
     ``dataclasses`` and ``namedtuple`` generate theirs: the checks of each numpy feed unrolled (:func:`_feed_tests`),
-    the result dict built in one expression. Anything else (other feeds, a trace being collected, a closed session)
-    takes :meth:`PreparedRun.__call__`, which checks fully and raises what it raises. ``spec``: the numpy feeds'
+    the result dict built in one expression. Anything else (other feeds, a profile collecting) takes
+    :meth:`PreparedRun.__call__`, which checks fully and raises what it raises; a run made with an NVTX tool
+    attached keeps the general call (its every call records a range). ``spec``: the numpy feeds'
     (name, shape, dtype), or None where a feed is a device tensor (only ``run()`` is written out then). Shapes
     and dtypes live in the generated function's namespace; names enter the source through ``repr``."""
     if len(names) > _SPECIALISE_MAX or (spec is not None and len(spec) > _SPECIALISE_MAX):
@@ -267,12 +270,11 @@ def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str
     call = [line.replace("{call}", "self._call").replace("{run_error}", "self._engine.run_error") for line in _CALL]
     lines = ["def __call__(self, feeds=None):"]
     if spec is not None:
-        lines.append(f"    if type(feeds) is dict and len(feeds) == {len(spec)} and not self._traced "
-                     "and active() is None:")
+        lines.append(f"    if type(feeds) is dict and len(feeds) == {len(spec)} and active() is None:")
         lines += _feed_tests(spec, contiguous, namespace, "        ")
         lines += ["            " + line.format(given="feeds") for line in call]
         lines.append(f"            return {_as_mapping(names)}")
-    lines.append("    if feeds is None and not self._refresh and not self._traced and active() is None:")
+    lines.append("    if feeds is None and not self._refresh and active() is None:")
     lines += ["        " + line.format(given="self._given") for line in call]
     lines.append(f"        return {_as_mapping(names) if as_dict else 'list(r)'}")
     lines.append("    return general(self, feeds)")
@@ -297,15 +299,13 @@ def repeater(engine: Engine, spec: tuple[tuple[str, Any, Any], ...], names: Sequ
     are, default outputs) ran twice through the full path, ``Engine.run`` keeps this: the written-out test of
     :func:`_feed_tests`, the span begun and ended as the full path does, the engine's lean call, the result dict.
     Anything else returns :data:`MISS` and takes the full path (a profile collecting included: its replay needs
-    the full path's record)."""
+    the full path's record). Never made with an NVTX tool attached (``Engine._remember``): the span is begun
+    inline, without the range ``SpanLog.begin`` would open."""
     key = (spec, tuple(names), engine.contiguous_feeds)
     factory = _repeat_factory(*key)
     if factory is None:
         return None
-    spans = engine._spans
-    if _profiler.nvtx_attached():  # SpanLog.begin opens an NVTX range then, which the repeat does not write out
-        return None
-    return factory(call, spans.end, engine.run_error)  # type: ignore[no-any-return]
+    return factory(call, engine._spans.end, engine.run_error)  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=256)

@@ -276,8 +276,7 @@ class OnnxRuntimeEngine(Engine):
             return self._run_graph(feeds, output_names)
         if outputs or _has_device_feeds(feeds):
             return self._run_bound(feeds, output_names, outputs or {})
-        return self._guarded(self._native.run if self._native is not None else self.session.run, list(output_names),
-                             feeds)
+        return self._guarded(self._session_run, list(output_names), feeds)
 
     @functools.cached_property
     def _run_options(self) -> Any:
@@ -328,6 +327,11 @@ class OnnxRuntimeEngine(Engine):
     def _native(self) -> Any:
         """ONNX Runtime's C-extension session (``tr.c_session``), or None: the public methods."""
         return tr.c_session(self.session)
+
+    @functools.cached_property
+    def _session_run(self) -> Any:
+        """``run(output_names, feeds, run_options)`` of checked feeds: the C method, else the public one."""
+        return self._native.run if self._native is not None else self.session.run
 
     def _run_bound(self, feeds: dict[str, Any], names: Sequence[str], outputs: dict[str, Any]) -> list[Any]:
         """IO binding: device inputs and caller-owned outputs without host copies."""
@@ -390,7 +394,7 @@ class OnnxRuntimeEngine(Engine):
                     return graph.run(given, names, run)  # type: ignore[no-any-return]
             return graph_run
         if not outputs and not _has_device_feeds(feeds):
-            method = self._native.run if self._native is not None else session.run  # (feeds checked: the C run)
+            method = self._session_run
             if not direct:
                 guarded = self._guarded
                 return lambda given: guarded(method, names, given)  # type: ignore[no-any-return]
