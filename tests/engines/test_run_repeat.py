@@ -102,6 +102,44 @@ def test_a_closed_session_refuses_runs_it_had_repeated(bert_feeds: Any, bert: Pa
         sess.run(bert_feeds(0))
 
 
+def test_a_repeat_taken_before_close_raises_after_it(bert_feeds: Any, bert: Path) -> None:
+    """A thread that read the repeat just before another thread closed the session: its call raises the closed
+    error instead of running on what close() released."""
+    sess = xrt.InferenceSession(str(bert))
+    for seed in range(3):
+        sess.run(bert_feeds(seed))
+    taken = sess.engine._repeat
+    assert taken is not None
+    sess.close()
+    with pytest.raises(xrt.XpuRuntimeError, match="closed"):
+        taken(bert_feeds(0))
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_run_ending_after_close_installs_no_repeat(engine: str, bert_feeds: Any, bert: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() in another thread while a run is in the engine: the run ends afterwards and would make the repeat
+    (its second sighting of the configuration); the closed session keeps none and later runs raise."""
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    sess = xrt.InferenceSession(str(bert), engine=engine)
+    eng = sess.engine
+    sess.run(bert_feeds(0))  # the first sighting
+    real = eng.run_impl
+
+    def closing(*args: Any) -> Any:
+        out = real(*args)
+        eng._closed = True  # what close() sets first, as another thread's close() lands here
+        return out
+    monkeypatch.setattr(eng, "run_impl", closing)
+    sess.run(bert_feeds(1))
+    assert eng._repeat is None and not eng._repeats
+    monkeypatch.setattr(eng, "run_impl", real)
+    sess.close()
+    with pytest.raises(xrt.XpuRuntimeError, match="closed"):
+        sess.run(bert_feeds(2))
+
+
 def test_an_engine_failure_in_a_repeated_run_is_an_xpuruntime_error(bert_feeds: Any, bert: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     with xrt.InferenceSession(str(bert)) as sess:

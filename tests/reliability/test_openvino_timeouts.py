@@ -36,8 +36,12 @@ def endless():
 def _child(code: str, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     (tmp_path / "endless_model.py").write_text(ENDLESS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(tmp_path)])}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # a hang fails the test with TimeoutExpired
+    dump = f"import faulthandler; faulthandler.dump_traceback_later({timeout - 10}, exit=True)\n"
+    try:  # a hang prints every thread's stack (faulthandler) and ends the child, else fails with TimeoutExpired
+        return subprocess.run([sys.executable, "-c", dump + code], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the child hung past {timeout} s; its stderr:\n{exc.stderr!r}")
 
 
 def test_every_run_keeps_its_limit_and_the_process_exits(tmp_path: Path):

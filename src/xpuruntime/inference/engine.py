@@ -49,7 +49,7 @@ from xpuruntime.errors import (
     short_repr,
 )
 from xpuruntime.inference.feeds import tensor_key  # light (numpy): run's hot path reads it on every call
-from xpuruntime.inference.prepared import MISS, PreparedRun, repeater
+from xpuruntime.inference.prepared import MISS, PreparedRun, closed_call, repeater
 from xpuruntime.receipts import ExecutionReport, enforce_fallback
 from xpuruntime.runtime import profiler as _profiler
 from xpuruntime.runtime.profiler import SpanLog
@@ -295,6 +295,8 @@ class Engine(ABC):
             self._spans.end(mark, lambda: self._profile(checked, names))
         if outputs:
             self._again = _Again.of(self, feeds, outputs, checked, names) if output_names is None else None
+            if self._closed:  # close() ran meanwhile (another thread): it stays cleared
+                self._again = None
         elif output_names is None and type(feeds) is dict:
             self._remember(feeds, checked, names)
         return dict(zip(names, results)) if type(feeds) is dict or isinstance(feeds, Mapping) else list(results)
@@ -321,10 +323,15 @@ class Engine(ABC):
         if key in self._repeats:  # a configuration repeated before (traffic moving between a few shapes): its
             self._repeat = self._repeats[key]  # lean call is kept, not made again (a graph's page-locked buffers)
             return
-        self._repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
+        repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
         if len(self._repeats) >= _REPEATS_KEPT:
             del self._repeats[next(iter(self._repeats))]
-        self._repeats[key] = self._repeat
+        self._repeats[key] = self._repeat = repeat
+        if self._closed:  # close() ran in another thread while this run ended: what close() cleared stays cleared
+            self._repeat = None
+            self._repeats.clear()
+            if repeat is not None:
+                repeat.close(closed_call(self))  # type: ignore[attr-defined]
 
     def _run_again(self, again: _Again) -> dict[str, Any]:
         """The last run again (:class:`_Again`): every check it passed still holds, so only the engine's call."""
@@ -474,8 +481,12 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""
-        self._closed = True
+        self._closed = True  # first: a run ending in another thread (_remember) reads it after installing a repeat
         self._again = self._repeat = None
+        closed = closed_call(self)
+        for repeat in list(self._repeats.values()):
+            if repeat is not None:  # a caller may hold it still (it read _repeat before this)
+                repeat.close(closed)  # type: ignore[attr-defined]
         self._repeats.clear()
         for prepared in list(self._prepared):
             prepared._close()

@@ -116,12 +116,7 @@ class PreparedRun:
 
     def _close(self) -> None:
         """The session closed: every later call raises (set once here, not checked per call)."""
-        engine = self._engine
-
-        def closed(_given: dict[str, Any]) -> list[Any]:
-            engine._check_open()
-            raise AssertionError("unreachable: the engine is closed")  # pragma: no cover
-        self._call = closed
+        self._call = closed_call(self._engine)
 
     def __call__(self, feeds: Any = None) -> Any:
         """Run the prepared configuration: ``run()`` (the prepared feeds as they are now) or ``run(feeds)`` (new
@@ -285,6 +280,15 @@ def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str
         "__doc__": PreparedRun.__doc__})
 
 
+def closed_call(engine: Engine) -> LeanCall:
+    """The lean call of a closed engine: it raises the engine's closed-session error. Closing swaps it in for the
+    call of every prepared run and repeat, so a call that raced ``close()`` never reaches released resources."""
+    def closed(_given: dict[str, Any]) -> list[Any]:
+        engine._check_open()
+        raise AssertionError("unreachable: the engine is closed")  # pragma: no cover
+    return closed
+
+
 #: what a :func:`repeater` returns for feeds it does not take (the session's full ``run`` takes them)
 MISS: Any = object()
 
@@ -327,6 +331,10 @@ def _repeat_factory(spec: tuple[tuple[str, Any, Any], ...], names: tuple[str, ..
               "                    end(mark)",
               f"                return {_as_mapping(names)}",
               "        return MISS",
+              "    def close(closed):  # Engine.close: later calls (a caller that took the repeat first) raise",
+              "        nonlocal call",
+              "        call = closed",
+              "    repeat.close = close",
               "    return repeat"]
     return _written_out(lines, namespace, "Engine.run repeat")["make"]  # type: ignore[no-any-return]
 

@@ -238,8 +238,8 @@ class OpenVinoEngine(Engine):
         cache when there is one). Alone: no run is in flight on the old model meanwhile (replacing it under
         running requests crashed the process), and runs abandoned by a timeout are waited for first."""
         with self._gate.alone():
-            if not self._stale:
-                return  # another thread has just done it
+            if not self._stale or isinstance(self.compiled, _Closed):
+                return  # another thread has just done it, or the session closed (the run then raises that)
             for request, _ in self._draining:
                 with contextlib.suppress(Exception):
                     request.wait()
