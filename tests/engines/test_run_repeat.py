@@ -214,3 +214,40 @@ def test_with_an_nvtx_tool_attached_every_run_takes_the_paths_that_open_its_rang
         np.testing.assert_allclose(run(bert_feeds(4))["pooled"], sess.engine.run_impl(
             bert_feeds(4), sess.engine._output_list, None)[1], rtol=1e-5, atol=1e-5)
         assert len(sess.report.spans) == spans + 1
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_threads_running_more_configurations_than_are_kept_get_their_own_results(engine: str) -> None:
+    """Four threads, six batch sizes (more than the four repeats kept), one session: repeats are made, kept and
+    dropped by several threads at once; every result is that thread's own, and nothing escapes as a raw error."""
+    import threading
+
+    from xpuruntime.inference.samples import matmul_relu
+
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    model = matmul_relu(k=32, n=16)
+    weight = next(np.asarray(onnx_numpy(t)) for t in model.graph.initializer)
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((m, 32)).astype(np.float32) for m in range(1, 7)]
+    errors: list[str] = []
+    with xrt.InferenceSession(model, engine=engine) as sess:
+        def loop(offset: int) -> None:
+            for i in range(120):
+                x = batches[(i // 3 + offset) % len(batches)]  # each size three times in a row: repeats are made
+                try:
+                    got = sess.run({"x": x})["y"]
+                    np.testing.assert_allclose(got, np.maximum(x @ weight, 0), rtol=1e-4, atol=1e-4)
+                except Exception as exc:  # noqa: BLE001 - collected, the assertion below names them
+                    errors.append(f"{type(exc).__name__}: {exc}")
+        threads = [threading.Thread(target=loop, args=(t,)) for t in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert len(sess.engine._repeats) <= 4
+    assert errors == []
+
+
+def onnx_numpy(tensor: Any) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor)

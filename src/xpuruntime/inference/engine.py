@@ -320,13 +320,15 @@ class Engine(ABC):
         if key != self._last_host:
             self._last_host = key
             return
-        if key in self._repeats:  # a configuration repeated before (traffic moving between a few shapes): its
-            self._repeat = self._repeats[key]  # lean call is kept, not made again (a graph's page-locked buffers)
-            return
-        repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
-        if len(self._repeats) >= _REPEATS_KEPT:
-            del self._repeats[next(iter(self._repeats))]
-        self._repeats[key] = self._repeat = repeat
+        # a configuration repeated before (traffic moving between a few shapes) keeps its lean call, not made again
+        # (a graph's page-locked buffers); get and pop, not [] and del: runs of other threads change the dict too
+        repeat = self._repeats.get(key, MISS)
+        if repeat is MISS:
+            repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
+            if len(self._repeats) >= _REPEATS_KEPT:  # the oldest goes
+                self._repeats.pop(next(iter(self._repeats), None), None)
+            self._repeats[key] = repeat
+        self._repeat = repeat
         if self._closed:  # close() ran in another thread while this run ended: what close() cleared stays cleared
             self._repeat = None
             self._repeats.clear()
