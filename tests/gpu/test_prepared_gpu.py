@@ -102,3 +102,26 @@ def test_torch_graph_prepared_with_a_host_tensor_sees_it_refilled() -> None:
     run()
     torch.cuda.synchronize()
     np.testing.assert_allclose(buffer.cpu().numpy(), sess.run({name: _x(3)})[out], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.torch
+@pytest.mark.gpu("torch")
+def test_torch_graph_repeat_and_prepared_run_raise_after_close() -> None:
+    """session.run's repeat of a captured graph, and a prepared run, both taken before close(): each call after it
+    raises the closed-session error instead of replaying the graph of a closed session."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
+    sess = xrt.InferenceSession(module, device="cuda", engine="torch",
+                                exec_policy={"precision": "fp16", "static_shape": True, "cuda_graphs": True},
+                                engine_options={"example_inputs": (torch.randn(32, 64),)})
+    name = sess.input_info[0].name
+    for seed in range(3):
+        sess.run({name: _x(seed)})
+    repeat, run = sess.engine._repeat, sess.prepare({name: _x(0)})
+    assert repeat is not None
+    sess.close()
+    for call in (repeat, run, sess.run):
+        with pytest.raises(xrt.XpuRuntimeError, match="closed"):
+            call({name: _x(1)})
