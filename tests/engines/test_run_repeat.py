@@ -251,3 +251,108 @@ def onnx_numpy(tensor: Any) -> Any:
     from onnx import numpy_helper
 
     return numpy_helper.to_array(tensor)
+
+
+def _strings_model() -> Any:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["s"], ["t"])], "g",
+                          [helper.make_tensor_value_info("s", TensorProto.STRING, [3])],
+                          [helper.make_tensor_value_info("t", TensorProto.STRING, [3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def test_string_inputs_keep_the_element_check_in_repeats_and_prepared_runs() -> None:
+    """A string input's every element is checked (str or bytes) by the full path; neither the repeat nor a prepared
+    run's written-out test may skip that for an object array of the same shape."""
+    sess = xrt.InferenceSession(_strings_model())
+    good, bad = np.array(["a", "b", "c"], dtype=object), np.array([1, None, 2.5], dtype=object)
+    for _ in range(3):
+        assert list(sess.run({"s": good})["t"]) == ["a", "b", "c"]
+    assert sess.engine._repeat is None
+    run = sess.prepare({"s": good})
+    assert list(run({"s": good})["t"]) == ["a", "b", "c"]
+    for call in (sess.run, run):
+        with pytest.raises(xrt.InputError, match="string input"):
+            call({"s": bad})
+
+
+def test_keys_that_are_not_plain_str_run_and_poison_no_other_session() -> None:
+    """Feed keys of a ``str`` subclass (StrEnum) or ``np.str_`` (names kept in a numpy array) work on every run and
+    prepared call; they are never written into generated source, so a later session fed plain names of the same
+    configuration still gets its repeat."""
+    import enum
+
+    from xpuruntime.inference.samples import add_mul
+
+    class In(enum.StrEnum):
+        A = "a"
+        B = "b"
+
+    a = np.ones((2, 4), np.float32)
+    keyed = [{In.A: a, In.B: a}, dict(zip(np.array(["a", "b"]), [a, a]))]
+    for feeds in keyed:
+        sess = xrt.InferenceSession(add_mul(rows=2, cols=4))
+        for _ in range(3):
+            np.testing.assert_array_equal(sess.run(feeds)["y"], a + a)
+        np.testing.assert_array_equal(sess.prepare(feeds)(feeds)["z"], a * a)
+    plain = xrt.InferenceSession(add_mul(rows=2, cols=4))
+    for _ in range(3):
+        np.testing.assert_array_equal(plain.run({"a": a, "b": a})["y"], a + a)
+    assert plain.engine._repeat is not None and plain.engine._repeat({"a": a, "b": a}) is not MISS
+
+
+def test_equal_dtypes_that_are_other_objects_each_get_their_repeat() -> None:
+    """``np.longlong`` and ``np.int64`` are equal dtypes but distinct objects on Linux: a written-out test cached
+    for one must not serve (and miss forever on) the other."""
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["i"], ["j"])], "g",
+                          [helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("j", TensorProto.INT64, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    for dtype in (np.longlong, np.int64):
+        sess = xrt.InferenceSession(model)
+        feeds = {"i": np.array([1, 2], dtype)}
+        sess.run(feeds)
+        sess.run(feeds)
+        assert sess.engine._repeat is not None and sess.engine._repeat(feeds) is not MISS
+
+
+def test_a_repeat_dropped_for_newer_configurations_raises_after_close() -> None:
+    """Only the last four configurations' repeats are kept; one dropped while a thread still held it (read from the
+    session just before) raises the closed error after close() like the kept ones."""
+    from xpuruntime.inference.samples import add_mul
+
+    sess = xrt.InferenceSession(add_mul(rows="n", cols=4))
+
+    def feeds(n: int) -> dict[str, np.ndarray]:
+        return {"a": np.ones((n, 4), np.float32), "b": np.ones((n, 4), np.float32)}
+    sess.run(feeds(1))
+    sess.run(feeds(1))
+    held = sess.engine._repeat
+    for n in (2, 3, 4, 5):
+        sess.run(feeds(n))
+        sess.run(feeds(n))
+    assert held not in sess.engine._repeats.values()
+    sess.close()
+    with pytest.raises(xrt.XpuRuntimeError, match="closed"):
+        held(feeds(1))
+
+
+def test_close_lets_go_of_the_onnxruntime_session(bert_feeds: Any, bert: Path) -> None:
+    """close() releases ONNX Runtime's session (its weights and arena) once no call holds it: the engine's cached
+    C-method lookups and the repeats held it after close() before."""
+    import gc
+    import weakref
+
+    sess = xrt.InferenceSession(str(bert))
+    for seed in range(3):
+        sess.run(bert_feeds(seed))
+    native = weakref.ref(sess.engine._native or sess.engine.session)  # the C-extension session, where reachable
+    sess.close()
+    gc.collect()
+    assert native() is None

@@ -177,6 +177,8 @@ class Engine(ABC):
         self._repeat: Callable[[Any], Any] | None = None  # the last host configuration run twice (_remember)
         self._last_host: tuple[Any, ...] | None = None
         self._repeats: dict[tuple[Any, ...], Callable[[Any], Any] | None] = {}  # the last few, by configuration
+        self._made: weakref.WeakSet[Callable[[Any], Any]] = weakref.WeakSet()  # every repeat alive: close() closes it
+        self._repeat_lock = threading.Lock()  # _remember's changes to the three above, and close()'s
         self._prepared: weakref.WeakSet[PreparedRun] = weakref.WeakSet()  # closed with the engine
 
     # -- construction --------------------------------------------------------------------
@@ -307,8 +309,9 @@ class Engine(ABC):
         (:func:`~xpuruntime.inference.prepared.repeater`): the prepared call with the run's span, which later runs
         of that configuration take before any other work. What it skips (checking the feeds against the model)
         was checked for exactly those shapes and dtypes; every other feed still takes the full path."""
-        if _profiler.nvtx_attached():  # every run's NVTX range is opened by the full path (repeater needs none)
-            return
+        if _profiler.nvtx_attached() or self._closed or not self._feeds.fast:
+            return  # an NVTX tool attached: every run's range is opened by the full path (repeater opens none);
+        #         string inputs: every element is checked, by the full path alone
         spec = []
         for name, value in checked.items():
             if feeds.get(name) is not value or type(value) is not np.ndarray \
@@ -320,20 +323,24 @@ class Engine(ABC):
         if key != self._last_host:
             self._last_host = key
             return
-        # a configuration repeated before (traffic moving between a few shapes) keeps its lean call, not made again
-        # (a graph's page-locked buffers); get and pop, not [] and del: runs of other threads change the dict too
-        repeat = self._repeats.get(key, MISS)
-        if repeat is MISS:
-            repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
-            if len(self._repeats) >= _REPEATS_KEPT:  # the oldest goes
-                self._repeats.pop(next(iter(self._repeats), None), None)
-            self._repeats[key] = repeat
-        self._repeat = repeat
-        if self._closed:  # close() ran in another thread while this run ended: what close() cleared stays cleared
-            self._repeat = None
-            self._repeats.clear()
-            if repeat is not None:
-                repeat.close(closed_call(self))  # type: ignore[attr-defined]
+        with self._repeat_lock:  # (taken on a configuration's second run only; close() takes it too)
+            if self._closed:  # close() ran in another thread while this run ended: nothing is installed
+                return
+            # a configuration repeated before (traffic moving between a few shapes) keeps its lean call, not made
+            # again (a graph's page-locked buffers)
+            repeat = self._repeats.get(key, MISS)
+            if repeat is MISS:
+                try:
+                    repeat = repeater(self, key[0], names, self._lean_call(checked, names, None))
+                except Exception:  # noqa: BLE001 - the run itself succeeded and returns its results: the repeat
+                    self._last_host = None  # is an optimisation (the tests check where it is made)
+                    return
+                if repeat is not None:
+                    self._made.add(repeat)
+                if len(self._repeats) >= _REPEATS_KEPT:  # the oldest goes
+                    del self._repeats[next(iter(self._repeats))]
+                self._repeats[key] = repeat
+            self._repeat = repeat
 
     def _run_again(self, again: _Again) -> dict[str, Any]:
         """The last run again (:class:`_Again`): every check it passed still holds, so only the engine's call."""
@@ -483,13 +490,13 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release the engine's resources; later runs raise."""
-        self._closed = True  # first: a run ending in another thread (_remember) reads it after installing a repeat
-        self._again = self._repeat = None
-        closed = closed_call(self)
-        for repeat in list(self._repeats.values()):
-            if repeat is not None:  # a caller may hold it still (it read _repeat before this)
+        with self._repeat_lock:  # a run ending in another thread installs no repeat from now on (_remember)
+            self._closed = True
+            self._again = self._repeat = None
+            closed = closed_call(self)
+            for repeat in list(self._made):  # every repeat made, kept or dropped: a caller may hold one still
                 repeat.close(closed)  # type: ignore[attr-defined]
-        self._repeats.clear()
+            self._repeats.clear()
         for prepared in list(self._prepared):
             prepared._close()
         self.close_impl()

@@ -75,7 +75,9 @@ class PreparedRun:
         for name, value in checked.items():
             host = _host_value(value, named.get(name))
             spec.append((name, host.shape, host.dtype) if host is not None else (name, named.get(name), None))
-        self._spec = tuple(spec)
+        # string (object) inputs: every call's feeds get the engine's full check, which checks each element (a
+        # dtype no array has sends them to _checked)
+        self._spec = tuple((n, s, _CHECK_ALWAYS if d is not None and d.kind == "O" else d) for n, s, d in spec)
         self._host = all(dtype is not None for _, _, dtype in spec)
         # the prepared feeds as the lean call takes them: device values as the engine checked them; numpy arrays as
         # the caller gave them where they are arrays (so that refilling them in place is seen), else as checked
@@ -96,8 +98,8 @@ class PreparedRun:
         engine._prepared.add(self)  # engine.close() closes this run too (no per-call check)
         # the call written out for this configuration; with an NVTX tool attached every call records its range,
         # which only the general __call__ does
-        specialised = None if self._traced else _specialised(self._spec if self._host else None,
-                                                             tuple(self._names), self._contiguous, self._as_dict)
+        specialised = None if self._traced else written_out(_specialised, self._spec if self._host else None,
+                                                            self._names, self._contiguous, self._as_dict)
         if specialised is not None:
             self.__class__ = specialised  # (the same slots: only __call__ differs)
 
@@ -198,7 +200,7 @@ class PreparedRun:
                                      received=f"another {type(given).__name__}",
                                      hint="call run() with no feeds after refilling the prepared tensors, or "
                                           "prepare another run (session.prepare) for these feeds")
-            elif value is None or value.shape != shape or value.dtype != dtype:
+            elif value is None or value.shape != shape or dtype is not _CHECK_ALWAYS and value.dtype != dtype:
                 got = f"{value.dtype}{list(value.shape)}" if value is not None else f"a {type(given).__name__}"
                 raise InputError(f"input {name!r} does not fit this prepared run",
                                  expected=f"a numpy array {dtype}{list(shape)}", received=got,
@@ -212,6 +214,33 @@ class PreparedRun:
 
 #: the most inputs and outputs a prepared run's call is written out for (beyond: the general ``__call__``)
 _SPECIALISE_MAX = 32
+
+
+class _CheckAlways:
+    """The dtype of a string (object) input in a prepared run's spec: no array's dtype is this object, so its
+    feeds always take the engine's full check (each element a string)."""
+
+    kind = "O"
+
+    def __repr__(self) -> str:
+        return "object (every element checked)"
+
+
+_CHECK_ALWAYS: Any = _CheckAlways()
+
+
+def written_out(make: Callable[..., Any], spec: tuple[tuple[str, Any, Any], ...] | None, names: Sequence[str],
+                *args: Any) -> Any:
+    """``make(spec, names, *args, dtype_ids)`` (:func:`_specialised`, :func:`_repeat_factory`), or None when the
+    configuration cannot be written out: names that are not plain ``str`` (a ``str`` subclass's ``repr`` or an
+    ``np.str_`` would go into the source, and equal keys would share a cache entry). The ids of the dtype objects
+    join the cache key: numpy has equal dtypes that are distinct objects (``np.longlong`` and ``np.int64``), and
+    the written-out test is ``is``."""
+    if any(type(name) is not str for name in names) or \
+            spec is not None and any(type(name) is not str for name, _, _ in spec):
+        return None
+    ids = tuple(id(dtype) for _, _, dtype in spec) if spec is not None else ()
+    return make(spec, tuple(names), *args, ids)
 
 
 def _feed_tests(spec: tuple[tuple[str, Any, Any], ...], contiguous: bool, namespace: dict[str, Any],
@@ -247,7 +276,7 @@ _CALL = ["try:",
 
 @functools.lru_cache(maxsize=256)
 def _specialised(spec: tuple[tuple[str, Any, Any], ...] | None, names: tuple[str, ...], contiguous: bool,
-                 as_dict: bool) -> type[PreparedRun] | None:
+                 as_dict: bool, _dtype_ids: tuple[int, ...]) -> type[PreparedRun] | None:
     """A subclass of :class:`PreparedRun` whose ``__call__`` is this configuration's fast path written out, or None.
 
     Right after the engine's work each bytecode, attribute load and frame of the per-call layer costs several
@@ -305,8 +334,7 @@ def repeater(engine: Engine, spec: tuple[tuple[str, Any, Any], ...], names: Sequ
     Anything else returns :data:`MISS` and takes the full path (a profile collecting included: its replay needs
     the full path's record). Never made with an NVTX tool attached (``Engine._remember``): the span is begun
     inline, without the range ``SpanLog.begin`` would open."""
-    key = (spec, tuple(names), engine.contiguous_feeds)
-    factory = _repeat_factory(*key)
+    factory = written_out(_repeat_factory, spec, names, engine.contiguous_feeds)
     if factory is None:
         return None
     return factory(call, engine._spans.end, engine.run_error)  # type: ignore[no-any-return]
@@ -314,7 +342,7 @@ def repeater(engine: Engine, spec: tuple[tuple[str, Any, Any], ...], names: Sequ
 
 @functools.lru_cache(maxsize=256)
 def _repeat_factory(spec: tuple[tuple[str, Any, Any], ...], names: tuple[str, ...],
-                    contiguous: bool) -> Callable[..., Callable[[Any], Any]] | None:
+                    contiguous: bool, _dtype_ids: tuple[int, ...]) -> Callable[..., Callable[[Any], Any]] | None:
     """The written-out :func:`repeater` of one configuration, as a factory of the engine's own objects."""
     if len(names) > _SPECIALISE_MAX or len(spec) > _SPECIALISE_MAX:
         return None

@@ -530,6 +530,8 @@ class OnnxRuntimeEngine(Engine):
 
     def close_impl(self) -> None:
         self.session = None
+        for cached in ("_native", "_session_run"):  # they hold the session too: its memory is released with them
+            self.__dict__.pop(cached, None)  # (a lean call made before close() holds its own reference)
 
 
 @register_engine
