@@ -18,9 +18,28 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+
+def _hypothesis_profile() -> None:
+    """The property tests (hypothesis) draw the same examples on every run: a CI run is reproducible, and what
+    passed before is what runs again (a random draw once met an OpenVINO segfault inside ``infer`` on a damaged
+    model in CI, not reproduced in 6,000 draws since). ``XPURUNTIME_FUZZ_RANDOM=1`` draws new examples (exploring;
+    ``XPURUNTIME_FUZZ_EXAMPLES`` sets how many): run it with ``-p xdist -n 2`` or expect an engine crash to end the
+    run, which ``test_damaged_models_never_crash_the_process`` checks in a child process for its fixed seeds."""
+    try:
+        from hypothesis import settings
+    except ImportError:  # the property tests importorskip it themselves
+        return
+    settings.register_profile("xpuruntime", derandomize=True, database=None)
+    settings.register_profile("xpuruntime-explore", derandomize=False)
+    settings.load_profile("xpuruntime-explore" if os.environ.get("XPURUNTIME_FUZZ_RANDOM") == "1" else "xpuruntime")
+
+
+_hypothesis_profile()
 
 _NEEDS_TORCH = "needs torch: pip install 'xpuruntime[torch]'"
 _NO_DEVICE = "needs a CUDA device (none found through NVML or cuda.core)"
