@@ -237,3 +237,17 @@ def test_the_prepared_graph_call_copies_strided_feeds_in_c_order(two: Any) -> No
         got, want = run(flipped), _bare(sess).run(None, _feeds(1))
         np.testing.assert_array_equal(got["y"], want[0])
         np.testing.assert_array_equal(got["z"], want[1])
+
+
+def test_onnx_runtime_never_moves_a_failed_session_to_the_cpu() -> None:
+    """ONNX Runtime's Python ``run()`` answers a provider's ``EPFail`` by re-creating the session on the CPU provider
+    and running again (two printed lines, no exception): a fallback the receipt would not show. The engine turns it
+    off once it made the session, and an ``EPFail`` becomes an ``XpuRuntimeError`` like any engine failure."""
+    from xpuruntime.errors import XpuRuntimeError
+
+    sess = InferenceSession(add_mul(2, 8))
+    # ORT's own flag, which disable_fallback() clears (as data: an EPFail needs a provider that fails mid-run,
+    # which the CPU provider never does)
+    assert sess.engine.session._enable_fallback is False
+    fail = ort.capi.onnxruntime_pybind11_state.EPFail("CUDA failure 2: out of memory")
+    assert isinstance(sess.engine.run_error(fail), XpuRuntimeError)
