@@ -26,8 +26,8 @@ import pytest
 
 def _hypothesis_profile() -> None:
     """The property tests (hypothesis) draw the same examples on every run: a CI run is reproducible, and what
-    passed before is what runs again (a random draw once met an OpenVINO segfault inside ``infer`` on a damaged
-    model in CI, not reproduced in 6,000 draws since). ``XPURUNTIME_FUZZ_RANDOM=1`` draws new examples (exploring;
+    passed before is what runs again (a random draw once met an OpenVINO crash in CI, an axis of -404620279021569,
+    now refused and tested in a child process). ``XPURUNTIME_FUZZ_RANDOM=1`` draws new examples (exploring;
     ``XPURUNTIME_FUZZ_EXAMPLES`` sets how many): run it with ``-p xdist -n 2`` or expect an engine crash to end the
     run, which ``test_damaged_models_never_crash_the_process`` checks in a child process for its fixed seeds."""
     try:

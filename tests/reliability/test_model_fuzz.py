@@ -221,3 +221,45 @@ def test_external_data_inside_the_folder_still_runs(engine: str, tmp_path: Path,
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
     out = InferenceSession(path, engine=engine).run({"x": x})["y"]
     np.testing.assert_allclose(out, np.maximum(x @ mm_weight, 0), rtol=1e-5, atol=1e-5)
+
+
+_IMPOSSIBLE_AXIS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import faulthandler; faulthandler.enable()
+from test_model_fuzz import load_and_run
+from xpuruntime.inference.samples import tiny_transformer
+model = tiny_transformer(d_model=8, heads=2, ffn=16)
+ln1 = next(n for n in model.graph.node if n.name == "ln1")
+ln1.attribute[0].i = -404620279021569  # what one flipped byte made of axis -1 (the fuzzer's find, byte 93)
+print(load_and_run(model.SerializeToString(), sys.argv[2]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("engine", ONNX_ENGINES)
+def test_an_axis_no_tensor_has_is_a_model_load_error_not_a_crash(engine: str) -> None:
+    """Found by the in-process fuzzer in CI: OpenVINO 2026.4 reads and compiles a LayerNormalization whose axis is
+    -404620279021569 and its CPU plugin then crashes the process in the first ``infer()``. Run in a child process
+    (a crash there is a failure here): a ``ModelLoadError`` on every engine."""
+    proc = subprocess.run([sys.executable, "-c", _IMPOSSIBLE_AXIS, str(Path(__file__).parent), engine],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ModelLoadError"]
+
+
+def test_an_impossible_axis_inside_a_subgraph_is_found() -> None:
+    """The check reaches Loop and If bodies, and leaves custom domains alone (their attributes are their own)."""
+    pytest.importorskip("openvino")
+    from onnx import helper as h
+
+    from xpuruntime.inference.engines.openvino import _impossible_axis
+
+    def graph(*nodes: Any) -> Any:
+        return h.make_graph(list(nodes), "g", [], [])
+    bad = h.make_node("Concat", ["a", "b"], ["c"], name="inner", axis=2**40)
+    outer = graph(h.make_node("If", ["cond"], ["y"], then_branch=graph(bad), else_branch=graph()))
+    assert "inner" in (_impossible_axis(outer) or "")
+    assert _impossible_axis(graph(h.make_node("Squeeze", ["x"], ["y"], axes=[0, -1]))) is None
+    assert _impossible_axis(graph(h.make_node("Custom", ["x"], ["y"], domain="com.example", axis=2**40))) is None
+    assert "Unsqueeze" in (_impossible_axis(graph(h.make_node("Unsqueeze", ["x"], ["y"], axes=[0, -99]))) or "")

@@ -98,3 +98,27 @@ print("raw errors:", errors)
 ''', tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "raw errors: []" in out.stdout
+
+
+def test_threads_making_their_first_runs_at_once_never_deadlock(tmp_path: Path):
+    """OpenVINO 2026.4's binding fills its numpy dtype table (a C++ static that runs Python while it is filled) on the
+    first run of a process; threads making their first runs at once deadlocked there, holding the GIL (found as a
+    hang of the close() test above in CI; 17 of 40 such children hung at a short switch interval before the fix).
+    Five children, four threads each, first runs released together."""
+    code = '''
+import sys, threading, numpy as np, xpuruntime as xrt
+from xpuruntime.inference.samples import matmul_relu
+sys.setswitchinterval(1e-6)
+s = xrt.InferenceSession(matmul_relu(k=64, n=64), engine="openvino")
+go = threading.Barrier(4)
+def first():
+    go.wait()
+    s.run({"x": np.ones((8, 64), np.float32)})
+threads = [threading.Thread(target=first) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("ran")
+'''
+    for _ in range(5):
+        out = _child(code, tmp_path, timeout=40)
+        assert out.returncode == 0 and out.stdout.split() == ["ran"], out.stderr[-3000:]
