@@ -250,10 +250,9 @@ def test_an_axis_no_tensor_has_is_a_model_load_error_not_a_crash(engine: str) ->
 
 def test_an_impossible_axis_inside_a_subgraph_is_found() -> None:
     """The check reaches Loop and If bodies, and leaves custom domains alone (their attributes are their own)."""
-    pytest.importorskip("openvino")
     from onnx import helper as h
 
-    from xpuruntime.inference.engines.openvino import _impossible_axis
+    from xpuruntime._graph_checks import impossible as _impossible_axis
 
     def graph(*nodes: Any) -> Any:
         return h.make_graph(list(nodes), "g", [], [])
@@ -263,3 +262,57 @@ def test_an_impossible_axis_inside_a_subgraph_is_found() -> None:
     assert _impossible_axis(graph(h.make_node("Squeeze", ["x"], ["y"], axes=[0, -1]))) is None
     assert _impossible_axis(graph(h.make_node("Custom", ["x"], ["y"], domain="com.example", axis=2**40))) is None
     assert "Unsqueeze" in (_impossible_axis(graph(h.make_node("Unsqueeze", ["x"], ["y"], axes=[0, -99]))) or "")
+
+
+_CRASHERS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import faulthandler; faulthandler.enable()
+import numpy as np
+from onnx import TensorProto as T, helper as h, numpy_helper
+from test_model_fuzz import load_and_run
+
+def one(op, inputs, shape, outs, attrs, inits=None, opset=18):
+    node = h.make_node(op, inputs, outs, name=op.lower(), **attrs)
+    g = h.make_graph([node], op, [h.make_tensor_value_info(inputs[0], T.FLOAT, shape)],
+                     [h.make_tensor_value_info(o, T.FLOAT, None) for o in outs],
+                     [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 9
+    return m
+
+X = [1, 2, 6, 6]
+models = {
+    "MaxPool strides": one("MaxPool", ["x"], X, ["y"], dict(kernel_shape=[2, 2], strides=[1, 2**40])),
+    "grouped Conv strides": one("Conv", ["x", "w"], X, ["y"], dict(kernel_shape=[3, 3], strides=[1, 2**40], group=2),
+                                dict(w=np.ones((2, 1, 3, 3), np.float32))),
+    "GatherND batch_dims": one("GatherND", ["x", "i"], [2, 3, 4], ["y"], dict(batch_dims=-65),
+                               dict(i=np.array([[1], [2]], np.int64))),
+    "Split num_outputs": one("Split", ["x"], [2, 4], ["y0", "y1"], dict(axis=1, num_outputs=1)),
+    "RoiAlign sampling_ratio": one("RoiAlign", ["x", "r", "bi"], X, ["y"],
+                                   dict(output_height=2, output_width=2, sampling_ratio=2**40),
+                                   dict(r=np.array([[0, 0, 3, 3]], np.float32), bi=np.array([0], np.int64))),
+    "Pad pads": one("Pad", ["x", "p"], [2, 3], ["y"], dict(mode="constant"),
+                    dict(p=np.array([-2**31] * 4, np.int64))),
+    "CenterCropPad shape": one("CenterCropPad", ["x", "s"], [4, 6], ["y"], dict(axes=[0, 1]),
+                               dict(s=np.array([2, 2**40], np.int64))),
+}
+for name, model in models.items():
+    print(name.replace(" ", "_"), load_and_run(model.SerializeToString(), sys.argv[2]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("engine", ONNX_ENGINES)
+def test_values_onnx_does_not_allow_are_model_load_errors_not_crashes(engine: str) -> None:
+    """Found by fuzzing every integer attribute and constant input with extreme values, in child processes: OpenVINO
+    2026.4 dies on a MaxPool or grouped-Conv stride of 2**40 (SIGFPE), a Pad of -2**31 or a CenterCropPad shape
+    of 2**40 (SIGSEGV); ONNX Runtime 1.32 on a GatherND batch_dims of -65 (SIGSEGV), a Split whose num_outputs is
+    not its number of outputs or a RoiAlign sampling_ratio of 2**40 (abort). Each is outside the operator spec:
+    a ``ModelLoadError`` on every engine, the process alive."""
+    proc = subprocess.run([sys.executable, "-c", _CRASHERS, str(Path(__file__).parent), engine],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    outcomes = dict(line.split() for line in proc.stdout.splitlines())
+    assert set(outcomes.values()) == {"ModelLoadError"}, outcomes
+    assert len(outcomes) == 7

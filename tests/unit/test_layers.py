@@ -1,8 +1,8 @@
 """The package's layers: each imports only the ones below it, imports inside functions included.
 
-The order (docs/architecture.md): errors/_io/_cache/_models -> runtime -> policies -> receipts -> kernels ->
-pytorch -> inference -> cli. Read from the source with ``ast``: every ``import``/``from`` statement anywhere in a
-module, and every ``importlib.import_module("xpuruntime...")`` with a literal name.
+The order (docs/architecture.md): errors/_io/_cache/_models/_graph_checks -> runtime -> policies -> receipts ->
+kernels -> pytorch -> inference -> cli. Read from the source with ``ast``: every ``import``/``from`` statement
+anywhere in a module, and every ``importlib.import_module("xpuruntime...")`` with a literal name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SRC = Path(xpuruntime.__file__).parent
 
 #: layer of each top-level module or package of xpuruntime; a module may import its own layer and those below
 LAYERS: dict[str, int] = {
-    "errors": 0, "_io": 0, "_cache": 0, "_models": 0, "_version": 0,
+    "errors": 0, "_io": 0, "_cache": 0, "_models": 0, "_graph_checks": 0, "_version": 0,
     "runtime": 1,
     "policies": 2,
     "receipts": 3,

@@ -600,7 +600,10 @@ def targets_from_onnx(model: Any, *, dims: Mapping[str, int] | None = None, devi
     """
     import onnx
 
+    from xpuruntime._graph_checks import refuse_impossible
+
     proto = _onnx_model(model)
+    refuse_impossible(proto, "the model", "onnx's shape inference")
     _fix_dims(proto, dict(dims or {}))
     inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     shapes = _value_shapes(inferred)

@@ -40,6 +40,7 @@ from xpuruntime.errors import (
     did_you_mean,
     safe_text,
 )
+from xpuruntime._graph_checks import refuse_impossible
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _onnxruntime as tr
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
@@ -102,6 +103,8 @@ class OnnxRuntimeEngine(Engine):
     def translate(self, policy: Policy, device: DeviceSpec, options: Mapping[str, Any]) -> Plan:
         """The translation table (:func:`._onnxruntime.translate`), the user's engine options over it, private
         cache folders and the static-shape check: everything decided before the session is built."""
+        # before anything reads the model, shape inference included (a Split it aborts on)
+        refuse_impossible(self.model.proto, self.model.description, "ONNX Runtime")
         ort = _ort()
         plugins = plugin_providers(ort)
         wanted = _wanted_providers(ort, options.get("providers"), plugins)

@@ -33,6 +33,7 @@ from xpuruntime.errors import (
     UnsupportedOperationError,
     XpuRuntimeError,
 )
+from xpuruntime._graph_checks import refuse_impossible
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _openvino as tr
 from xpuruntime.inference.feeds import DeviceArray, TensorInfo
@@ -80,35 +81,6 @@ def _first_core() -> Any:
     # close(); 17 hangs in 40 runs at a short switch interval, none with this). Filled once here, before any run.
     ov.Type.f32.to_dtype()
     return ov.Core()
-
-
-#: no tensor has this many dimensions: an axis attribute beyond it is damage, not a model
-_AXIS_LIMIT = 64
-
-
-def _impossible_axis(graph: Any) -> str | None:
-    """The first node (subgraphs included) of the default ONNX domain whose ``axis`` or ``axes`` attribute lies outside
-    [-64, 64), described, or None. OpenVINO 2026.4's ONNX frontend reads a LayerNormalization with axis
-    -404620279021569 (one flipped byte of a real model), compiles it, and its CPU plugin then crashes the process
-    inside ``infer()`` (out-of-range axes nearer zero it refuses when reading)."""
-    from onnx import AttributeProto
-
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                found = _impossible_axis(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                found = next(filter(None, map(_impossible_axis, attr.graphs)), None)
-            elif attr.name in ("axis", "axes") and node.domain in ("", "ai.onnx"):
-                values = [attr.i] if attr.type == AttributeProto.INT else \
-                    list(attr.ints) if attr.type == AttributeProto.INTS else []
-                bad = [v for v in values if not -_AXIS_LIMIT <= v < _AXIS_LIMIT]
-                found = f"node {node.name or node.op_type!r} ({node.op_type}) has {attr.name} {bad[0]}" if bad else None
-            else:
-                found = None
-            if found:
-                return found
-    return None
 
 
 @register_engine
@@ -174,13 +146,7 @@ class OpenVinoEngine(Engine):
         self._queue_lock = threading.Lock()
 
     def _read(self, core: Any) -> Any:
-        impossible = _impossible_axis(self.model.proto.graph)
-        if impossible:
-            raise ModelLoadError("the model has an axis no tensor has; OpenVINO would read it and crash the process "
-                                 "in the first run", expected=f"axis attributes within [-{_AXIS_LIMIT}, "
-                                 f"{_AXIS_LIMIT}) (a tensor's dimensions)", received=f"{self.model.description}: "
-                                 f"{impossible}", hint="the model file is damaged or was written wrongly: export it "
-                                 "again")
+        refuse_impossible(self.model.proto, self.model.description, "OpenVINO")
         source = str(self.model.path) if self.model.path else self.model.data
         try:
             return core.read_model(source)
