@@ -7,9 +7,10 @@ reader; ONNX Runtime 1.32 aborts on some; ``onnx.shape_inference`` itself aborts
 rank or a pad, a bound no real model comes near), so a valid model is never refused. The engines call
 :func:`impossible` before they read a model; the tuner calls it before shape inference.
 
-Not covered (they need shapes, or values known only at run time): indices out of range in GatherND or
-ScatterElements on OpenVINO (read or written out of bounds), and shapes that would allocate more than the machine
-has (Range, ConstantOfShape, Expand, Tile).
+Constant indices of GatherND and ScatterElements (OpenVINO reads or writes out of bounds with them, and crashes) are
+checked against the data's dimension where the data is a graph input or initializer of static shape, else against
+the int32 range. Not covered: such indices computed at run time, and shapes that would allocate more than the
+machine has (Range, ConstantOfShape, Expand, Tile).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def impossible(graph: Any) -> str | None:
     from onnx import AttributeProto
 
     constants = {t.name: t for t in graph.initializer}
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else None for d in dims])
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             for attr in node.attribute:
@@ -69,7 +74,7 @@ def impossible(graph: Any) -> str | None:
             if found:
                 return found
         if default:
-            found = _split(node) or _inputs(node, constants)
+            found = _split(node) or _inputs(node, constants) or _indices(node, constants, shapes)
             if found:
                 return found
     return None
@@ -112,6 +117,50 @@ def _split(node: Any) -> str | None:
     for attr in node.attribute:
         if attr.name == "num_outputs" and attr.i != len(node.output):
             return f"{_name(node)} has num_outputs {attr.i} but {len(node.output)} outputs"
+    return None
+
+
+def _small_ints(tensor: Any, most: int) -> list[int] | None:
+    """The values of a constant integer tensor of at most ``most`` elements, else None."""
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    if tensor.data_location != 0 or count > most:
+        return None  # external data, or too big to read here: the engine says what it says
+    from onnx import numpy_helper
+
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (TypeError, ValueError):  # a damaged tensor
+        return None
+    return [int(v) for v in array.reshape(-1)] if array.dtype.kind in "iu" else None
+
+
+def _indices(node: Any, constants: dict[str, Any], shapes: dict[str, list[int | None]]) -> str | None:
+    """Constant indices of GatherND / ScatterElements within the dimension they index ([-d, d)), where the data's
+    shape is static; else within int32. OpenVINO 2026.4 reads (GatherND) or writes (ScatterElements) out of bounds
+    with them and crashes the process, now or later."""
+    if node.op_type not in ("GatherND", "ScatterElements") or len(node.input) < 2 or node.input[1] not in constants:
+        return None
+    tensor = constants[node.input[1]]
+    values = _small_ints(tensor, 1 << 16)
+    if values is None:
+        return None
+    data = shapes.get(node.input[0]) or []
+    attrs = {a.name: a.i for a in node.attribute}
+    if node.op_type == "ScatterElements":
+        axis = attrs.get("axis", 0)
+        axis = axis + len(data) if axis < 0 else axis
+        bounds = [data[axis] if 0 <= axis < len(data) else None] * len(values)
+    else:  # index position j of the last dimension addresses data dimension batch_dims + j
+        last, start = (tensor.dims[-1] if tensor.dims else 1), attrs.get("batch_dims", 0)
+        bounds = [data[start + i % last] if last and start + i % last < len(data) else None
+                  for i in range(len(values))]
+    for value, dim in zip(values, bounds):
+        low, high = (-dim, dim) if dim else (-_INT32, _INT32)
+        if not low <= value < high:
+            return f"{_name(node)} has the constant index {value} for a dimension of {dim or 'unknown size'} " \
+                   f"(allowed: {low} to {high - 1})"
     return None
 
 

@@ -264,6 +264,28 @@ def test_an_impossible_axis_inside_a_subgraph_is_found() -> None:
     assert "Unsqueeze" in (_impossible_axis(graph(h.make_node("Unsqueeze", ["x"], ["y"], axes=[0, -99]))) or "")
 
 
+def test_constant_indices_are_checked_against_the_dimension_they_index() -> None:
+    """Indices in [-d, d) of a static data dimension pass (negative ones included); one past either end is refused;
+    with the data's shape unknown only indices beyond int32 are."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    from xpuruntime._graph_checks import impossible
+
+    def scatter(index: int, dims: list[Any]) -> Any:
+        i = numpy_helper.from_array(np.array([[0, index]], np.int64), "i")
+        u = numpy_helper.from_array(np.ones((1, 2), np.float32), "u")
+        node = h.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=-1)
+        return h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, dims)], [], [i, u])
+    for index in (-4, -1, 0, 3):
+        assert impossible(scatter(index, [3, 4])) is None
+    for index in (-5, 4):
+        assert "constant index" in (impossible(scatter(index, [3, 4])) or "")
+    assert impossible(scatter(-5, [3, "n"])) is None  # the dimension is not known: the engine decides
+    assert "constant index" in (impossible(scatter(2**31, [3, "n"])) or "")
+
+
 _CRASHERS = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -296,6 +318,10 @@ models = {
                     dict(p=np.array([-2**31] * 4, np.int64))),
     "CenterCropPad shape": one("CenterCropPad", ["x", "s"], [4, 6], ["y"], dict(axes=[0, 1]),
                                dict(s=np.array([2, 2**40], np.int64))),
+    "ScatterElements index": one("ScatterElements", ["x", "i", "u"], [3, 4], ["y"], dict(axis=1),
+                                 dict(i=np.array([[-5, 1], [2, 3], [1, 1]], np.int64), u=np.ones((3, 2), np.float32))),
+    "GatherND index": one("GatherND", ["x", "i"], [2, 3, 4], ["y"], dict(batch_dims=1),
+                          dict(i=np.array([[2**31 - 1], [1]], np.int64))),
 }
 for name, model in models.items():
     print(name.replace(" ", "_"), load_and_run(model.SerializeToString(), sys.argv[2]), flush=True)
@@ -307,7 +333,9 @@ def test_values_onnx_does_not_allow_are_model_load_errors_not_crashes(engine: st
     """Found by fuzzing every integer attribute and constant input with extreme values, in child processes: OpenVINO
     2026.4 dies on a MaxPool or grouped-Conv stride of 2**40 (SIGFPE), a Pad of -2**31 or a CenterCropPad shape
     of 2**40 (SIGSEGV); ONNX Runtime 1.32 on a GatherND batch_dims of -65 (SIGSEGV), a Split whose num_outputs is
-    not its number of outputs or a RoiAlign sampling_ratio of 2**40 (abort). Each is outside the operator spec:
+    not its number of outputs or a RoiAlign sampling_ratio of 2**40 (abort); OpenVINO writes out of bounds with a
+    ScatterElements index of -5 on a dimension of 4 and reads so with a GatherND index of 2**31 - 1. Each is outside
+    the operator spec:
     a ``ModelLoadError`` on every engine, the process alive."""
     proc = subprocess.run([sys.executable, "-c", _CRASHERS, str(Path(__file__).parent), engine],
                           capture_output=True, text=True, timeout=120,
@@ -315,4 +343,4 @@ def test_values_onnx_does_not_allow_are_model_load_errors_not_crashes(engine: st
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
     outcomes = dict(line.split() for line in proc.stdout.splitlines())
     assert set(outcomes.values()) == {"ModelLoadError"}, outcomes
-    assert len(outcomes) == 7
+    assert len(outcomes) == 9
