@@ -9,12 +9,14 @@ rank or a pad, a bound no real model comes near), so a valid model is never refu
 
 Constant indices of GatherND and ScatterElements (OpenVINO reads or writes out of bounds with them, and crashes) are
 checked against the data's dimension where the data is a graph input or initializer of static shape, else against
-the int32 range. Not covered: such indices computed at run time, and shapes that would allocate more than the
-machine has (Range, ConstantOfShape, Expand, Tile).
+the int32 range. A ``ConstantOfShape`` or ``Range`` of constant inputs whose output would take more than one tensor may
+(``XPURUNTIME_MAX_INPUT_BYTES``; the engines pass it) is refused too. Not covered: such indices computed at run
+time, and outputs too big for memory made from shapes known only at run time or by Expand and Tile.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 #: no tensor has this many dimensions: an axis beyond it is damage, not a model
@@ -44,10 +46,12 @@ _INPUT_RANGES: tuple[tuple[str, int, int, int], ...] = (
 )
 
 
-def impossible(graph: Any) -> str | None:
+def impossible(graph: Any, budget: int | None = None) -> str | None:
     """The first node of ``graph`` (an ``onnx.GraphProto``; subgraphs included) of the default domain whose
     attributes or constant inputs lie outside what ONNX allows, described (``"node 'ln1' (LayerNormalization) has
-    axis -404620279021569"``), or None."""
+    axis -404620279021569"``), or None. With ``budget`` (bytes), also a ``ConstantOfShape`` or ``Range`` of
+    constant inputs whose output alone would take more (an engine allocates it and the process is killed for
+    memory)."""
     from onnx import AttributeProto
 
     constants = {t.name: t for t in graph.initializer}
@@ -64,9 +68,9 @@ def impossible(graph: Any) -> str | None:
         default = node.domain in ("", "ai.onnx")
         for attr in node.attribute:
             if attr.type == AttributeProto.GRAPH:
-                found = impossible(attr.g)
+                found = impossible(attr.g, budget)
             elif attr.type == AttributeProto.GRAPHS:
-                found = next(filter(None, map(impossible, attr.graphs)), None)
+                found = next(filter(None, (impossible(g, budget) for g in attr.graphs)), None)
             elif default:
                 found = _attribute(node, attr, AttributeProto)
             else:
@@ -74,23 +78,26 @@ def impossible(graph: Any) -> str | None:
             if found:
                 return found
         if default:
-            found = _split(node) or _inputs(node, constants) or _indices(node, constants, shapes)
+            found = _split(node) or _inputs(node, constants) or _indices(node, constants, shapes) or \
+                (_too_big(node, constants, budget) if budget else None)
             if found:
                 return found
     return None
 
 
-def refuse_impossible(proto: Any, description: str, engine: str) -> None:
+def refuse_impossible(proto: Any, description: str, engine: str, budget: int | None = None) -> None:
     """Raise :class:`~xpuruntime.ModelLoadError` when :func:`impossible` finds something in ``proto`` (an
     ``onnx.ModelProto``, described as ``description``), before ``engine`` reads it."""
-    found = impossible(proto.graph)
+    found = impossible(proto.graph, budget)
     if found:
         from xpuruntime.errors import ModelLoadError
 
-        raise ModelLoadError(f"the model has a value ONNX does not allow, which {engine} would read and then crash "
-                             "the process on", expected="attributes and constant inputs within the ranges of the "
-                             "ONNX operator spec", received=f"{description}: {found}",
-                             hint="the model file is damaged or was written wrongly: export it again")
+        raise ModelLoadError(f"the model holds a value that {engine} would read and then crash the process on",
+                             expected="attributes and constant inputs within the ranges of the ONNX operator spec, "
+                             "and outputs of constant shape within XPURUNTIME_MAX_INPUT_BYTES",
+                             received=f"{description}: {found}", hint="the model file is damaged or was written "
+                             "wrongly: export it again (or raise XPURUNTIME_MAX_INPUT_BYTES for a tensor that "
+                             "big)")
 
 
 def _name(node: Any) -> str:
@@ -162,6 +169,42 @@ def _indices(node: Any, constants: dict[str, Any], shapes: dict[str, list[int | 
             return f"{_name(node)} has the constant index {value} for a dimension of {dim or 'unknown size'} " \
                    f"(allowed: {low} to {high - 1})"
     return None
+
+
+def _too_big(node: Any, constants: dict[str, Any], budget: int) -> str | None:
+    """A ``ConstantOfShape`` or ``Range`` whose constant inputs make an output of more than ``budget`` bytes."""
+    if node.op_type == "ConstantOfShape" and node.input and node.input[0] in constants:
+        shape = _small_ints(constants[node.input[0]], AXIS_LIMIT)
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        from onnx import helper
+
+        size = helper.tensor_dtype_to_np_dtype(value.data_type).itemsize if value is not None else 4
+        count = 1
+        for dim in shape or [0]:
+            count *= max(dim, 0)
+    elif node.op_type == "Range" and len(node.input) == 3 and all(i in constants for i in node.input):
+        start, limit, delta = (_scalar(constants[i]) for i in node.input)
+        if None in (start, limit, delta) or not delta:
+            return None
+        count = max(math.ceil((limit - start) / delta), 0)  # type: ignore[operator]
+        size = 8
+    else:
+        return None
+    if count * size > budget:
+        return f"{_name(node)} makes a tensor of {count * size} bytes from constants, more than the {budget} " \
+               f"bytes one tensor may take (XPURUNTIME_MAX_INPUT_BYTES)"
+    return None
+
+
+def _scalar(tensor: Any) -> float | None:
+    from onnx import numpy_helper
+
+    if tensor.data_location != 0 or len(tensor.dims) > 1 or (tensor.dims and tensor.dims[0] != 1):
+        return None
+    try:
+        return float(numpy_helper.to_array(tensor).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _inputs(node: Any, constants: dict[str, Any]) -> str | None:

@@ -344,3 +344,29 @@ def test_values_onnx_does_not_allow_are_model_load_errors_not_crashes(engine: st
     outcomes = dict(line.split() for line in proc.stdout.splitlines())
     assert set(outcomes.values()) == {"ModelLoadError"}, outcomes
     assert len(outcomes) == 9
+
+
+def test_a_constant_shape_past_the_budget_is_refused_before_an_engine_allocates_it(monkeypatch: Any) -> None:
+    """ConstantOfShape [1, 2**31] and Range(0, 2**31, 1): the engines allocated 8-16 GiB and the process was killed
+    for memory. With a budget (the engines pass XPURUNTIME_MAX_INPUT_BYTES) each is a ModelLoadError naming it."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    from xpuruntime._graph_checks import impossible
+
+    def graph(op: str, **consts: Any) -> Any:
+        inits = [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in consts.items()]
+        node = h.make_node(op, list(consts), ["y"], name=op.lower())
+        return h.make_graph([node], "g", [], [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    big = graph("ConstantOfShape", s=[1, 2**31])
+    assert "bytes" in (impossible(big, budget=1 << 30) or "")
+    assert impossible(big) is None and impossible(graph("ConstantOfShape", s=[2, 3]), budget=1 << 30) is None
+    assert "range" in (impossible(graph("Range", a=0, b=2**31, c=1), budget=1 << 30) or "")
+    assert impossible(graph("Range", a=0, b=10, c=1), budget=1 << 30) is None
+    monkeypatch.setenv("XPURUNTIME_MAX_INPUT_BYTES", str(1 << 20))
+    model = h.make_model(graph("ConstantOfShape", s=[1024, 1024]), opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    for engine in ONNX_ENGINES:
+        with pytest.raises(ModelLoadError, match="XPURUNTIME_MAX_INPUT_BYTES"):
+            InferenceSession(model.SerializeToString(), engine=engine)

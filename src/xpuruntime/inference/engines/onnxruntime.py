@@ -43,7 +43,7 @@ from xpuruntime.errors import (
 from xpuruntime._graph_checks import refuse_impossible
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _onnxruntime as tr
-from xpuruntime.inference.feeds import DeviceArray, TensorInfo
+from xpuruntime.inference.feeds import DeviceArray, TensorInfo, max_input_bytes
 from xpuruntime.inference.plan import Plan
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
@@ -104,7 +104,7 @@ class OnnxRuntimeEngine(Engine):
         """The translation table (:func:`._onnxruntime.translate`), the user's engine options over it, private
         cache folders and the static-shape check: everything decided before the session is built."""
         # before anything reads the model, shape inference included (a Split it aborts on)
-        refuse_impossible(self.model.proto, self.model.description, "ONNX Runtime")
+        refuse_impossible(self.model.proto, self.model.description, "ONNX Runtime", max_input_bytes())
         ort = _ort()
         plugins = plugin_providers(ort)
         wanted = _wanted_providers(ort, options.get("providers"), plugins)

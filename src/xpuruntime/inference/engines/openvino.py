@@ -36,7 +36,7 @@ from xpuruntime.errors import (
 from xpuruntime._graph_checks import refuse_impossible
 from xpuruntime.inference.engine import Engine, register_engine
 from xpuruntime.inference.engines import _openvino as tr
-from xpuruntime.inference.feeds import DeviceArray, TensorInfo
+from xpuruntime.inference.feeds import DeviceArray, TensorInfo, max_input_bytes
 from xpuruntime.inference.plan import Plan
 from xpuruntime.policies import Policy
 from xpuruntime.receipts import ExecutionReport, NodeRecord, Violation
@@ -146,7 +146,7 @@ class OpenVinoEngine(Engine):
         self._queue_lock = threading.Lock()
 
     def _read(self, core: Any) -> Any:
-        refuse_impossible(self.model.proto, self.model.description, "OpenVINO")
+        refuse_impossible(self.model.proto, self.model.description, "OpenVINO", max_input_bytes())
         source = str(self.model.path) if self.model.path else self.model.data
         try:
             return core.read_model(source)
