@@ -137,6 +137,8 @@ class OpenVinoEngine(Engine):
         self._idle: list[Any] = []
         self._draining: list[tuple[Any, Any]] = []  # (request, its inputs): runs past execution_timeout_ms
         self._pool_lock = threading.Lock()
+        self._create_lock = threading.Lock()  # create_infer_request, one call at a time (_new_request)
+        self._failed: list[Any] = []  # requests whose run failed, destroyed under _create_lock
         self._gate = _RunGate()  # runs share it; a recompile has it alone
         self._stale = False  # a run failed: the next one recompiles first (see _recompile)
         # INFERENCE_NUM_THREADS=1: OpenVINO 2026.4's synchronous infer() drops errors raised during the run and
@@ -209,33 +211,58 @@ class OpenVinoEngine(Engine):
                 request = self._idle.pop() if self._idle else None
             if request is None:
                 request = self._new_request(deadline)
-            yield request
+            try:
+                yield request
+            except BaseException:
+                with self._pool_lock:  # not pooled; kept until a request is made or the model rebuilt, so that it
+                    self._failed.append(request)  # is destroyed under _create_lock (see _new_request)
+                raise
             with self._pool_lock:
                 self._idle.append(request)
 
     def _new_request(self, deadline: float | None) -> Any:
+        """A new infer request of the compiled model, one at a time per session (``_create_lock``), and requests
+        whose run failed are destroyed only under that lock. OpenVINO 2026.4 aborted the process ("pure virtual
+        method called", in ``create_infer_request``) when threads created requests while others ran and failed
+        (CI, the timeout path of ``test_failing_runs_among_good_ones_under_threads``). Requests are pooled: this
+        is paid once per concurrent run, not per run."""
         if deadline is None:
-            return self.compiled.create_infer_request()
+            with self._create_lock:
+                self._drop_failed()
+                return self.compiled.create_infer_request()
         made: list[Any] = []
         done = threading.Event()
         compiled = self.compiled
 
         def make() -> None:
-            made.append(compiled.create_infer_request())
+            try:
+                with self._create_lock:
+                    self._drop_failed()
+                    made.append(compiled.create_infer_request())
+            except BaseException as exc:  # noqa: BLE001 - the waiting run raises it (not a timeout 60 s later)
+                made.append(exc)
             done.set()
             with self._pool_lock:
-                if getattr(make, "late", False) and self.compiled is compiled:
+                if getattr(make, "late", False) and self.compiled is compiled and \
+                        not isinstance(made[0], BaseException):
                     self._idle.append(made[0])  # nobody waits for it any more: pool it for the next run
 
         threading.Thread(target=make, name="xpuruntime-openvino-request", daemon=True).start()
         if not done.wait(max(0.0, deadline - time.monotonic())):
             with self._pool_lock:
                 make.late = True  # type: ignore[attr-defined]
-                if done.is_set():
-                    return made[0]
-            raise _timeout_error(self.policy.execution.execution_timeout_ms, "the run could not start: a run "
-                                 "abandoned by an earlier timeout still holds the model")
+                if not done.is_set():
+                    raise _timeout_error(self.policy.execution.execution_timeout_ms, "the run could not start: a "
+                                         "run abandoned by an earlier timeout still holds the model")
+        if isinstance(made[0], BaseException):
+            raise made[0]
         return made[0]
+
+    def _drop_failed(self) -> None:
+        """Destroy the requests whose run failed (the caller holds ``_create_lock``)."""
+        with self._pool_lock:
+            failed, self._failed = self._failed, []
+        del failed
 
     def _reap(self) -> None:
         """Requests whose run outlived its timeout go back to the pool once that run has ended."""
@@ -260,7 +287,8 @@ class OpenVinoEngine(Engine):
             for request, _ in self._draining:
                 with contextlib.suppress(Exception):
                     request.wait()
-            self._draining, self._idle, self._queue = [], [], None
+            with self._create_lock:  # (no run is in flight: only a request abandoned by a timeout could be made)
+                self._draining, self._idle, self._queue, self._failed = [], [], None, []
             self.compiled, _ = self._compile(_core(), self.ov_model, self.plan.config)
             self._stale = False
 
