@@ -128,7 +128,7 @@ def _split(node: Any) -> str | None:
 
 
 def _small_ints(tensor: Any, most: int) -> list[int] | None:
-    """The values of a constant integer tensor of at most ``most`` elements, else None."""
+    """The values of a constant numeric tensor of at most ``most`` elements, as integers, else None."""
     count = 1
     for dim in tensor.dims:
         count *= dim
@@ -138,9 +138,9 @@ def _small_ints(tensor: Any, most: int) -> list[int] | None:
 
     try:
         array = numpy_helper.to_array(tensor)
-    except (TypeError, ValueError):  # a damaged tensor
+        return [int(v) for v in array.reshape(-1)] if array.dtype.kind in "iuf" else None
+    except (TypeError, ValueError, OverflowError):  # a damaged tensor, or NaN / inf where integers belong
         return None
-    return [int(v) for v in array.reshape(-1)] if array.dtype.kind in "iu" else None
 
 
 def _indices(node: Any, constants: dict[str, Any], shapes: dict[str, list[int | None]]) -> str | None:
@@ -212,14 +212,9 @@ def _inputs(node: Any, constants: dict[str, Any]) -> str | None:
         if node.op_type != op or len(node.input) <= index or node.input[index] not in constants:
             continue
         tensor = constants[node.input[index]]
-        if tensor.data_location != 0 or not tensor.dims or len(tensor.dims) != 1 or tensor.dims[0] > AXIS_LIMIT * 2:
-            continue  # external data, or not a short list of integers: nothing to read here
-        from onnx import numpy_helper
-
-        try:
-            values = [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
-        except (TypeError, ValueError):  # not integers (a damaged tensor): the engine says what it says
-            continue
+        values = _small_ints(tensor, AXIS_LIMIT * 2) if len(tensor.dims) == 1 else None
+        if values is None:
+            continue  # external data, or not a short list of numbers: the engine says what it says
         bad = [v for v in values if not low <= v < high]
         if bad:
             return f"{_name(node)} has the constant input {node.input[index]!r} holding {bad[0]} (allowed: {low} " \

@@ -227,18 +227,14 @@ class OpenVinoEngine(Engine):
         (CI, the timeout path of ``test_failing_runs_among_good_ones_under_threads``). Requests are pooled: this
         is paid once per concurrent run, not per run."""
         if deadline is None:
-            with self._create_lock:
-                self._drop_failed()
-                return self.compiled.create_infer_request()
+            return self._create(self.compiled)
         made: list[Any] = []
         done = threading.Event()
         compiled = self.compiled
 
         def make() -> None:
             try:
-                with self._create_lock:
-                    self._drop_failed()
-                    made.append(compiled.create_infer_request())
+                made.append(self._create(compiled))
             except BaseException as exc:  # noqa: BLE001 - the waiting run raises it (not a timeout 60 s later)
                 made.append(exc)
             done.set()
@@ -258,11 +254,14 @@ class OpenVinoEngine(Engine):
             raise made[0]
         return made[0]
 
-    def _drop_failed(self) -> None:
-        """Destroy the requests whose run failed (the caller holds ``_create_lock``)."""
-        with self._pool_lock:
-            failed, self._failed = self._failed, []
-        del failed
+    def _create(self, compiled: Any) -> Any:
+        """``compiled.create_infer_request()`` under ``_create_lock``, the requests whose run failed destroyed
+        first (see :meth:`_new_request`)."""
+        with self._create_lock:
+            with self._pool_lock:
+                failed, self._failed = self._failed, []
+            del failed
+            return compiled.create_infer_request()
 
     def _reap(self) -> None:
         """Requests whose run outlived its timeout go back to the pool once that run has ended."""
